@@ -1,0 +1,1 @@
+"""Pure nn.Modules: backbones, heads (FCN, PPM, ASPP, DANet, OCR, GRAr), the segmentor."""

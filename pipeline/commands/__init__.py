@@ -1,0 +1,1 @@
+"""`grar` subcommands, one module each."""

@@ -1,0 +1,305 @@
+"""The one typed, validated configuration: a frozen tree mirroring ``params.yaml``.
+
+``params.yaml`` is the single source of truth. ``load_params`` reads it, applies
+command-line overrides (``--set train.lr=0.01``), and validates the result
+against the tree below: an unknown key, a wrong type or an out-of-range value
+raises ``ConfigError`` (exit code 2) whose message names the key path and the
+allowed values. Every section is frozen: code receives a config it cannot
+mutate, and a new value means a new config (``with_overrides``).
+
+Sections mirror the stages of ``dvc.yaml``: ``data`` (download, prepare,
+synthesize), ``stats``, ``model``, ``train``, ``eval``, ``bench``,
+``executor``; ``profile`` and ``seed`` are shared.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal, get_args
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pipeline.errors import ConfigError
+
+DEFAULT_PARAMS = Path("params.yaml")
+
+PositiveInt = Annotated[int, Field(gt=0)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+NonNegativeFloat = Annotated[float, Field(ge=0)]
+
+BackboneName = Literal["tiny_resnet", "resnet50", "resnet101", "resnest101"]
+HeadName = Literal["fcn", "ppm", "aspp", "danet", "ocr", "grar"]
+DatasetName = Literal["embedded", "ade20k", "pascal_context", "coco_stuff"]
+Device = Literal["auto", "cpu", "cuda"]
+
+
+class Section(BaseModel):
+    """Base of every config section: frozen, strict types, unknown keys rejected."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class EmbeddedDataConfig(Section):
+    """Size of the generated embedded dataset (no download)."""
+
+    train_images: PositiveInt
+    val_images: PositiveInt
+    image_size: Annotated[int, Field(ge=16, le=1024)]
+    seed: NonNegativeInt
+
+
+class DataConfig(Section):
+    """Where datasets are downloaded and prepared, and which ones the pipeline builds."""
+
+    root: str = Field(min_length=1)
+    downloads: str = Field(min_length=1)
+    mirror: str | None
+    datasets: tuple[DatasetName, ...] = Field(min_length=1)
+    embedded: EmbeddedDataConfig
+
+
+class StatsConfig(Section):
+    """Class co-occurrence statistics (section 3.2, Eq. 1)."""
+
+    root: str = Field(min_length=1)
+    normalisation: Literal["printed", "conditional"]
+    top_k: PositiveInt
+    workers: PositiveInt
+
+
+class GrarConfig(Section):
+    """Switches of the GRAr module (Eq. 2-4) and the ablations of Tables 1-2."""
+
+    channels: PositiveInt
+    positive: bool
+    negative: bool
+    edges: Literal["graph", "conv"]
+
+
+class ModelConfig(Section):
+    """Backbone, head and their options."""
+
+    backbone: BackboneName
+    pretrained: str | None
+    head: HeadName
+    aux: bool
+    grar: GrarConfig
+
+
+class LossConfig(Section):
+    """Weights of the loss terms: aux CE, coarse-mask CE (GRAr) and SR-Loss (Eq. 6)."""
+
+    aux: NonNegativeFloat
+    coarse: NonNegativeFloat
+    sr: NonNegativeFloat
+    sr_class_weights: Literal["uniform", "frequency"]
+
+
+class TrainConfig(Section):
+    """Optimisation (section 4.1): SGD with momentum, poly schedule, crops."""
+
+    dataset: DatasetName
+    crop_size: PositiveInt
+    batch_size: PositiveInt
+    lr: PositiveFloat
+    iterations: PositiveInt
+    momentum: Annotated[float, Field(ge=0, lt=1)]
+    weight_decay: NonNegativeFloat
+    poly_power: PositiveFloat
+    loss: LossConfig
+    checkpoint_every: PositiveInt
+    device: Device
+    workers: NonNegativeInt
+
+
+class EvalConfig(Section):
+    """Evaluation: single scale, or multi-scale + flip (the "MS" column)."""
+
+    scales: tuple[PositiveFloat, ...] = Field(min_length=1)
+    flip: bool
+
+
+class BenchConfig(Section):
+    """The module benchmark of Table 3 (input 1 x C x H x W)."""
+
+    out: str = Field(min_length=1)
+    device: Literal["cpu", "cuda"]
+    channels: PositiveInt
+    height: PositiveInt
+    width: PositiveInt
+    warmup: NonNegativeInt
+    repeats: PositiveInt
+    compile: bool
+
+
+class SlurmConfig(Section):
+    """Resources of one SLURM job (one grid cell), passed to submitit."""
+
+    partition: str | None
+    gpus_per_node: NonNegativeInt
+    tasks_per_node: PositiveInt
+    cpus_per_task: PositiveInt
+    mem_gb: PositiveInt
+    timeout_min: PositiveInt
+    array_parallelism: PositiveInt
+    additional: dict[str, str | int]
+
+
+class ExecutorConfig(Section):
+    """Where training runs: in-process (local), on SLURM via submitit, or submitit's debug."""
+
+    kind: Literal["local", "slurm", "debug"]
+    log_dir: str = Field(min_length=1)
+    slurm: SlurmConfig
+
+
+class Params(Section):
+    """The whole of ``params.yaml``."""
+
+    profile: str = Field(min_length=1)
+    seed: NonNegativeInt
+    data: DataConfig
+    stats: StatsConfig
+    model: ModelConfig
+    train: TrainConfig
+    eval: EvalConfig
+    bench: BenchConfig
+    executor: ExecutorConfig
+
+
+def load_params(path: str | os.PathLike = DEFAULT_PARAMS, overrides: tuple[str, ...] = ()) -> Params:
+    """Read, override and validate ``path``; raise ``ConfigError`` naming the bad key."""
+    path = Path(path)
+    raw = read_yaml(path)
+    for item in overrides:
+        apply_override(raw, item)
+    return validate(raw, source=f"{path} with --set overrides" if overrides else str(path))
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Parse a YAML mapping, turning every failure into a ``ConfigError`` naming the file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read ({err.strerror})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}:{where} not valid YAML ({getattr(err, 'problem', err)})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    return raw
+
+
+def apply_override(raw: dict[str, Any], item: str) -> None:
+    """Apply one ``dotted.key=value`` override in place; the value is parsed as YAML."""
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. train.lr=0.01")
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError:
+        raise ConfigError(f"--set {key}: value {value!r} is not valid YAML") from None
+    set_path(raw, key.strip(), parsed)
+
+
+def set_path(raw: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``raw[a][b][c] = value`` for ``key = "a.b.c"``; every parent must be a section."""
+    parts = key.split(".")
+    node = raw
+    for depth, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if not isinstance(child, dict):
+            prefix = ".".join(parts[: depth + 1])
+            raise ConfigError(f"--set {key}: {prefix} is not a section; {allowed_keys_text(raw, parts[:depth])}")
+        node = child
+    node[parts[-1]] = value
+
+
+def allowed_keys_text(raw: dict[str, Any], parents: list[str]) -> str:
+    """Describe the keys valid under ``parents`` in the schema."""
+    model: type[BaseModel] = Params
+    for part in parents:
+        field = model.model_fields.get(part)
+        if field is None or not _is_section(field.annotation):
+            break
+        model = field.annotation
+    return "allowed keys: " + ", ".join(model.model_fields)
+
+
+def validate(raw: dict[str, Any], source: str = "params.yaml") -> Params:
+    """Validate a raw mapping into ``Params``; the first error becomes one ``ConfigError``."""
+    try:
+        # JSON-mode validation: strict types, yet YAML lists fill tuple fields.
+        return Params.model_validate_json(json.dumps(raw, default=str))
+    except ValidationError as err:
+        raise ConfigError(describe_error(err.errors()[0], source)) from None
+
+
+def describe_error(error: dict[str, Any], source: str) -> str:
+    """One line naming the key path, what is wrong and what is allowed."""
+    loc = [str(part) for part in error["loc"]]
+    kind = error["type"]
+    got = error.get("input")
+    ctx = error.get("ctx") or {}
+    if kind == "extra_forbidden":
+        path = ".".join(loc)
+        return f"{source}: unknown key {path}; {allowed_keys_text({}, loc[:-1])}"
+    path = ".".join(_strip_union_tags(loc))
+    if kind == "missing":
+        return f"{source}: missing key {path}"
+    if kind == "literal_error":
+        allowed = ctx.get("expected", "")
+        return f"{source}: {path}: unknown value {got!r}; allowed: {allowed}"
+    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        sign = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}[kind]
+        bound = next(iter(ctx.values()))
+        return f"{source}: {path}: must be {sign} {bound} (got {got!r})"
+    if kind == "too_short":
+        return f"{source}: {path}: must hold at least {ctx.get('min_length')} item(s) (got {got!r})"
+    expected = _expected_type(loc)
+    return f"{source}: {path}: {error['msg'].lower()} (got {got!r}){'; expected ' + expected if expected else ''}"
+
+
+def _strip_union_tags(loc: list[str]) -> list[str]:
+    """Drop pydantic's union-member tags (``str``, ``int``...) from an error location."""
+    tags = {"str", "int", "float", "bool", "none", "function-after[...]"}
+    return [part for part in loc if part not in tags and not part.startswith(("literal[", "tuple["))]
+
+
+def _expected_type(loc: list[str]) -> str:
+    """The annotation at ``loc`` in the schema, as text, or '' when not found."""
+    model: Any = Params
+    annotation: Any = None
+    for part in _strip_union_tags(loc):
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            break
+        field = model.model_fields.get(part)
+        if field is None:
+            break
+        annotation = field.annotation
+        model = annotation
+    if annotation is None:
+        return ""
+    names = get_args(annotation) or (annotation,)
+    return " | ".join(getattr(name, "__name__", str(name)) for name in names)
+
+
+def _is_section(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+def with_overrides(params: Params, overrides: dict[str, Any]) -> Params:
+    """A new, validated config with ``{"train.lr": 0.01, ...}`` applied."""
+    raw = params.model_dump(mode="python")
+    for key, value in overrides.items():
+        set_path(raw, key, value)
+    return validate(raw, source="override")

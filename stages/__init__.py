@@ -1,0 +1,1 @@
+"""DVC stages: each `python -m stages.<name>` loads params.yaml, calls one function, writes its outputs."""
