@@ -24,5 +24,21 @@ repro: venv
 test: venv cluster-up
 	$(BIN)/python -m pytest
 
+# The local one-node SLURM test cluster (pipeline/slurm_cluster.py; needs root).
+# Outside CI a cluster that cannot start only warns (`-`): the SLURM tests then
+# skip with the reason. With CI=true it fails the run.
+SLURM_PACKAGES := munge slurmctld slurmd slurm-client
+OPTIONAL := $(if $(filter true,$(CI)),,-)
+
+slurm-packages:
+	$(OPTIONAL)@for program in munged slurmctld slurmd sbatch srun; do command -v $$program >/dev/null || missing=1; done; \
+	if [ -n "$$missing" ]; then apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(SLURM_PACKAGES); fi
+
+cluster-up: venv slurm-packages
+	$(OPTIONAL)$(BIN)/grar cluster up
+
+cluster-down: venv
+	$(BIN)/grar cluster down
+
 clean-venv:
 	rm -rf $(VENV)

@@ -25,7 +25,13 @@ from pipeline.errors import ConfigError, GrarError
 # belong inside run(), so `grar --help` stays fast.
 COMMANDS: dict[str, str] = {
     "config": "pipeline.commands.config",
+    "bench": "pipeline.commands.bench",
+    "download": "pipeline.commands.download",
+    "prepare": "pipeline.commands.prepare",
+    "evaluate": "pipeline.commands.evaluate",
     "profile": "pipeline.commands.profile",
+    "stats": "pipeline.commands.stats",
+    "cluster": "pipeline.commands.cluster",
 }
 
 EPILOG = """\
@@ -117,9 +123,21 @@ def run_guarded(fn: Callable[[], int | None], prog: str) -> int:
     return int(code or 0)
 
 
-def stage_main(work: Callable[[Params], None], stage: str) -> None:
+def stage_main(work: Callable[[Params], object], stage: str) -> None:
     """Entry of a DVC stage: validate ``params.yaml``, run ``work``, exit with its status."""
-    sys.exit(run_guarded(lambda: work(load_params(DEFAULT_PARAMS)), prog=f"stages.{stage}"))
+
+    def run() -> None:
+        work(load_params(DEFAULT_PARAMS))  # a stage's result is its files; the return value is ignored
+
+    sys.exit(run_guarded(run, prog=f"stages.{stage}"))
+
+
+def dataset_stage_main(work: Callable[[Params, str], object], stage: str) -> None:
+    """Entry of a per-dataset DVC stage, ``python -m stages.<stage> NAME`` (one per item of a ``foreach``)."""
+    parser = argparse.ArgumentParser(prog=f"python -m stages.{stage}", description=sys.modules["__main__"].__doc__)
+    parser.add_argument("name", metavar="NAME", help="dataset name (checked by the stage, which lists valid ones)")
+    name = parser.parse_args().name
+    stage_main(lambda params: work(params, name), stage)
 
 
 if __name__ == "__main__":

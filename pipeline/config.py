@@ -59,6 +59,7 @@ class DataConfig(Section):
     downloads: str = Field(min_length=1)
     mirror: str | None
     datasets: tuple[DatasetName, ...] = Field(min_length=1)
+    workers: PositiveInt  # processes converting a real dataset (grar prepare)
     embedded: EmbeddedDataConfig
 
 
@@ -72,12 +73,13 @@ class StatsConfig(Section):
 
 
 class GrarConfig(Section):
-    """Switches of the GRAr module (Eq. 2-4) and the ablations of Tables 1-2."""
+    """Switches of the GRAr module (Eq. 2-4) and the ablations of Tables 1-2 (see ``model.heads.grar``)."""
 
-    channels: PositiveInt
     positive: bool
     negative: bool
     edges: Literal["graph", "conv"]
+    pooling: Literal["hard", "soft"]
+    combine: Literal["sum", "concat"]
 
 
 class ModelConfig(Section):
@@ -86,6 +88,7 @@ class ModelConfig(Section):
     backbone: BackboneName
     pretrained: str | None
     head: HeadName
+    width: Annotated[int, Field(ge=16, multiple_of=16)]  # every head derives its widths from it (paper: 512)
     aux: bool
     grar: GrarConfig
 
@@ -131,6 +134,8 @@ class BenchConfig(Section):
     channels: PositiveInt
     height: PositiveInt
     width: PositiveInt
+    head_width: Annotated[int, Field(ge=16, multiple_of=16)]
+    num_classes: PositiveInt
     warmup: NonNegativeInt
     repeats: PositiveInt
     compile: bool

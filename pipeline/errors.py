@@ -23,3 +23,9 @@ class DataError(GrarError):
     """Invalid data on disk: unreadable file, bad label value, size mismatch."""
 
     exit_code = 1
+
+
+class ClusterError(GrarError):
+    """The local SLURM test cluster cannot start, or a SLURM command failed; names the log to read."""
+
+    exit_code = 1

@@ -21,6 +21,11 @@ def downloads_dir(params: Params) -> Path:
     return Path(params.data.downloads)
 
 
+def download_dir(params: Params, name: str) -> Path:
+    """Archives of real dataset ``name`` and their extracted folders (``downloads/<name>/``)."""
+    return downloads_dir(params) / name
+
+
 def stats_dir(params: Params, name: str) -> Path:
     """Co-occurrence statistics and heatmaps of dataset ``name``."""
     return Path(params.stats.root) / name

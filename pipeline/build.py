@@ -1,0 +1,144 @@
+"""Build models and the criterion from the config: parts chosen by name, local pretrained weights.
+
+``model/`` holds pure modules with explicit arguments; this is where params
+(``ModelConfig``, ``LossConfig``) become those arguments, and where the one file
+the model needs (the backbone's pretrained weights) is read.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from model.backbones import BACKBONES, Backbone
+from model.heads import HEADS
+from model.heads.fcn import FCNHead
+from model.heads.grar import GRArHead
+from model.segmentor import Segmentor
+from pipeline.config import GrarConfig, LossConfig, ModelConfig
+from pipeline.errors import ConfigError, DataError
+from pipeline.losses import Criterion
+
+CLASSIFIER_KEYS = ("fc.",)  # the ImageNet classifier of torchvision / timm weight files: not part of a backbone
+
+
+def lookup(table: Mapping[str, Any], name: str, key: str) -> Any:
+    """``table[name]``, or a ``ConfigError`` naming ``key`` and listing the valid names."""
+    try:
+        return table[name]
+    except KeyError:
+        raise ConfigError(f"{key}: unknown value {name!r}; valid: {', '.join(table)}") from None
+
+
+def build_head(
+    name: str,
+    in_channels: int,
+    num_classes: int,
+    width: int,
+    grar: GrarConfig,
+    affinity: Tensor | None = None,
+    affinity_source: str = "affinity matrix",
+) -> nn.Module:
+    """Head ``name`` sized from the backbone's channels and ``width``; GRAr gets ``affinity`` and its switches."""
+    head_class = lookup(HEADS, name, "model.head")
+    if head_class is not GRArHead:
+        return head_class(in_channels, num_classes, width)
+    if grar.edges == "graph" and affinity is None:
+        raise ConfigError("model.grar.edges: graph needs the affinity matrix of the class statistics")
+    try:
+        return GRArHead(
+            in_channels, num_classes, width, affinity,
+            positive=grar.positive, negative=grar.negative, edges=grar.edges,
+            pooling=grar.pooling, combine=grar.combine,
+        )
+    except ValueError as err:
+        raise DataError(f"{affinity_source}: {err}") from None
+
+
+def build_segmentor(
+    config: ModelConfig,
+    num_classes: int,
+    affinity: Tensor | None = None,
+    affinity_source: str = "affinity matrix",
+) -> Segmentor:
+    """The model of ``config``: backbone (with ``config.pretrained`` weights), head, auxiliary FCN head on layer3.
+
+    ``affinity`` (K, K) is the Eq. 1 matrix for GRAr with ``edges: graph``;
+    ``affinity_source`` (e.g. its Parquet path) names it in errors.
+    """
+    backbone: Backbone = lookup(BACKBONES, config.backbone, "model.backbone")()
+    if config.pretrained is not None:
+        load_backbone_weights(backbone, config.pretrained, config.backbone)
+    head = build_head(
+        config.head, backbone.out_channels, num_classes, config.width, config.grar, affinity, affinity_source
+    )
+    aux_head = FCNHead(backbone.aux_channels, num_classes, config.width // 2) if config.aux else None
+    return Segmentor(backbone, head, aux_head)
+
+
+def load_backbone_weights(backbone: Backbone, path: str | os.PathLike, name: str = "backbone") -> None:
+    """Load a local weight file of the backbone's source model (torchvision / timm) into ``backbone.body``.
+
+    Accepted: a state dict, or a dict holding one under ``"state_dict"``; a
+    ``module.`` prefix (DataParallel) and the ImageNet classifier ``fc.*`` are
+    dropped. A missing file, a file that is not a state dict, or keys / shapes
+    that do not match the backbone raise ``DataError`` naming the file: never a
+    silent random initialisation.
+    """
+    path = Path(path)
+    where = f"model.pretrained: {path}"
+    if not path.is_file():
+        raise DataError(
+            f"{where}: file not found; backbone weights are read from a local file "
+            "(set model.pretrained: null for random initialisation)"
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for a corrupt or foreign file
+        raise DataError(f"{where}: not a PyTorch weight file ({type(err).__name__}: {err})") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(value, Tensor) for value in state.values()):
+        raise DataError(f"{where}: expected a state dict (parameter name -> tensor)")
+    state = {key.removeprefix("module."): value for key, value in state.items()}
+    state = {key: value for key, value in state.items() if not key.startswith(CLASSIFIER_KEYS)}
+    expected = backbone.body.state_dict()
+    # BatchNorm fills in num_batches_tracked when a file predates it.
+    missing = sorted(key for key in set(expected) - set(state) if not key.endswith("num_batches_tracked"))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise DataError(
+            f"{where}: keys do not match the {name} backbone: {len(missing)} missing ({_some(missing)}), "
+            f"{len(unexpected)} unexpected ({_some(unexpected)})"
+        )
+    wrong = [
+        f"{key} {tuple(state[key].shape)} vs {tuple(expected[key].shape)}"
+        for key in sorted(state)
+        if state[key].shape != expected[key].shape
+    ]
+    if wrong:
+        raise DataError(f"{where}: shapes do not match the {name} backbone: {_some(wrong)}")
+    backbone.body.load_state_dict(state, strict=False)
+
+
+def _some(items: list[str], limit: int = 3) -> str:
+    """The first ``limit`` items, comma-separated, with '...' when there are more; 'none' when empty."""
+    if not items:
+        return "none"
+    return ", ".join(items[:limit]) + (", ..." if len(items) > limit else "")
+
+
+def build_criterion(
+    loss: LossConfig, num_classes: int, feature_channels: int, class_weights: Tensor | None = None
+) -> Criterion:
+    """The loss of Eq. 6 with the weights of ``train.loss``; ``class_weights`` are the w_k for ``frequency``."""
+    if loss.sr_class_weights == "frequency" and class_weights is None:
+        raise ConfigError("train.loss.sr_class_weights: frequency needs the class weights from the statistics")
+    if loss.sr_class_weights == "uniform":
+        class_weights = None
+    return Criterion(num_classes, feature_channels, loss.aux, loss.coarse, loss.sr, class_weights)

@@ -1,0 +1,146 @@
+"""`grar evaluate`: score a folder of PNG predictions against a folder of label maps."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from pipeline.errors import ConfigError, DataError
+from pipeline.io import write_text_atomic
+from pipeline.metrics import IGNORE_INDEX, ConfusionMatrix, LabelValueError, Scores
+
+HELP = "score PNG predictions against label maps: mIoU, pixel accuracy, per-class IoU"
+DESCRIPTION = """\
+Score every prediction PNG in --pred against the label map with the same file
+stem in --gt (both 8-bit single-channel PNGs, mode L or P, values = class ids;
+255 in the ground truth = ignore). Counts are summed over the whole folder into
+one confusion matrix; mIoU averages the IoU of the classes present in the ground
+truth or the prediction (FCN's definition, as in the paper, section 4.2).
+
+Every label map needs exactly one prediction of the same size, and every
+prediction a label map; a missing or extra file, a size mismatch, a colour or
+16-bit image, or a value that is not a class id stops the run naming the file,
+and no JSON is written. Scores are fractions in [0, 1]; classes absent from
+both prediction and ground truth get null.
+
+example:
+  grar evaluate --pred runs/grar/pred --gt data/ade20k/val/labels --num-classes 150 \\
+      --classes data/ade20k/classes.csv --json runs/grar/scores.json"""
+
+NO_PARAMS = True  # scores any folder: needs no params.yaml
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--pred", type=Path, required=True, metavar="DIR", help="folder of prediction PNGs")
+    parser.add_argument("--gt", type=Path, required=True, metavar="DIR", help="folder of ground-truth label PNGs")
+    parser.add_argument("--num-classes", type=int, required=True, metavar="K", help="number of classes (ids 0..K-1)")
+    parser.add_argument("--json", type=Path, metavar="FILE", help="write the scores here (atomically)")
+    parser.add_argument(
+        "--classes", type=Path, metavar="CSV",
+        help="class names: a CSV with header id,name and ids 0..K-1 in order (default: ids as names)",
+    )
+    parser.add_argument(
+        "--ignore-index", type=int, default=IGNORE_INDEX, metavar="V",
+        help=f"ground-truth value that is not scored (default: {IGNORE_INDEX})",
+    )
+    parser.add_argument("--per-class", action="store_true", help="also print the IoU of every class")
+
+
+def class_names(path: Path, num_classes: int) -> list[str]:
+    """Names from a class table (``id,name``, ids 0..K-1); unique, since they key ``per_class_iou``."""
+    from pipeline.stats.io import read_classes
+
+    names = read_classes(path, num_classes)
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise DataError(f"{path}: duplicate class names: {', '.join(duplicates)}")
+    return names
+
+
+def _pngs(folder: Path, flag: str) -> dict[str, Path]:
+    if not folder.is_dir():
+        raise DataError(f"{flag} {folder}: no such folder")
+    return {path.stem: path for path in sorted(folder.glob("*.png"))}
+
+
+def _describe(paths: list[Path]) -> str:
+    shown = ", ".join(str(p) for p in paths[:3])
+    return shown + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
+
+
+def match_predictions(pred_dir: Path, gt_dir: Path) -> list[tuple[Path, Path]]:
+    """(prediction, label map) pairs matched by file stem; every file must have its partner."""
+    preds, gts = _pngs(pred_dir, "--pred"), _pngs(gt_dir, "--gt")
+    if not gts:
+        raise DataError(f"--gt {gt_dir}: no label maps (*.png)")
+    missing = [pred_dir / f"{stem}.png" for stem in gts if stem not in preds]
+    if missing:
+        raise DataError(f"missing prediction for {len(missing)} label map(s): {_describe(missing)}")
+    extra = [path for stem, path in preds.items() if stem not in gts]
+    if extra:
+        raise DataError(f"{len(extra)} prediction(s) without a label map in {gt_dir}: {_describe(extra)}")
+    return [(preds[stem], gts[stem]) for stem in gts]
+
+
+def score_folders(
+    pred_dir: Path, gt_dir: Path, num_classes: int, ignore_index: int = IGNORE_INDEX, progress: bool = True,
+) -> tuple[Scores, int]:
+    """The scores of all prediction/label pairs in two folders, and the number of images."""
+    from tqdm import tqdm
+
+    from pipeline.datasets.common import read_label_png
+
+    try:
+        matrix = ConfusionMatrix(num_classes, ignore_index)
+    except ValueError as err:
+        raise ConfigError(f"--num-classes {num_classes} / --ignore-index {ignore_index}: {err}") from err
+    pairs = match_predictions(pred_dir, gt_dir)
+    for pred_path, gt_path in tqdm(pairs, desc="evaluate", unit="img", disable=not progress):
+        gt, pred = read_label_png(gt_path), read_label_png(pred_path)  # (H, W) each
+        if gt.shape != pred.shape:
+            raise DataError(
+                f"{pred_path}: size {pred.shape[1]}x{pred.shape[0]} differs from {gt_path} "
+                f"({gt.shape[1]}x{gt.shape[0]}, width x height)"
+            )
+        try:
+            matrix.update(gt, pred)
+        except LabelValueError as err:
+            raise DataError(f"{pred_path if err.role == 'prediction' else gt_path}: {err}") from err
+    scores = matrix.scores()
+    if scores.num_pixels == 0:
+        raise DataError(f"--gt {gt_dir}: every pixel is the ignore index {ignore_index}: nothing to score")
+    return scores, len(pairs)
+
+
+def summary(result: dict, per_class: bool) -> str:
+    """A short plain-text table of the scores in ``result`` (the JSON mapping)."""
+    def pct(value: float | None) -> str:
+        return "   n/a" if value is None else f"{100 * value:6.2f}"
+
+    lines = [
+        f"images          {result['num_images']:>8d}",
+        f"classes scored  {result['num_classes_present']:>4d} / {result['num_classes']}",
+        f"mIoU            {pct(result['miou'])} %",
+        f"pixel accuracy  {pct(result['pixel_accuracy'])} %",
+        f"mean accuracy   {pct(result['mean_accuracy'])} %",
+    ]
+    if per_class:
+        width = max(len("class"), *(len(name) for name in result["per_class_iou"]))
+        lines += ["", f"{'class':<{width}}  {'IoU %':>6}"]
+        lines += [f"{name:<{width}}  {pct(iou)}" for name, iou in result["per_class_iou"].items()]
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    names = class_names(args.classes, args.num_classes) if args.classes else None
+    scores, num_images = score_folders(args.pred, args.gt, args.num_classes, args.ignore_index)
+    result = scores.to_dict(names)
+    result = {**result, "num_images": num_images, "ignore_index": args.ignore_index,
+              "per_class_iou": result.pop("per_class_iou")}  # the long mapping last
+    if args.json:
+        write_text_atomic(args.json, json.dumps(result, indent=2, allow_nan=False) + "\n")
+    print(summary(result, args.per_class))
+    if args.json:
+        print(f"scores written to {args.json}")
+    return 0

@@ -1,0 +1,160 @@
+"""What every converter shares: reading and checking labels, writing one sample of
+the canonical layout, the class table, and a parallel map with a progress bar.
+
+Canonical layout (one per dataset, written into a temporary folder that
+``pipeline.datasets.prepare`` renames into place):
+
+    <out>/classes.csv                 header ``id,name``; ids 0..K-1 in order
+    <out>/{train,val}/images/<stem>.jpg   the source JPEG, copied byte for byte
+                                          (``<stem>.png`` when the source is not RGB:
+                                          grey or CMYK JPEGs are converted to RGB)
+    <out>/{train,val}/labels/<stem>.png   8-bit mode "L": classes 0..K-1, 255 = ignore
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import multiprocessing
+import shutil
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from pipeline.errors import DataError
+
+SPLITS = ("train", "val")
+IGNORE = 255
+LABEL_MODES = ("L", "P")  # index images; "P" stores indices too (its palette is only for display)
+
+T = TypeVar("T")
+
+
+def byte_bar(total: int | None, desc: str, initial: int = 0, leave: bool = True) -> tqdm:
+    """A progress bar counting bytes (downloads, hashing, extraction)."""
+    return tqdm(total=total, initial=initial, unit="B", unit_scale=True, unit_divisor=1024, desc=desc, leave=leave)
+
+
+def run_tasks(fn: Callable[[T], object], tasks: Sequence[T], workers: int, desc: str) -> None:
+    """Apply ``fn`` to every task, in ``workers`` processes when it pays, with a progress bar.
+
+    The first ``DataError`` raised by a task stops the map and propagates.
+    """
+    with tqdm(total=len(tasks), unit="img", desc=desc) as bar:
+        if workers <= 1 or len(tasks) <= 1:
+            for task in tasks:
+                fn(task)
+                bar.update()
+            return
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            chunk = max(1, min(64, len(tasks) // (8 * workers)))
+            for _ in pool.imap_unordered(fn, tasks, chunksize=chunk):
+                bar.update()
+
+
+def lookup_table(mapping: dict[int, int], size: int) -> np.ndarray:
+    """A (size,) uint8 table sending each source id to its class, every other id to 255."""
+    table = np.full(size, IGNORE, dtype=np.uint8)
+    for source, target in mapping.items():
+        table[source] = target
+    return table
+
+
+def apply_table(raw: np.ndarray, table: np.ndarray, source: str) -> np.ndarray:
+    """``table[raw]`` after checking every value is an integer id the table knows; ``source`` names the file."""
+    if raw.size and not np.issubdtype(raw.dtype, np.integer):
+        if not np.all(np.isfinite(raw)) or not np.array_equal(raw, np.round(raw)):
+            bad = raw[~np.isfinite(raw) | (raw != np.round(raw))].flat[0]
+            raise DataError(f"{source}: label value {bad} is not an integer")
+        raw = raw.astype(np.int64)
+    if raw.size:
+        low, high = int(raw.min()), int(raw.max())
+        if low < 0 or high >= len(table):
+            bad = low if low < 0 else high
+            raise DataError(f"{source}: label value {bad} out of range 0..{len(table) - 1}")
+    return table[raw]
+
+
+def read_label_png(path: Path) -> np.ndarray:
+    """The (H, W) values of an index label image; colour or unreadable images raise ``DataError``."""
+    try:
+        with Image.open(path) as image:
+            if image.mode not in LABEL_MODES:
+                raise DataError(
+                    f"{path}: label image has mode {image.mode!r}; expected a single-channel index image (L or P)"
+                )
+            image.load()
+            return np.array(image)
+    except FileNotFoundError:
+        raise DataError(f"{path}: label file not found") from None
+    except (OSError, SyntaxError, ValueError) as err:
+        raise DataError(f"{path}: unreadable label image ({err})") from None
+
+
+def write_sample(out_dir: Path, split: str, stem: str, image_path: Path, label: np.ndarray, source: str) -> None:
+    """Write one image (checked: readable, same size as ``label``) and its label into the layout."""
+    try:
+        with Image.open(image_path) as image:
+            image.load()
+            if image.size != (label.shape[1], label.shape[0]):
+                raise DataError(
+                    f"{image_path}: image is {image.size[0]}x{image.size[1]} but its label {source} is "
+                    f"{label.shape[1]}x{label.shape[0]} (width x height)"
+                )
+            images = out_dir / split / "images"
+            if image.mode == "RGB" and image.format == "JPEG":
+                shutil.copyfile(image_path, images / f"{stem}.jpg")
+            else:
+                image.convert("RGB").save(images / f"{stem}.png")
+    except FileNotFoundError:
+        raise DataError(f"{image_path}: image file not found (its label is {source})") from None
+    except (OSError, SyntaxError, ValueError) as err:
+        raise DataError(f"{image_path}: unreadable image ({err})") from None
+    Image.fromarray(label.astype(np.uint8, copy=False), mode="L").save(out_dir / split / "labels" / f"{stem}.png")
+
+
+def make_layout(out_dir: Path, names: Sequence[str]) -> None:
+    """Create the split folders and write ``classes.csv``."""
+    for split in SPLITS:
+        for kind in ("images", "labels"):
+            (out_dir / split / kind).mkdir(parents=True, exist_ok=True)
+    (out_dir / "classes.csv").write_text(classes_csv(names), encoding="utf-8")
+
+
+def classes_csv(names: Iterable[str]) -> str:
+    """The class table as CSV text: header ``id,name``, ids 0..K-1."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["id", "name"])
+    writer.writerows(enumerate(names))
+    return buffer.getvalue()
+
+
+def pair_files(images: Path, labels: Path, image_suffix: str, label_suffix: str) -> list[tuple[str, Path, Path]]:
+    """(stem, image, label) for every stem, sorted; a missing folder or partner, or no files, raises ``DataError``."""
+    for folder in (images, labels):
+        if not folder.is_dir():
+            raise DataError(f"{folder}: folder not found")
+    image_files = {p.stem: p for p in images.glob(f"*{image_suffix}")}
+    label_files = {p.stem: p for p in labels.glob(f"*{label_suffix}")}
+    for stem in sorted(image_files.keys() ^ label_files.keys()):
+        if stem in image_files:
+            raise DataError(f"{image_files[stem]}: image without a label (expected {labels / (stem + label_suffix)})")
+        raise DataError(f"{label_files[stem]}: label without an image (expected {images / (stem + image_suffix)})")
+    if not image_files:
+        raise DataError(f"{images}: empty split: no *{image_suffix} images")
+    return [(stem, image_files[stem], label_files[stem]) for stem in sorted(image_files)]
+
+
+def locate(root: Path, marker: str) -> Path:
+    """The folder holding ``marker``: ``root`` itself or one of its direct subfolders (archives differ in nesting)."""
+    if (root / marker).exists():
+        return root
+    found = [child for child in sorted(root.iterdir()) if (child / marker).exists()] if root.is_dir() else []
+    if len(found) != 1:
+        raise DataError(f"{root}: expected {marker} in it or in one of its subfolders (found {len(found)})")
+    return found[0]

@@ -1,0 +1,316 @@
+"""Download the real datasets' archives: resumable, verified, idempotent, mirror-aware.
+
+``ARCHIVES`` lists, per dataset, the files its converter reads, with their
+official URLs and checksums. ``download_dataset`` fetches each into
+``<data.downloads>/<name>/`` and extracts the archives among them into a folder
+named after the archive (``.../ade20k/ADEChallengeData2016/``):
+
+- **Resumable.** Bytes arrive in ``<file>.part``; a later attempt asks the server
+  for the rest with an HTTP ``Range`` request (a server that ignores it is read
+  from the start). A dropped connection or a timeout is retried a few times.
+- **Verified before use.** A finished ``.part`` is hashed; only a match is renamed
+  to ``<file>``. A mismatch deletes it and raises ``DataError`` with the expected
+  and actual checksums. An existing ``<file>`` is re-hashed at every call.
+- **Idempotent.** A verified file is not fetched again (no request is made);
+  ``force=True`` fetches it anyway. An extracted folder whose stamp names the
+  archive's checksum is not extracted again.
+- **Mirror.** ``data.mirror`` (``https://host/path``, ``http://...`` or
+  ``file:///path``) replaces the official host and path; the file name is kept:
+  ``<mirror>/<file name>``.
+- **Trust on first use (TOFU).** COCO-Stuff-10k publishes no checksum. Its first
+  download records the SHA-256 it computes in ``<file>.sha256`` beside the archive
+  and says so loudly; every later use verifies against that file. Keep the file
+  (or compare its value with a colleague's copy) — deleting it restarts the trust.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import re
+import socket
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+from pipeline.config import Params
+from pipeline.datasets.common import byte_bar
+from pipeline.datasets.extract import STAMP_NAME, archive_stem, extract_archive
+from pipeline.errors import ConfigError, DataError
+from pipeline.io import write_text_atomic
+from pipeline.paths import download_dir
+
+CHUNK = 1 << 20
+TOFU_ALGORITHM = "sha256"
+
+
+@dataclass(frozen=True)
+class Archive:
+    """One downloadable file of a dataset.
+
+    ``checksum`` is ``None`` when the publisher gives none: trust on first use.
+    ``extract`` says whether the file is a zip/tar to unpack (else it is read as is).
+    """
+
+    key: str
+    filename: str
+    url: str
+    algorithm: str
+    checksum: str | None
+    extract: bool
+
+
+ARCHIVES: dict[str, tuple[Archive, ...]] = {
+    "ade20k": (
+        Archive(
+            key="ADEChallengeData2016",
+            filename="ADEChallengeData2016.zip",
+            url="http://data.csail.mit.edu/places/ADEchallenge/ADEChallengeData2016.zip",
+            algorithm="sha1",
+            checksum="219e1696abb36c8ba3a3afe7fb2f4b4606a897c7",
+            extract=True,
+        ),
+    ),
+    "pascal_context": (
+        Archive(
+            key="VOC2010",
+            filename="VOCtrainval_03-May-2010.tar",
+            url="http://host.robots.ox.ac.uk/pascal/VOC/voc2010/VOCtrainval_03-May-2010.tar",
+            algorithm="md5",
+            checksum="da459979d0c395079b5c75ee67908abb",
+            extract=True,
+        ),
+        Archive(
+            # PASCAL in Detail's merged annotations, the copy PyTorch-Encoding,
+            # mmsegmentation and torchvision-style loaders download.
+            key="trainval_merged",
+            filename="trainval_merged.json",
+            url="https://codalabuser.blob.core.windows.net/public/trainval_merged.json",
+            algorithm="md5",
+            checksum="3c2d0c0656b7be9eb61928ffe885d8ce",
+            extract=False,
+        ),
+    ),
+    "coco_stuff": (
+        Archive(
+            key="cocostuff-10k",
+            filename="cocostuff-10k-v1.1.zip",
+            url="http://calvin.inf.ed.ac.uk/wp-content/uploads/data/cocostuffdataset/cocostuff-10k-v1.1.zip",
+            algorithm=TOFU_ALGORITHM,
+            checksum=None,  # none published: trust on first use
+            extract=True,
+        ),
+    ),
+}
+
+
+class TransferInterrupted(Exception):
+    """A transfer stopped early; what arrived stays in the ``.part`` file for a resume."""
+
+
+def archives_for(name: str) -> tuple[Archive, ...]:
+    """The archives of dataset ``name``; an unknown or generated dataset raises ``ConfigError``."""
+    if name not in ARCHIVES:
+        hint = " (it is generated, not downloaded: run `grar prepare embedded`)" if name == "embedded" else ""
+        raise ConfigError(f"no download for dataset {name!r}{hint}; datasets with archives: {', '.join(ARCHIVES)}")
+    return ARCHIVES[name]
+
+
+def source_paths(params: Params, name: str) -> dict[str, Path]:
+    """Archive key -> what a converter reads: the extracted folder, or the file itself.
+
+    Raises ``DataError`` naming the first missing path and the command that makes it.
+    """
+    root = download_dir(params, name)
+    paths = {}
+    for archive in archives_for(name):
+        path = root / (archive_stem(archive.filename) if archive.extract else archive.filename)
+        if not path.exists():
+            raise DataError(f"{path} not found: run `grar download {name}` first")
+        paths[archive.key] = path
+    return paths
+
+
+def resolve_url(archive: Archive, mirror: str | None) -> str:
+    """The official URL, or ``<mirror>/<file name>`` when a mirror is set."""
+    if mirror is None:
+        return archive.url
+    if urlparse(mirror).scheme not in ("http", "https", "file"):
+        raise ConfigError(
+            f"data.mirror: {mirror!r} must start with http://, https:// or file:// (e.g. file:///shared/datasets)"
+        )
+    return f"{mirror.rstrip('/')}/{archive.filename}"
+
+
+def file_digest(path: Path, algorithm: str) -> str:
+    """Hex digest of ``path``, with a progress bar (archives are gigabytes)."""
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as f, byte_bar(path.stat().st_size, f"verify {path.name}", leave=False) as bar:
+        while block := f.read(CHUNK):
+            digest.update(block)
+            bar.update(len(block))
+    return digest.hexdigest()
+
+
+def expected_checksum(archive: Archive, target: Path) -> str | None:
+    """The published checksum, or the one recorded at first use (``None``: not recorded yet)."""
+    if archive.checksum is not None:
+        return archive.checksum
+    record = tofu_record(target)
+    if not record.exists():
+        return None
+    digest = (record.read_text(encoding="utf-8").split() or [""])[0]
+    if not re.fullmatch(r"[0-9a-f]{64}", digest):
+        raise DataError(f"{record}: not a {TOFU_ALGORITHM} record (expected '<64 hex digits>  {target.name}')")
+    return digest
+
+
+def tofu_record(target: Path) -> Path:
+    """Where the trust-on-first-use checksum of ``target`` is kept."""
+    return target.with_name(f"{target.name}.{TOFU_ALGORITHM}")
+
+
+def fetch(
+    archive: Archive,
+    target: Path,
+    mirror: str | None = None,
+    force: bool = False,
+    timeout: float = 60.0,
+    retries: int = 3,
+) -> str:
+    """Make ``target`` a verified copy of ``archive``; return its checksum.
+
+    An existing, verified ``target`` is kept without any request unless ``force``.
+    """
+    url = resolve_url(archive, mirror)
+    if target.exists() and not force:
+        expected = expected_checksum(archive, target)
+        actual = file_digest(target, archive.algorithm)
+        if expected is None or actual == expected:
+            if expected is None:
+                record_tofu(target, actual)
+            return actual
+        print(f"{target}: checksum mismatch (expected {archive.algorithm} {expected}, got {actual}); downloading again")
+        target.unlink()
+    part = target.with_name(target.name + ".part")
+    if force:
+        part.unlink(missing_ok=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    for attempt in range(retries + 1):
+        try:
+            transfer(url, part, timeout)
+            break
+        except TransferInterrupted as err:
+            if attempt == retries:
+                raise DataError(f"{url}: {err}; {part} keeps what arrived: run the command again to resume") from None
+            print(f"{url}: {err}; resuming (attempt {attempt + 2} of {retries + 1})")
+    return verify_part(archive, part, target, url)
+
+
+def verify_part(archive: Archive, part: Path, target: Path, url: str) -> str:
+    """Hash the finished ``part``; rename it to ``target`` on a match, delete it otherwise."""
+    actual = file_digest(part, archive.algorithm)
+    expected = expected_checksum(archive, target)
+    if expected is not None and actual != expected:
+        part.unlink()
+        origin = "published" if archive.checksum else f"recorded at first use in {tofu_record(target)}"
+        raise DataError(
+            f"{url}: corrupt download, deleted: {archive.algorithm} expected {expected} ({origin}), got {actual} "
+            f"(a wrong mirror file, or damaged in transit: run the command again)"
+        )
+    os.replace(part, target)
+    if expected is None:
+        record_tofu(target, actual)
+    return actual
+
+
+def record_tofu(target: Path, digest: str) -> None:
+    """Record the checksum of a dataset that publishes none, and say so."""
+    record = tofu_record(target)
+    write_text_atomic(record, f"{digest}  {target.name}\n")
+    print(
+        f"{target.name}: no official checksum is published; TRUST ON FIRST USE: recorded "
+        f"{TOFU_ALGORITHM} {digest} in {record}. Later runs verify against it; keep that file."
+    )
+
+
+def transfer(url: str, part: Path, timeout: float) -> None:
+    """Append the rest of ``url`` to ``part`` (resuming from its size); raise ``TransferInterrupted`` when cut short."""
+    offset = part.stat().st_size if part.exists() else 0
+    if urlparse(url).scheme == "file":
+        copy_local(Path(urllib.request.url2pathname(urlparse(url).path)), part, offset, url)
+        return
+    headers = {"User-Agent": "grar-download/1", **({"Range": f"bytes={offset}-"} if offset else {})}
+    try:
+        response = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
+    except urllib.error.HTTPError as err:
+        if err.code == 416 and offset:  # nothing left at this offset: the part is whole, or too long
+            size = re.fullmatch(r"bytes \*/(\d+)", err.headers.get("Content-Range", ""))
+            if size and int(size.group(1)) == offset:
+                return
+            part.unlink()
+            raise TransferInterrupted(f"server refused to resume at byte {offset} (HTTP 416)") from None
+        raise DataError(f"{url}: HTTP {err.code} {err.reason}") from None
+    except urllib.error.URLError as err:
+        if isinstance(err.reason, (TimeoutError, socket.timeout)):
+            raise TransferInterrupted(f"no answer within {timeout:g} s") from None
+        raise DataError(f"{url}: cannot connect ({err.reason})") from None
+    except (TimeoutError, ConnectionError) as err:
+        raise TransferInterrupted(f"connection failed ({err})") from None
+    with response:
+        if offset and response.status != 206:  # the server ignored Range: read from the start
+            offset = 0
+        length = response.headers.get("Content-Length")
+        total = offset + int(length) if length is not None else None
+        received = offset
+        with open(part, "ab" if offset else "wb") as out, byte_bar(total, part.name, initial=offset) as bar:
+            while block := read_block(response, received):
+                out.write(block)
+                received += len(block)
+                bar.update(len(block))
+    if total is not None and received < total:
+        raise TransferInterrupted(f"connection closed after {received} of {total} bytes")
+
+
+def read_block(response: http.client.HTTPResponse, received: int) -> bytes:
+    """The next chunk of ``response``; a reset or timeout becomes ``TransferInterrupted``."""
+    try:
+        return response.read(CHUNK)
+    except (OSError, http.client.HTTPException) as err:  # timeouts and resets are OSErrors
+        raise TransferInterrupted(f"connection lost after {received} bytes ({err})") from None
+
+
+def copy_local(source: Path, part: Path, offset: int, url: str) -> None:
+    """The ``file://`` case of ``transfer``: copy the rest of ``source`` from ``offset``."""
+    if not source.is_file():
+        raise DataError(f"{url}: no such file {source}")
+    with open(source, "rb") as src, open(part, "ab" if offset else "wb") as out, byte_bar(
+        source.stat().st_size, part.name, initial=offset
+    ) as bar:
+        src.seek(offset)
+        while block := src.read(CHUNK):
+            out.write(block)
+            bar.update(len(block))
+
+
+def download_dataset(params: Params, name: str, force: bool = False) -> list[Path]:
+    """Fetch, verify and extract every archive of dataset ``name``; return what a converter reads."""
+    root = download_dir(params, name)
+    results = []
+    for archive in archives_for(name):
+        target = root / archive.filename
+        digest = fetch(archive, target, params.data.mirror, force=force)
+        if not archive.extract:
+            results.append(target)
+            continue
+        folder = root / archive_stem(archive.filename)
+        stamp = f"{archive.filename} {archive.algorithm} {digest}"
+        stamp_file = folder / STAMP_NAME
+        if force or not stamp_file.exists() or stamp_file.read_text(encoding="utf-8") != stamp:
+            extract_archive(target, folder, stamp)
+        results.append(folder)
+    return results
+

@@ -1,0 +1,74 @@
+"""Prepare a dataset into the canonical layout, atomically.
+
+``PREPARERS`` maps a dataset name to the module whose ``prepare(params, out_dir)``
+writes the layout into ``out_dir`` (imported on use, so ``grar --help`` stays
+fast and a missing dependency of one dataset does not hide the others).
+``prepare_dataset`` runs it in a temporary folder, checks the result against
+the layout contract, and only then renames it to ``data/<name>`` (replacing a
+previous version): on any error nothing is left behind and the old dataset, if
+any, is untouched.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib
+from collections import Counter
+from pathlib import Path
+
+from pipeline.config import Params
+from pipeline.datasets.common import SPLITS
+from pipeline.errors import ConfigError, DataError
+from pipeline.io import atomic_dir
+from pipeline.paths import dataset_dir
+
+PREPARERS: dict[str, str] = {
+    "embedded": "pipeline.datasets.embedded",
+    "ade20k": "pipeline.datasets.ade20k",
+    "pascal_context": "pipeline.datasets.pascal_context",
+    "coco_stuff": "pipeline.datasets.coco_stuff",
+}
+IMAGE_SUFFIXES = (".jpg", ".png")
+
+
+def prepare_dataset(params: Params, name: str) -> Path:
+    """Write dataset ``name`` to ``dataset_dir(params, name)``; return that folder."""
+    if name not in PREPARERS:
+        raise ConfigError(f"unknown dataset {name!r}; allowed: {', '.join(PREPARERS)}")
+    prepare = importlib.import_module(PREPARERS[name]).prepare
+    target = dataset_dir(params, name)
+    with atomic_dir(target) as tmp:
+        prepare(params, tmp)
+        counts = check_layout(tmp)
+    print(f"{name}: " + ", ".join(f"{split} {n} images" for split, n in counts.items()) + f" -> {target}")
+    return target
+
+
+def check_layout(root: Path) -> dict[str, int]:
+    """Check ``root`` against the canonical layout; return the number of images per split.
+
+    Checked without decoding: ``classes.csv`` (header ``id,name``, ids 0..K-1),
+    every split non-empty, every label ``<stem>.png`` with exactly one image
+    ``<stem>.jpg`` or ``<stem>.png`` and vice versa.
+    """
+    table = root / "classes.csv"
+    if not table.is_file():
+        raise DataError(f"{table}: class table not written")
+    with open(table, encoding="utf-8", newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows or rows[0] != ["id", "name"] or len(rows) < 2:
+        raise DataError(f"{table}: expected a header 'id,name' and at least one class")
+    ids = [row[0] for row in rows[1:]]
+    if ids != [str(k) for k in range(len(ids))] or any(len(row) != 2 or not row[1] for row in rows[1:]):
+        raise DataError(f"{table}: ids must run 0..K-1 in order, each with a name")
+    counts = {}
+    for split in SPLITS:
+        labels = {p.stem for p in (root / split / "labels").glob("*.png")}
+        images = Counter(p.stem for p in (root / split / "images").glob("*") if p.suffix in IMAGE_SUFFIXES)
+        if not labels:
+            raise DataError(f"{root / split / 'labels'}: empty split: no label written")
+        if set(images) != labels or any(n > 1 for n in images.values()):
+            odd = sorted((set(images) ^ labels) | {stem for stem, n in images.items() if n > 1})
+            raise DataError(f"{root / split}: images and labels do not pair up one to one (e.g. {odd[:3]})")
+        counts[split] = len(labels)
+    return counts

@@ -1,0 +1,114 @@
+"""Training losses (beside training, never inside a head): pixel CE, auxiliary CE, coarse CE, SR-Loss (Eq. 5-6).
+
+``Criterion(outputs, target)`` returns a dict of named terms and their weighted
+sum under ``"total"``, computed in one place:
+
+    total = CE(out) + w_aux CE(aux) + w_coarse CE(coarse) + w_sr SR(features)
+
+which is Eq. 6 (L = L_s + (w_sr / K) Σ_k w_k L_k) with L_s the pixel CE plus the
+auxiliary and coarse-mask CEs. Pixels labelled ``IGNORE_INDEX`` (255) count in
+no term. ``Criterion`` holds the SR-Loss's fully connected layer: its parameters
+must go to the optimiser with the model's.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+IGNORE_INDEX = 255
+
+
+def region_means(features: Tensor, target: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:
+    """Mask average pooling over ground-truth regions, Eq. 5.
+
+    ``features`` (B, C, h, w), ``target`` (B, H, W) class ids with ``IGNORE_INDEX``.
+    The target is resized to (h, w) by nearest neighbour; ignored pixels belong
+    to no region. Returns the region means (B, K, C) and the region sizes (B, K)
+    in feature pixels (0: class absent from the image at feature resolution).
+    """
+    labels = F.interpolate(target[:, None].float(), size=features.shape[-2:], mode="nearest")[:, 0].long()
+    labels = labels.flatten(1)  # (B, hw)
+    classes = torch.arange(num_classes, device=labels.device)
+    masks = (labels[:, None, :] == classes[None, :, None]).float()  # (B, K, hw); 255 matches no class
+    sizes = masks.sum(dim=2)  # (B, K)
+    sums = torch.bmm(masks, features.flatten(2).transpose(1, 2).float())  # (B, K, C), float32 under autocast
+    return sums / sizes.clamp(min=1).unsqueeze(2), sizes
+
+
+def pixel_cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
+    """Mean CE over the labelled pixels of logits (B, K, H, W); 0 (not NaN) when every pixel is ignored."""
+    total = F.cross_entropy(logits.float(), target, ignore_index=IGNORE_INDEX, reduction="sum")
+    return total / (target != IGNORE_INDEX).sum().clamp(min=1)
+
+
+class SemanticRegionLoss(nn.Module):
+    """SR-Loss (section 3.3, Eq. 5-6): classify the mean feature of every ground-truth region.
+
+    For each image and each class k present in its ground truth (at feature
+    resolution), the features are mask-average-pooled over the region of k
+    (Eq. 5), a fully connected layer shared by all classes gives K-way logits,
+    and L_k is the CE against k. Per image the loss is (1 / K_img) Σ_k w_k L_k
+    with K_img the number of classes present; the batch loss is the mean over
+    the images that contain at least one labelled region (an image with none
+    adds nothing). w_sr of Eq. 6 is applied by ``Criterion``.
+
+    ``class_weights`` (K,) are the w_k (default: all 1, "uniform"), a buffer.
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, class_weights: Tensor | None = None) -> None:
+        super().__init__()
+        if class_weights is None:
+            class_weights = torch.ones(num_classes)
+        if class_weights.shape != (num_classes,):
+            raise ValueError(f"class_weights has shape {tuple(class_weights.shape)}, expected ({num_classes},)")
+        self.num_classes = num_classes
+        self.fc = nn.Linear(in_channels, num_classes)
+        self.register_buffer("class_weights", class_weights.detach().float().clone())
+
+    def forward(self, features: Tensor, target: Tensor) -> Tensor:
+        means, sizes = region_means(features, target, self.num_classes)  # (B, K, C), (B, K)
+        present = sizes > 0  # (B, K)
+        image_index, class_index = present.nonzero(as_tuple=True)  # (R,), (R,): one entry per region
+        if image_index.numel() == 0:
+            return features.sum() * 0  # no labelled region in the batch: zero, still in the graph
+        logits = self.fc(means[image_index, class_index])  # (R, K)
+        losses = F.cross_entropy(logits, class_index, reduction="none") * self.class_weights[class_index]  # (R,)
+        per_image = torch.zeros(features.shape[0], device=features.device).index_add(0, image_index, losses)
+        regions = present.sum(dim=1)  # (B,): K_img
+        has_regions = regions > 0
+        return (per_image[has_regions] / regions[has_regions]).mean()
+
+
+class Criterion(nn.Module):
+    """The training objective: a dict of named loss terms and their weighted ``"total"``.
+
+    Terms: ``"ce"`` (pixel CE on ``outputs["out"]``), ``"aux"`` (on ``"aux"``),
+    ``"coarse"`` (on ``"coarse"``, GRAr / OCR), ``"sr"`` (SR-Loss on
+    ``"features"``); a term is present when its output is and its weight is > 0.
+    Logits are expected at the target's size (``Segmentor`` upsamples them).
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        feature_channels: int,
+        aux_weight: float,
+        coarse_weight: float,
+        sr_weight: float,
+        class_weights: Tensor | None = None,
+    ) -> None:
+        super().__init__()
+        self.weights = {"ce": 1.0, "aux": aux_weight, "coarse": coarse_weight, "sr": sr_weight}
+        self.sr = SemanticRegionLoss(feature_channels, num_classes, class_weights) if sr_weight > 0 else None
+
+    def forward(self, outputs: dict[str, Tensor], target: Tensor) -> dict[str, Tensor]:
+        terms = {}
+        for term, key in (("ce", "out"), ("aux", "aux"), ("coarse", "coarse")):
+            if key in outputs and self.weights[term] > 0:
+                terms[term] = pixel_cross_entropy(outputs[key], target)
+        if self.sr is not None and "features" in outputs:
+            terms["sr"] = self.sr(outputs["features"], target)
+        terms["total"] = sum(self.weights[name] * value for name, value in terms.items())
+        return terms

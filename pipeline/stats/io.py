@@ -1,0 +1,100 @@
+"""Reading and writing the statistics files (schemas documented in ``pipeline.stats``)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.errors import DataError
+
+COOCCURRENCE_SCHEMA = pa.schema([("i", pa.int32()), ("j", pa.int32()), ("t", pa.int64()), ("f", pa.float64())])
+CLASSES_SCHEMA = pa.schema([("id", pa.int32()), ("name", pa.string()), ("images", pa.int64()), ("pixels", pa.int64())])
+SUPPORTERS_SCHEMA = pa.schema([
+    ("j", pa.int32()), ("j_name", pa.string()), ("role", pa.string()), ("rank", pa.int32()),
+    ("i", pa.int32()), ("i_name", pa.string()), ("f", pa.float64()), ("t", pa.int64()),
+])
+METADATA_KEYS = (
+    "dataset", "split", "images", "num_classes", "ignore_index", "normalisation", "inputs_sha256", "grar_version",
+)
+
+
+def write_parquet(path: Path, frame: pd.DataFrame, schema: pa.Schema, metadata: dict[str, str]) -> None:
+    """Write ``frame`` with exactly ``schema``'s columns and types, and ``metadata`` as the schema metadata."""
+    table = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
+    table = table.replace_schema_metadata({key: str(value) for key, value in metadata.items()})
+    pq.write_table(table, path)
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The schema metadata of a statistics Parquet file, as text."""
+    metadata = pq.read_schema(path).metadata or {}
+    return {key.decode(): value.decode() for key, value in metadata.items()}
+
+
+def read_classes(path: Path, num_classes: int | None = None) -> list[str]:
+    """Class names from a class table (CSV, header ``id,name``, ids 0..K-1 in order).
+
+    ``DataError`` naming the file when the table is unreadable, its ids are not
+    0..K-1 in order, a name is empty, or it has another row count than ``num_classes``.
+    """
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+            fields = rows[0].keys() if rows else []
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise DataError(f"{path}: cannot read the class table ({err})") from None
+    if not {"id", "name"} <= set(fields):
+        raise DataError(f"{path}: class table needs a header with columns id,name and at least one row")
+    names = []
+    for expected, row in enumerate(rows):
+        if (row["id"] or "").strip() != str(expected):
+            raise DataError(
+                f"{path}: row {expected + 2}: id {row['id']!r}, expected {expected} (ids must be 0..K-1 in order)"
+            )
+        if not (row["name"] or "").strip():
+            raise DataError(f"{path}: row {expected + 2}: class {expected} has an empty name")
+        names.append(row["name"].strip())
+    if num_classes is not None and len(names) != num_classes:
+        raise DataError(
+            f"{path}: class table has {len(names)} classes but the labels have {num_classes} (--num-classes)"
+        )
+    return names
+
+
+def load_affinity(path: str | Path, num_classes: int) -> np.ndarray:
+    """The affinity ``f`` (Eq. 1) of a ``cooccurrence.parquet`` as a float32 (N, N) array, ``f[i, j]``.
+
+    ``DataError`` when the file is missing or unreadable, holds another number
+    of classes than ``num_classes``, or lacks some (i, j) rows.
+    """
+    path = Path(path)
+    try:
+        table = pq.read_table(path, columns=["i", "j", "f"])
+    except FileNotFoundError:
+        raise DataError(f"{path}: not found; run `grar stats NAME` (or `dvc repro`) first") from None
+    except (pa.ArrowException, OSError) as err:
+        raise DataError(f"{path}: not a cooccurrence.parquet with columns i, j, f ({err})") from None
+    stored = read_metadata(path).get("num_classes")
+    if stored is not None and int(stored) != num_classes:
+        raise DataError(f"{path}: affinity of {stored} classes, but {num_classes} classes were expected")
+    i = table.column("i").to_numpy().astype(np.int64)
+    j = table.column("j").to_numpy().astype(np.int64)
+    inside = (i >= 0) & (i < num_classes) & (j >= 0) & (j < num_classes)
+    if not inside.all():
+        bad = int(np.flatnonzero(~inside)[0])
+        raise DataError(f"{path}: row ({i[bad]}, {j[bad]}) is outside {num_classes} classes")
+    seen = np.zeros(num_classes * num_classes, bool)
+    seen[i * num_classes + j] = True
+    if len(i) != seen.size or not seen.all():
+        raise DataError(
+            f"{path}: {seen.size - int(seen.sum())} of {seen.size} (i, j) rows missing "
+            f"({len(i)} rows for {num_classes} classes)"
+        )
+    f = np.zeros((num_classes, num_classes), np.float32)  # (N, N)
+    f[i, j] = table.column("f").to_numpy()
+    return f

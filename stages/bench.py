@@ -1,0 +1,26 @@
+"""DVC stage `bench`: the Table 3 module benchmark, written to ``bench.out`` (JSON)."""
+
+from __future__ import annotations
+
+import json
+
+from pipeline.cli import stage_main
+from pipeline.config import Params
+from pipeline.io import write_text_atomic
+
+
+def bench(params: Params) -> None:
+    """Measure every head (``pipeline.bench.benchmark_modules``), write the JSON, print the table."""
+    from pipeline.bench import benchmark_modules, format_table
+
+    report = benchmark_modules(params.bench, params.model.grar)
+    write_text_atomic(params.bench.out, json.dumps(report, indent=2) + "\n")
+    print(format_table(report))
+
+
+def main() -> None:
+    stage_main(bench, "bench")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+"""DVC stage `download`: fetch, verify and extract the archives of every real dataset in data.datasets.
+
+Generated datasets (the embedded one) have no archives and are skipped. The
+stage also writes ``manifest.json`` into the downloads folder: for each dataset,
+the archive files and their checksums that the prepare stage reads (an empty
+mapping in the embedded profile).
+"""
+
+from __future__ import annotations
+
+import json
+
+from pipeline.cli import stage_main
+from pipeline.config import Params
+from pipeline.datasets.download import ARCHIVES, download_dataset
+from pipeline.io import write_text_atomic
+from pipeline.paths import downloads_dir
+
+
+def download_all(params: Params) -> dict[str, list[str]]:
+    """Download every dataset of ``params.data.datasets`` that has archives; return and record what was fetched."""
+    manifest = {
+        name: [str(path.relative_to(downloads_dir(params))) for path in download_dataset(params, name)]
+        for name in params.data.datasets
+        if name in ARCHIVES
+    }
+    write_text_atomic(downloads_dir(params) / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return manifest
+
+
+def main() -> None:
+    stage_main(download_all, "download")
+
+
+if __name__ == "__main__":
+    main()

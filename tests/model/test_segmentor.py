@@ -1,0 +1,122 @@
+"""The Segmentor: output dict, upsampling once, single-scale / multi-scale + flip / sliding-window inference."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from model.backbones import tiny_resnet
+from model.heads.fcn import FCNHead
+from model.heads.grar import GRArHead
+from model.segmentor import Segmentor, _window_starts
+
+K = 4
+
+
+def grar_segmentor() -> Segmentor:
+    torch.manual_seed(0)
+    backbone = tiny_resnet()
+    affinity = torch.rand(K, K).fill_diagonal_(1)
+    head = GRArHead(backbone.out_channels, K, 16, affinity)
+    return Segmentor(backbone, head, FCNHead(backbone.aux_channels, K, 8))
+
+
+class Pointwise(nn.Module):
+    """A 'backbone' of 1x1 convs at output stride 1: cropping commutes with it exactly."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 6, 1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return {"layer3": y, "layer4": y}
+
+
+class PointwiseHead(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.classifier = nn.Conv2d(6, K, 1)
+
+    def forward(self, x):
+        return {"out": self.classifier(x)}
+
+
+def test_forward_returns_upsampled_logits_and_feature_resolution_extras():
+    model = grar_segmentor()
+    outputs = model(torch.randn(2, 3, 33, 45))
+    assert set(outputs) == {"out", "coarse", "features", "aux"}
+    for key in ("out", "coarse", "aux"):
+        assert outputs[key].shape == (2, K, 33, 45)
+    assert outputs["features"].shape == (2, 16, 5, 6)  # 1/8, rounded up
+    sum(value.sum() for value in outputs.values()).backward()
+    assert model.head.reasoning.lambda_positive.grad is not None
+
+
+def test_without_aux_head_there_is_no_aux_output():
+    model = grar_segmentor()
+    model.aux_head = None
+    assert "aux" not in model(torch.randn(2, 3, 16, 16))
+
+
+def test_predict_single_scale_is_the_softmax_of_forward():
+    model = grar_segmentor().eval()
+    images = torch.randn(1, 3, 33, 45)
+    probabilities = model.predict(images)
+    with torch.no_grad():
+        expected = torch.softmax(model(images)["out"], dim=1)
+    torch.testing.assert_close(probabilities, expected)
+    torch.testing.assert_close(probabilities.sum(dim=1), torch.ones(1, 33, 45))
+
+
+def test_predict_flip_averages_the_flipped_pass_flipped_back():
+    model = grar_segmentor().eval()
+    images = torch.randn(1, 3, 24, 40)
+    with torch.no_grad():
+        plain = torch.softmax(model(images)["out"], dim=1)
+        flipped = torch.softmax(model(images.flip(-1))["out"], dim=1).flip(-1)
+    torch.testing.assert_close(model.predict(images, flip=True), (plain + flipped) / 2)
+
+
+def test_predict_multi_scale_returns_input_size_probabilities():
+    model = grar_segmentor().eval()
+    images = torch.randn(2, 3, 33, 45)
+    probabilities = model.predict(images, scales=(0.5, 0.75, 1.0, 1.25, 1.5, 1.75), flip=True)
+    assert probabilities.shape == (2, K, 33, 45)
+    torch.testing.assert_close(probabilities.sum(dim=1), torch.ones(2, 33, 45))
+    with torch.no_grad():
+        half = torch.nn.functional.interpolate(images, size=(16, 22), mode="bilinear", align_corners=False)
+        half_pass = torch.nn.functional.interpolate(
+            model(half)["out"], size=(33, 45), mode="bilinear", align_corners=False
+        ).softmax(dim=1)
+    assert not torch.allclose(probabilities, half_pass)  # other scales did count
+
+
+def test_sliding_window_stitches_crops_exactly():
+    torch.manual_seed(0)
+    model = Segmentor(Pointwise(), PointwiseHead()).eval()
+    images = torch.randn(1, 3, 11, 13)
+    with torch.no_grad():
+        whole = model(images)["out"]
+        stitched = model._logits(images, window=4, stride=3)
+    torch.testing.assert_close(stitched, whole)
+    torch.testing.assert_close(model.predict(images, window=5), torch.softmax(whole, dim=1))
+
+
+def test_window_starts_cover_the_image_and_end_flush():
+    assert _window_starts(10, 4, 3) == [0, 3, 6]
+    assert _window_starts(8, 4, 4) == [0, 4]
+    assert _window_starts(3, 4, 3) == [0]  # smaller than the window: one (smaller) crop
+
+
+@pytest.mark.parametrize(("window", "stride"), [(0, None), (4, 5), (4, 0)])
+def test_bad_window_is_a_clear_error(window, stride):
+    model = Segmentor(Pointwise(), PointwiseHead())
+    with pytest.raises(ValueError, match="sliding window needs"):
+        model.predict(torch.randn(1, 3, 8, 8), window=window, stride=stride)
+
+
+def test_bad_scales_are_a_clear_error():
+    with pytest.raises(ValueError, match="scales must be positive"):
+        Segmentor(Pointwise(), PointwiseHead()).predict(torch.randn(1, 3, 8, 8), scales=(0.0,))

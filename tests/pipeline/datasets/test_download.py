@@ -1,0 +1,192 @@
+"""Downloads against a loopback server: resume, corrupt, idempotent, mirror, TOFU, HTTP errors."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import with_overrides
+from pipeline.datasets.download import ARCHIVES, Archive, archives_for, download_dataset, fetch, resolve_url, source_paths
+from pipeline.errors import ConfigError, DataError
+
+DATA = bytes(range(256)) * 1031 + b"tail"  # 263,940 bytes: odd, several blocks
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def archive_for(url: str, data: bytes = DATA, checksum: str | None = "auto", extract: bool = False) -> Archive:
+    name = url.rsplit("/", 1)[1]
+    return Archive(
+        key=name, filename=name, url=url, algorithm="sha256",
+        checksum=sha256(data) if checksum == "auto" else checksum, extract=extract,
+    )
+
+
+def test_interrupted_download_resumes_with_a_range_request(server, tmp_path):
+    server.files["a.bin"] = DATA
+    server.drop_once.add("a.bin")
+    target = tmp_path / "a.bin"
+    digest = fetch(archive_for(server.url("a.bin")), target)
+    assert server.requests == [("/a.bin", None), ("/a.bin", f"bytes={len(DATA) // 2}-")]
+    assert target.read_bytes() == DATA
+    assert digest == sha256(DATA)
+    assert not (tmp_path / "a.bin.part").exists()
+
+
+def test_server_ignoring_range_is_read_from_the_start(server, tmp_path):
+    server.files["a.bin"] = DATA
+    server.drop_once.add("a.bin")
+    server.ignore_range = True
+    target = tmp_path / "a.bin"
+    fetch(archive_for(server.url("a.bin")), target)
+    assert [r[1] for r in server.requests] == [None, f"bytes={len(DATA) // 2}-"]
+    assert target.read_bytes() == DATA
+
+
+def test_complete_part_file_is_finished_without_a_body(server, tmp_path):
+    server.files["a.bin"] = DATA
+    (tmp_path / "a.bin.part").write_bytes(DATA)  # a previous run died between transfer and verification
+    fetch(archive_for(server.url("a.bin")), tmp_path / "a.bin")
+    assert server.requests == [("/a.bin", f"bytes={len(DATA)}-")]
+    assert (tmp_path / "a.bin").read_bytes() == DATA
+
+
+def test_gives_up_after_the_retries_and_keeps_the_part(server, tmp_path):
+    server.files["a.bin"] = DATA
+    server.drop_once.add("a.bin")
+    with pytest.raises(DataError, match=r"a\.bin: connection closed after 131970 of 263940 bytes; .*resume"):
+        fetch(archive_for(server.url("a.bin")), tmp_path / "a.bin", retries=0)
+    assert (tmp_path / "a.bin.part").stat().st_size == len(DATA) // 2
+    assert not (tmp_path / "a.bin").exists()
+
+
+def test_corrupt_download_is_deleted_and_reported(server, tmp_path):
+    server.files["a.bin"] = DATA[:-1] + b"X"
+    expected = sha256(DATA)
+    with pytest.raises(DataError) as err:
+        fetch(archive_for(server.url("a.bin")), tmp_path / "a.bin")
+    message = str(err.value)
+    assert server.url("a.bin") in message and "corrupt" in message
+    assert f"expected {expected} (published), got {sha256(DATA[:-1] + b'X')}" in message
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_verified_archive_is_not_fetched_again_unless_forced(server, tmp_path):
+    server.files["a.bin"] = DATA
+    archive = archive_for(server.url("a.bin"))
+    fetch(archive, tmp_path / "a.bin")
+    fetch(archive, tmp_path / "a.bin")
+    assert len(server.requests) == 1
+    fetch(archive, tmp_path / "a.bin", force=True)
+    assert len(server.requests) == 2
+
+
+def test_existing_corrupt_archive_is_replaced(server, tmp_path, capsys):
+    server.files["a.bin"] = DATA
+    (tmp_path / "a.bin").write_bytes(b"truncated")
+    fetch(archive_for(server.url("a.bin")), tmp_path / "a.bin")
+    assert (tmp_path / "a.bin").read_bytes() == DATA
+    assert "checksum mismatch" in capsys.readouterr().out
+
+
+def test_mirror_replaces_host_and_path_and_keeps_the_file_name(server, tmp_path):
+    server.files["mirror/datasets/a.bin"] = DATA
+    archive = archive_for("http://official.invalid/some/path/a.bin")
+    fetch(archive, tmp_path / "a.bin", mirror=f"{server.base}/mirror/datasets/")
+    assert server.requests == [("/mirror/datasets/a.bin", None)]
+    assert (tmp_path / "a.bin").read_bytes() == DATA
+
+
+def test_file_mirror_resumes_a_part(tmp_path):
+    (tmp_path / "mirror").mkdir()
+    (tmp_path / "mirror" / "a.bin").write_bytes(DATA)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "a.bin.part").write_bytes(DATA[:1000])
+    fetch(archive_for("http://official.invalid/a.bin"), tmp_path / "out" / "a.bin", mirror=(tmp_path / "mirror").as_uri())
+    assert (tmp_path / "out" / "a.bin").read_bytes() == DATA
+
+
+@pytest.mark.parametrize("mirror", ["/shared/datasets", "ftp://host/x", "shared"])
+def test_mirror_must_be_http_or_file_url(mirror):
+    with pytest.raises(ConfigError, match="data.mirror: .* must start with http://, https:// or file://"):
+        resolve_url(archive_for("http://official.invalid/a.bin"), mirror)
+
+
+def test_http_error_names_the_url(server, tmp_path):
+    with pytest.raises(DataError, match=rf"^{server.url('missing.bin')}: HTTP 404 Not Found$"):
+        fetch(archive_for(server.url("missing.bin")), tmp_path / "missing.bin")
+
+
+def test_unreachable_host_names_the_url(tmp_path):
+    with pytest.raises(DataError, match=r"http://127\.0\.0\.1:9/a\.bin: cannot connect"):
+        fetch(archive_for("http://127.0.0.1:9/a.bin"), tmp_path / "a.bin", timeout=2)
+
+
+def test_trust_on_first_use_records_then_verifies(server, tmp_path, capsys):
+    server.files["a.bin"] = DATA
+    archive = archive_for(server.url("a.bin"), checksum=None)
+    assert fetch(archive, tmp_path / "a.bin") == sha256(DATA)
+    record = tmp_path / "a.bin.sha256"
+    assert record.read_text() == f"{sha256(DATA)}  a.bin\n"
+    assert "TRUST ON FIRST USE" in capsys.readouterr().out
+    server.files["a.bin"] = b"tampered" + DATA
+    recorded = rf"expected {sha256(DATA)} \(recorded at first use in {record}\)"
+    with pytest.raises(DataError, match=rf"{recorded}, got {sha256(b'tampered' + DATA)}"):
+        fetch(archive, tmp_path / "a.bin", force=True)
+    assert record.read_text() == f"{sha256(DATA)}  a.bin\n"
+    record.write_text("garbage\n")
+    with pytest.raises(DataError, match=r"a\.bin\.sha256: not a sha256 record"):
+        fetch(archive, tmp_path / "a.bin")
+
+
+def test_registry_has_official_urls_and_checksums():
+    names = {a.filename: a for archives in ARCHIVES.values() for a in archives}
+    assert names["ADEChallengeData2016.zip"].checksum == "219e1696abb36c8ba3a3afe7fb2f4b4606a897c7"
+    assert names["ADEChallengeData2016.zip"].algorithm == "sha1"
+    assert names["VOCtrainval_03-May-2010.tar"].checksum == "da459979d0c395079b5c75ee67908abb"
+    assert names["trainval_merged.json"].checksum == "3c2d0c0656b7be9eb61928ffe885d8ce"
+    assert names["cocostuff-10k-v1.1.zip"].checksum is None  # trust on first use
+    assert all(a.url.endswith("/" + a.filename) for a in names.values())
+    for archive in names.values():  # the algorithm matches the checksum's length
+        assert archive.checksum is None or len(archive.checksum) == hashlib.new(archive.algorithm).digest_size * 2
+
+
+def test_embedded_and_unknown_datasets_have_no_download():
+    with pytest.raises(ConfigError, match="generated, not downloaded"):
+        archives_for("embedded")
+    with pytest.raises(ConfigError, match="datasets with archives: ade20k, pascal_context, coco_stuff"):
+        archives_for("ade2k")
+
+
+def mini_zip() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        zf.writestr("top/readme.txt", "hello")
+    return buffer.getvalue()
+
+
+def test_download_dataset_extracts_once(server, params, monkeypatch):
+    data = mini_zip()
+    server.files["m/mini.zip"] = data
+    monkeypatch.setitem(ARCHIVES, "ade20k", (archive_for("http://official.invalid/mini.zip", data, extract=True),))
+    params = with_overrides(params, {"data.mirror": f"{server.base}/m"})
+    folder = Path(params.data.downloads) / "ade20k" / "mini"
+    assert download_dataset(params, "ade20k") == [folder]
+    assert (folder / "top" / "readme.txt").read_text() == "hello"
+    stamp = folder / ".grar-extracted"
+    assert stamp.read_text() == f"mini.zip sha256 {sha256(data)}"
+    before = stamp.stat().st_mtime_ns
+    assert download_dataset(params, "ade20k") == [folder]
+    assert len(server.requests) == 1 and stamp.stat().st_mtime_ns == before
+    assert source_paths(params, "ade20k") == {"mini.zip": folder}
+
+
+def test_source_paths_tell_which_download_is_missing(params):
+    with pytest.raises(DataError, match=r"ADEChallengeData2016 not found: run `grar download ade20k` first"):
+        source_paths(params, "ade20k")

@@ -1,0 +1,108 @@
+"""The `grar` command: help, version, config printing, profiles, exit codes."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline import __version__
+from pipeline.cli import COMMANDS, main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    """A copy of the project's params and profiles in a temporary working folder."""
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    shutil.copytree(ROOT / "profiles", tmp_path / "profiles")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_help_lists_every_subcommand(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    for name in COMMANDS:
+        assert name in out
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert capsys.readouterr().out.strip() == f"grar {__version__}"
+
+
+def test_config_prints_the_resolved_params(project, capsys):
+    assert main(["config", "--set", "train.lr=0.02"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    expected = yaml.safe_load((ROOT / "params.yaml").read_text())
+    expected["train"]["lr"] = 0.02
+    assert printed == expected
+
+
+def test_config_section(project, capsys):
+    assert main(["config", "--section", "stats"]) == 0
+    assert list(yaml.safe_load(capsys.readouterr().out)) == ["stats"]
+    assert main(["config", "--section", "nope"]) == 2
+    assert "no such section; allowed: profile, seed" in capsys.readouterr().err
+
+
+def test_invalid_params_stop_every_command_with_exit_2(project, capsys):
+    text = (project / "params.yaml").read_text().replace("  lr: 0.01", "  lr: -0.01")
+    (project / "params.yaml").write_text(text)
+    assert main(["config"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("grar: error: params.yaml: train.lr: must be > 0")
+    assert "Traceback" not in err
+
+
+def test_console_script_prints_no_traceback(project):
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "config", "--set", "model.backbone=resnet5"],
+        capture_output=True, text=True, cwd=project, check=False,
+    )
+    assert result.returncode == 2
+    assert "model.backbone: unknown value 'resnet5'" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+
+
+def test_profile_list_marks_the_active_profile(project, capsys):
+    assert main(["profile", "list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.startswith("* embedded") for line in lines)
+    assert any(line.startswith("  paper") for line in lines)
+
+
+def test_profile_use_switches_params_and_back(project, capsys):
+    assert main(["profile", "use", "paper"]) == 0
+    assert (project / "params.yaml").read_bytes() == (project / "profiles" / "paper.yaml").read_bytes()
+    assert main(["profile", "use", "embedded"]) == 0
+    assert (project / "params.yaml").read_bytes() == (project / "profiles" / "embedded.yaml").read_bytes()
+
+
+def test_profile_use_keeps_local_edits_unless_forced(project, capsys):
+    edited = (project / "params.yaml").read_text().replace("iterations: 300", "iterations: 301")
+    (project / "params.yaml").write_text(edited)
+    assert main(["profile", "use", "paper"]) == 2
+    assert "has edits that match no profile" in capsys.readouterr().err
+    assert (project / "params.yaml").read_text() == edited
+    assert main(["profile", "use", "paper", "--force"]) == 0
+
+
+def test_profile_use_works_when_params_is_broken(project):
+    (project / "params.yaml").write_text("train: [\n")
+    assert main(["profile", "use", "embedded", "--force"]) == 0
+
+
+def test_unknown_profile_lists_the_names(project, capsys):
+    assert main(["profile", "use", "papr"]) == 2
+    assert "profile 'papr' not found; allowed: embedded, paper" in capsys.readouterr().err

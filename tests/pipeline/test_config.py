@@ -1,0 +1,193 @@
+"""The validated config tree: every rule rejects with exit code 2 and names the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pydantic
+import pytest
+import yaml
+
+from pipeline.config import Params, load_params, validate, with_overrides
+from pipeline.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+PARAMS = ROOT / "params.yaml"
+
+
+def raw_params() -> dict:
+    return yaml.safe_load(PARAMS.read_text())
+
+
+def error_for(raw: dict) -> str:
+    with pytest.raises(ConfigError) as info:
+        validate(raw)
+    assert info.value.exit_code == 2
+    return str(info.value)
+
+
+def test_default_params_is_the_embedded_profile():
+    assert PARAMS.read_bytes() == (ROOT / "profiles" / "embedded.yaml").read_bytes()
+    params = load_params(PARAMS)
+    assert params.profile == "embedded"
+    assert params.model.backbone == "tiny_resnet"
+    assert params.data.datasets == ("embedded",)
+
+
+def test_paper_profile_holds_the_paper_setup():
+    params = load_params(ROOT / "profiles" / "paper.yaml")
+    assert params.model.backbone == "resnet101"
+    assert params.train.crop_size == 544
+    assert params.train.batch_size == 16
+    assert params.train.momentum == 0.9
+    assert params.train.weight_decay == 0.0001
+    assert params.train.poly_power == 0.9
+    assert params.executor.kind == "slurm"
+    assert set(params.data.datasets) == {"pascal_context", "ade20k", "coco_stuff"}
+
+
+def test_unknown_top_level_key_names_it_and_lists_sections():
+    raw = raw_params()
+    raw["trian"] = {}
+    message = error_for(raw)
+    assert "unknown key trian" in message
+    assert "allowed keys: profile, seed, data, stats, model, train" in message
+
+
+def test_unknown_nested_key_names_its_path_and_siblings():
+    raw = raw_params()
+    raw["train"]["lrr"] = 0.1
+    message = error_for(raw)
+    assert "unknown key train.lrr" in message
+    assert "lr," in message and "crop_size" in message
+
+
+def test_wrong_type_names_key_and_expected_type():
+    raw = raw_params()
+    raw["train"]["crop_size"] = "big"
+    message = error_for(raw)
+    assert "train.crop_size" in message and "'big'" in message and "expected int" in message
+
+
+def test_bool_is_not_an_int_and_float_is_not_an_int():
+    raw = raw_params()
+    raw["train"]["iterations"] = True
+    assert "train.iterations" in error_for(raw)
+    raw = raw_params()
+    raw["train"]["iterations"] = 2.5
+    assert "train.iterations" in error_for(raw)
+
+
+def test_int_is_accepted_where_a_float_is_expected():
+    raw = raw_params()
+    raw["train"]["lr"] = 1
+    assert validate(raw).train.lr == 1.0
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "expected"),
+    [
+        ("train", "lr", -0.1, "train.lr: must be > 0"),
+        ("train", "lr", 0, "train.lr: must be > 0"),
+        ("train", "crop_size", 0, "train.crop_size: must be > 0"),
+        ("train", "momentum", 1.0, "train.momentum: must be < 1"),
+        ("train", "weight_decay", -1e-4, "train.weight_decay: must be >= 0"),
+        ("train", "batch_size", -3, "train.batch_size: must be > 0"),
+        ("seed", None, -1, "seed: must be >= 0"),
+    ],
+)
+def test_out_of_range_values_name_key_and_bound(section, key, value, expected):
+    raw = raw_params()
+    if key is None:
+        raw[section] = value
+    else:
+        raw[section][key] = value
+    assert expected in error_for(raw)
+
+
+def test_unknown_backbone_lists_the_allowed_names():
+    raw = raw_params()
+    raw["model"]["backbone"] = "resnet5"
+    message = error_for(raw)
+    assert "model.backbone: unknown value 'resnet5'" in message
+    for name in ("tiny_resnet", "resnet50", "resnet101", "resnest101"):
+        assert name in message
+
+
+def test_unknown_dataset_in_list_names_the_item():
+    raw = raw_params()
+    raw["data"]["datasets"] = ["embedded", "cityscapes"]
+    assert "data.datasets.1: unknown value 'cityscapes'" in error_for(raw)
+
+
+def test_empty_dataset_list_is_rejected():
+    raw = raw_params()
+    raw["data"]["datasets"] = []
+    assert "data.datasets: must hold at least 1 item" in error_for(raw)
+
+
+def test_missing_key_is_named():
+    raw = raw_params()
+    del raw["train"]["lr"]
+    assert "missing key train.lr" in error_for(raw)
+
+
+def test_yaml_syntax_error_names_file_and_line(tmp_path):
+    bad = tmp_path / "params.yaml"
+    bad.write_text("train:\n  lr: [0.1\n")
+    with pytest.raises(ConfigError, match=r"params.yaml: line \d+ not valid YAML"):
+        load_params(bad)
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="nope.yaml: file not found"):
+        load_params(tmp_path / "nope.yaml")
+
+
+def test_top_level_must_be_a_mapping(tmp_path):
+    bad = tmp_path / "params.yaml"
+    bad.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_params(bad)
+
+
+def test_overrides_are_parsed_as_yaml_and_validated():
+    params = load_params(PARAMS, ("train.lr=0.05", "model.head=fcn", "eval.scales=[0.5, 1.0]"))
+    assert params.train.lr == 0.05
+    assert params.model.head == "fcn"
+    assert params.eval.scales == (0.5, 1.0)
+    with pytest.raises(ConfigError, match="train.lr: must be > 0"):
+        load_params(PARAMS, ("train.lr=-1",))
+    with pytest.raises(ConfigError, match="unknown key train.lrr"):
+        load_params(PARAMS, ("train.lrr=1",))
+
+
+@pytest.mark.parametrize(
+    ("item", "expected"),
+    [
+        ("train.lr", "expected KEY=VALUE"),
+        ("=3", "expected KEY=VALUE"),
+        ("train.lr.x=1", "train.lr is not a section"),
+        ("nosuch.key=1", "nosuch is not a section; allowed keys: profile, seed"),
+        ("train.lr=[1", "is not valid YAML"),
+    ],
+)
+def test_malformed_overrides_are_clear_errors(item, expected):
+    with pytest.raises(ConfigError, match=expected.replace("[", r"\[")):
+        load_params(PARAMS, (item,))
+
+
+def test_config_is_frozen_and_with_overrides_returns_a_validated_copy():
+    params = load_params(PARAMS)
+    with pytest.raises(pydantic.ValidationError):
+        params.train.lr = 1.0  # type: ignore[misc]
+    changed = with_overrides(params, {"train.lr": 0.5, "model.grar.edges": "conv"})
+    assert (changed.train.lr, changed.model.grar.edges) == (0.5, "conv")
+    assert params.train.lr == 0.01
+    with pytest.raises(ConfigError, match="model.grar.edges: unknown value 'graphs'"):
+        with_overrides(params, {"model.grar.edges": "graphs"})
+
+
+def test_round_trip_through_model_dump():
+    params = load_params(PARAMS)
+    assert Params.model_validate_json(params.model_dump_json()) == params
