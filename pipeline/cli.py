@@ -41,7 +41,7 @@ typical session:
   dvc repro                        rebuild everything (or: make repro)
 
 every subcommand takes --params FILE and --set KEY=VALUE (repeatable), e.g.
-  grar config --set train.lr=0.01 --set model.head=fcn
+  grar config --set train.crop_size=512 --set model.head=fcn
 """
 
 
@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     common.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-        help="override one parameter, e.g. --set train.lr=0.01 (repeatable; validated like params.yaml)",
+        help="override one parameter, e.g. --set model.head=fcn (repeatable; validated like params.yaml)",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     for name, module_name in COMMANDS.items():

@@ -1,7 +1,7 @@
 """The one typed, validated configuration: a frozen tree mirroring ``params.yaml``.
 
 ``params.yaml`` is the single source of truth. ``load_params`` reads it, applies
-command-line overrides (``--set train.lr=0.01``), and validates the result
+command-line overrides (``--set train.crop_size=512``), and validates the result
 against the tree below: an unknown key, a wrong type or an out-of-range value
 raises ``ConfigError`` (exit code 2) whose message names the key path and the
 allowed values. Every section is frozen: code receives a config it cannot
@@ -14,13 +14,14 @@ synthesize), ``stats``, ``model``, ``train``, ``eval``, ``bench``,
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pipeline.errors import ConfigError
 
@@ -102,14 +103,29 @@ class LossConfig(Section):
     sr_class_weights: Literal["uniform", "frequency"]
 
 
+class ScheduleConfig(Section):
+    """Base learning rate and iterations of the poly schedule for one dataset (section 4.2)."""
+
+    lr: PositiveFloat
+    iterations: PositiveInt
+
+
+class AugmentConfig(Section):
+    """Joint image/mask augmentation (section 4.1): flip, random scale, rotation, then crop."""
+
+    hflip: bool
+    scale: tuple[PositiveFloat, PositiveFloat]
+    rotate: Annotated[float, Field(ge=0, le=180)]  # degrees, uniform in [-rotate, rotate]
+
+
 class TrainConfig(Section):
     """Optimisation (section 4.1): SGD with momentum, poly schedule, crops."""
 
     dataset: DatasetName
+    schedules: dict[DatasetName, ScheduleConfig]
     crop_size: PositiveInt
     batch_size: PositiveInt
-    lr: PositiveFloat
-    iterations: PositiveInt
+    augment: AugmentConfig
     momentum: Annotated[float, Field(ge=0, lt=1)]
     weight_decay: NonNegativeFloat
     poly_power: PositiveFloat
@@ -118,12 +134,25 @@ class TrainConfig(Section):
     device: Device
     workers: NonNegativeInt
 
+    @model_validator(mode="after")
+    def _dataset_has_a_schedule(self) -> TrainConfig:
+        if self.dataset not in self.schedules:
+            raise ValueError(f"train.dataset {self.dataset!r} has no entry in train.schedules ({', '.join(self.schedules)})")
+        return self
+
+    @property
+    def schedule(self) -> ScheduleConfig:
+        """The schedule of ``train.dataset``."""
+        return self.schedules[self.dataset]
+
 
 class EvalConfig(Section):
-    """Evaluation: single scale, or multi-scale + flip (the "MS" column)."""
+    """Evaluation: always single scale (1.0, no flip); also multi-scale + flip, the "MS" column."""
 
-    scales: tuple[PositiveFloat, ...] = Field(min_length=1)
-    flip: bool
+    multi_scale: bool
+    scales: tuple[PositiveFloat, ...] = Field(min_length=1)  # the MS scales
+    flip: bool  # MS also averages horizontally flipped predictions
+    window: PositiveInt | None  # sliding-window crop for large images; null = whole image
 
 
 class BenchConfig(Section):
@@ -162,6 +191,24 @@ class ExecutorConfig(Section):
     slurm: SlurmConfig
 
 
+CellName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+
+
+class GridCell(Section):
+    """One cell of an ablation grid: a name and overrides (``dotted.key: value``) on the base config."""
+
+    name: CellName
+    set: dict[str, Any]
+
+
+class GridConfig(Section):
+    """Ablation grids (Tables 1-3): named lists of cells, each run once per seed."""
+
+    runs: str = Field(min_length=1)  # run folders: <runs>/<grid>/<cell>-s<seed>-<config hash>/
+    seeds: tuple[NonNegativeInt, ...] = Field(min_length=1)
+    grids: dict[CellName, tuple[GridCell, ...]]
+
+
 class Params(Section):
     """The whole of ``params.yaml``."""
 
@@ -174,6 +221,7 @@ class Params(Section):
     eval: EvalConfig
     bench: BenchConfig
     executor: ExecutorConfig
+    grid: GridConfig
 
 
 def load_params(path: str | os.PathLike = DEFAULT_PARAMS, overrides: tuple[str, ...] = ()) -> Params:
@@ -208,7 +256,7 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
     """Apply one ``dotted.key=value`` override in place; the value is parsed as YAML."""
     key, sep, value = item.partition("=")
     if not sep or not key.strip():
-        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. train.lr=0.01")
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. train.crop_size=512")
     try:
         parsed = yaml.safe_load(value)
     except yaml.YAMLError:
@@ -241,7 +289,24 @@ def allowed_keys_text(raw: dict[str, Any], parents: list[str]) -> str:
 
 
 def validate(raw: dict[str, Any], source: str = "params.yaml") -> Params:
-    """Validate a raw mapping into ``Params``; the first error becomes one ``ConfigError``."""
+    """Validate a raw mapping into ``Params``, grid cells included; the first error becomes one ``ConfigError``."""
+    params = _validate_tree(raw, source)
+    for grid, cells in params.grid.grids.items():
+        names = [cell.name for cell in cells]
+        for cell in cells:
+            if names.count(cell.name) > 1:
+                raise ConfigError(f"{source}: grid.grids.{grid}: cell name {cell.name!r} is used twice")
+            cell_raw = copy.deepcopy(raw)
+            try:
+                for key, value in cell.set.items():
+                    set_path(cell_raw, key, value)
+                _validate_tree(cell_raw, f"{source}: grid.grids.{grid} cell {cell.name!r}")
+            except ConfigError as err:
+                raise ConfigError(str(err).replace("--set ", f"{source}: grid.grids.{grid} cell {cell.name!r}: ")) from None
+    return params
+
+
+def _validate_tree(raw: dict[str, Any], source: str) -> Params:
     try:
         # JSON-mode validation: strict types, yet YAML lists fill tuple fields.
         return Params.model_validate_json(json.dumps(raw, default=str))
@@ -268,6 +333,8 @@ def describe_error(error: dict[str, Any], source: str) -> str:
         sign = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}[kind]
         bound = next(iter(ctx.values()))
         return f"{source}: {path}: must be {sign} {bound} (got {got!r})"
+    if kind == "value_error":
+        return f"{source}: {path}: {ctx.get('error', error['msg'])}"
     if kind == "too_short":
         return f"{source}: {path}: must hold at least {ctx.get('min_length')} item(s) (got {got!r})"
     expected = _expected_type(loc)
@@ -303,7 +370,7 @@ def _is_section(annotation: Any) -> bool:
 
 
 def with_overrides(params: Params, overrides: dict[str, Any]) -> Params:
-    """A new, validated config with ``{"train.lr": 0.01, ...}`` applied."""
+    """A new, validated config with ``{"train.crop_size": 512, ...}`` applied."""
     raw = params.model_dump(mode="python")
     for key, value in overrides.items():
         set_path(raw, key, value)

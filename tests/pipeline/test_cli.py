@@ -41,10 +41,10 @@ def test_version(capsys):
 
 
 def test_config_prints_the_resolved_params(project, capsys):
-    assert main(["config", "--set", "train.lr=0.02"]) == 0
+    assert main(["config", "--set", "train.crop_size=48"]) == 0
     printed = yaml.safe_load(capsys.readouterr().out)
     expected = yaml.safe_load((ROOT / "params.yaml").read_text())
-    expected["train"]["lr"] = 0.02
+    expected["train"]["crop_size"] = 48
     assert printed == expected
 
 
@@ -56,11 +56,11 @@ def test_config_section(project, capsys):
 
 
 def test_invalid_params_stop_every_command_with_exit_2(project, capsys):
-    text = (project / "params.yaml").read_text().replace("  lr: 0.01", "  lr: -0.01")
+    text = (project / "params.yaml").read_text().replace("embedded: {lr: 0.03,", "embedded: {lr: -0.03,")
     (project / "params.yaml").write_text(text)
     assert main(["config"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("grar: error: params.yaml: train.lr: must be > 0")
+    assert err.startswith("grar: error: params.yaml: train.schedules.embedded.lr: must be > 0")
     assert "Traceback" not in err
 
 
@@ -90,7 +90,7 @@ def test_profile_use_switches_params_and_back(project, capsys):
 
 
 def test_profile_use_keeps_local_edits_unless_forced(project, capsys):
-    edited = (project / "params.yaml").read_text().replace("iterations: 300", "iterations: 301")
+    edited = (project / "params.yaml").read_text().replace("batch_size: 8", "batch_size: 9")
     (project / "params.yaml").write_text(edited)
     assert main(["profile", "use", "paper"]) == 2
     assert "has edits that match no profile" in capsys.readouterr().err

@@ -59,7 +59,7 @@ def test_unknown_nested_key_names_its_path_and_siblings():
     raw["train"]["lrr"] = 0.1
     message = error_for(raw)
     assert "unknown key train.lrr" in message
-    assert "lr," in message and "crop_size" in message
+    assert "schedules," in message and "crop_size" in message
 
 
 def test_wrong_type_names_key_and_expected_type():
@@ -80,15 +80,15 @@ def test_bool_is_not_an_int_and_float_is_not_an_int():
 
 def test_int_is_accepted_where_a_float_is_expected():
     raw = raw_params()
-    raw["train"]["lr"] = 1
-    assert validate(raw).train.lr == 1.0
+    raw["train"]["schedules"]["embedded"]["lr"] = 1
+    assert validate(raw).train.schedule.lr == 1.0
 
 
 @pytest.mark.parametrize(
     ("section", "key", "value", "expected"),
     [
-        ("train", "lr", -0.1, "train.lr: must be > 0"),
-        ("train", "lr", 0, "train.lr: must be > 0"),
+        ("train", "poly_power", -0.1, "train.poly_power: must be > 0"),
+        ("train", "poly_power", 0, "train.poly_power: must be > 0"),
         ("train", "crop_size", 0, "train.crop_size: must be > 0"),
         ("train", "momentum", 1.0, "train.momentum: must be < 1"),
         ("train", "weight_decay", -1e-4, "train.weight_decay: must be >= 0"),
@@ -128,8 +128,44 @@ def test_empty_dataset_list_is_rejected():
 
 def test_missing_key_is_named():
     raw = raw_params()
-    del raw["train"]["lr"]
-    assert "missing key train.lr" in error_for(raw)
+    del raw["train"]["schedules"]["embedded"]["lr"]
+    assert "missing key train.schedules.embedded.lr" in error_for(raw)
+
+
+def test_negative_learning_rate_names_the_schedule():
+    raw = raw_params()
+    raw["train"]["schedules"]["ade20k"]["lr"] = -0.01
+    assert "train.schedules.ade20k.lr: must be > 0" in error_for(raw)
+
+
+def test_training_dataset_needs_a_schedule():
+    raw = raw_params()
+    raw["train"]["dataset"] = "ade20k"
+    del raw["train"]["schedules"]["ade20k"]
+    message = error_for(raw)
+    assert "train: train.dataset 'ade20k' has no entry in train.schedules" in message
+    assert "(got" not in message
+
+
+def test_grid_cells_are_validated_at_load_time():
+    raw = raw_params()
+    raw["grid"]["grids"]["table1"][0]["set"] = {"model.hed": "fcn"}
+    assert "grid.grids.table1 cell 'fcn': unknown key model.hed" in error_for(raw)
+    raw = raw_params()
+    raw["grid"]["grids"]["table1"][0]["set"] = {"model.head": "fcnn"}
+    assert "grid.grids.table1 cell 'fcn': model.head: unknown value 'fcnn'" in error_for(raw)
+    raw = raw_params()
+    raw["grid"]["grids"]["table1"][0]["set"] = {"train.loss.sr.x": 1}
+    assert "grid.grids.table1 cell 'fcn': train.loss.sr.x: train.loss.sr is not a section" in error_for(raw)
+
+
+def test_grid_cell_names_are_unique_and_well_formed():
+    raw = raw_params()
+    raw["grid"]["grids"]["table1"][1]["name"] = "fcn"
+    assert "grid.grids.table1: cell name 'fcn' is used twice" in error_for(raw)
+    raw = raw_params()
+    raw["grid"]["grids"]["table1"][1]["name"] = "a b"
+    assert "grid.grids.table1.1.name" in error_for(raw)
 
 
 def test_yaml_syntax_error_names_file_and_line(tmp_path):
@@ -152,12 +188,12 @@ def test_top_level_must_be_a_mapping(tmp_path):
 
 
 def test_overrides_are_parsed_as_yaml_and_validated():
-    params = load_params(PARAMS, ("train.lr=0.05", "model.head=fcn", "eval.scales=[0.5, 1.0]"))
-    assert params.train.lr == 0.05
+    params = load_params(PARAMS, ("train.schedules.embedded.lr=0.05", "model.head=fcn", "eval.scales=[0.5, 1.0]"))
+    assert params.train.schedule.lr == 0.05
     assert params.model.head == "fcn"
     assert params.eval.scales == (0.5, 1.0)
-    with pytest.raises(ConfigError, match="train.lr: must be > 0"):
-        load_params(PARAMS, ("train.lr=-1",))
+    with pytest.raises(ConfigError, match="train.crop_size: must be > 0"):
+        load_params(PARAMS, ("train.crop_size=-1",))
     with pytest.raises(ConfigError, match="unknown key train.lrr"):
         load_params(PARAMS, ("train.lrr=1",))
 
@@ -165,11 +201,11 @@ def test_overrides_are_parsed_as_yaml_and_validated():
 @pytest.mark.parametrize(
     ("item", "expected"),
     [
-        ("train.lr", "expected KEY=VALUE"),
+        ("train.crop_size", "expected KEY=VALUE"),
         ("=3", "expected KEY=VALUE"),
-        ("train.lr.x=1", "train.lr is not a section"),
+        ("train.crop_size.x=1", "train.crop_size is not a section"),
         ("nosuch.key=1", "nosuch is not a section; allowed keys: profile, seed"),
-        ("train.lr=[1", "is not valid YAML"),
+        ("train.crop_size=[1", "is not valid YAML"),
     ],
 )
 def test_malformed_overrides_are_clear_errors(item, expected):
@@ -180,10 +216,10 @@ def test_malformed_overrides_are_clear_errors(item, expected):
 def test_config_is_frozen_and_with_overrides_returns_a_validated_copy():
     params = load_params(PARAMS)
     with pytest.raises(pydantic.ValidationError):
-        params.train.lr = 1.0  # type: ignore[misc]
-    changed = with_overrides(params, {"train.lr": 0.5, "model.grar.edges": "conv"})
-    assert (changed.train.lr, changed.model.grar.edges) == (0.5, "conv")
-    assert params.train.lr == 0.01
+        params.train.crop_size = 1  # type: ignore[misc]
+    changed = with_overrides(params, {"train.crop_size": 33, "model.grar.edges": "conv"})
+    assert (changed.train.crop_size, changed.model.grar.edges) == (33, "conv")
+    assert params.train.crop_size == 64
     with pytest.raises(ConfigError, match="model.grar.edges: unknown value 'graphs'"):
         with_overrides(params, {"model.grar.edges": "graphs"})
 
