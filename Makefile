@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: repro test venv cluster-up cluster-down slurm-packages clean-venv
+.PHONY: repro test venv cluster-up cluster-down slurm-packages browser-packages clean-venv
 
 venv: $(STAMP)
 
@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 repro: venv
 	$(BIN)/dvc repro
 
-test: venv cluster-up
+test: venv cluster-up browser-packages
 	$(BIN)/python -m pytest
 
 # The local one-node SLURM test cluster (pipeline/slurm_cluster.py; needs root).
@@ -33,6 +33,10 @@ OPTIONAL := $(if $(filter true,$(CI)),,-)
 slurm-packages:
 	$(OPTIONAL)@for program in munged slurmctld slurmd sbatch srun; do command -v $$program >/dev/null || missing=1; done; \
 	if [ -n "$$missing" ]; then apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(SLURM_PACKAGES); fi
+
+# Headless Chromium for the report site's browser test (tests/pipeline/report/test_site_browser.py).
+browser-packages:
+	$(OPTIONAL)@test -x /usr/bin/chromium || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium; }
 
 cluster-up: venv slurm-packages
 	$(OPTIONAL)$(BIN)/grar cluster up

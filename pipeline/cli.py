@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -32,6 +33,9 @@ COMMANDS: dict[str, str] = {
     "profile": "pipeline.commands.profile",
     "stats": "pipeline.commands.stats",
     "cluster": "pipeline.commands.cluster",
+    "train": "pipeline.commands.train",
+    "grid": "pipeline.commands.grid",
+    "report": "pipeline.commands.report",
 }
 
 EPILOG = """\
@@ -120,6 +124,11 @@ def run_guarded(fn: Callable[[], int | None], prog: str) -> int:
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader went away (`grar ... | head`): stop quietly, like other Unix tools
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
     return int(code or 0)
 
 

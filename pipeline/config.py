@@ -204,7 +204,9 @@ class GridCell(Section):
 class GridConfig(Section):
     """Ablation grids (Tables 1-3): named lists of cells, each run once per seed."""
 
-    runs: str = Field(min_length=1)  # run folders: <runs>/<grid>/<cell>-s<seed>-<config hash>/
+    runs: str = Field(min_length=1)  # run folders <runs>/<cell>-s<seed>-<hash10>/, grid indexes <runs>/grids/
+    metrics: str = Field(min_length=1)  # the evaluate stage's <metrics>/<grid>.json (dvc metrics)
+    plots: str = Field(min_length=1)  # the evaluate stage's training curves <plots>/<grid>/<cell>.csv (dvc plots)
     seeds: tuple[NonNegativeInt, ...] = Field(min_length=1)
     grids: dict[CellName, tuple[GridCell, ...]]
 

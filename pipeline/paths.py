@@ -29,3 +29,23 @@ def download_dir(params: Params, name: str) -> Path:
 def stats_dir(params: Params, name: str) -> Path:
     """Co-occurrence statistics and heatmaps of dataset ``name``."""
     return Path(params.stats.root) / name
+
+
+def runs_dir(params: Params) -> Path:
+    """Run folders of the ablation grids (``<cell>-s<seed>-<hash10>/``, shared by grids) and their indexes."""
+    return Path(params.grid.runs)
+
+
+def grid_indexes_dir(params: Params) -> Path:
+    """The grid indexes ``<grid>.json`` (``pipeline.grid``)."""
+    return runs_dir(params) / "grids"
+
+
+def grid_index(params: Params, grid: str) -> Path:
+    """The index of grid ``grid``: its cells, seeds, run folders, states and job ids (``pipeline.grid``)."""
+    return grid_indexes_dir(params) / f"{grid}.json"
+
+
+def grid_logs_dir(params: Params, grid: str) -> Path:
+    """submitit's folder for the jobs of grid ``grid``: sbatch scripts, pickles, ``<job id>_<task>_log.{out,err}``."""
+    return Path(params.executor.log_dir) / grid

@@ -63,7 +63,9 @@ adds ``top_k``.
 Figures: ``heatmap.png``, ``heatmap.svg``, ``clusters/cluster_NN.png``,
 ``bars/classes_AAA-BBB.png`` (see ``heatmaps``).
 
-``load_affinity(path, num_classes)`` reads ``f`` back for the model.
+``load_affinity(path, num_classes)`` reads ``f`` back for the model;
+``load_counts(path, num_classes)`` reads ``t``, from which the trainer
+recomputes ``f`` under its own ``stats.normalisation``.
 """
 
 from pipeline.stats.io import load_affinity

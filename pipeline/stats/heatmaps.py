@@ -18,6 +18,7 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 PER_BAR_FILE = 16
@@ -58,35 +59,43 @@ def save(figure: Figure, path: Path) -> Path:
     return path
 
 
+def matrix_figure(names: list[str], title: str, xlabel: str, ylabel: str) -> tuple[Figure, Axes, Axes]:
+    """A square n x n panel (cell (row, col) spans [col, col + 1] x [row, row + 1], row 0 on top) with the
+    ``names`` on both axes, and the axes of its colour bar. Cells grow with n, so 150 names stay legible."""
+    n = len(names)
+    cell = 0.14 if n > 40 else 0.32
+    margin, side = 1.9, max(cell * n, 2.5)  # inches: names, plot
+    width, height = margin + side + 1.2, margin + side + 0.9
+    figure = Figure(figsize=(width, height))
+    ax = figure.add_axes((margin / width, margin / height, side / width, side / height))
+    ticks = np.arange(n) + 0.5
+    labels = [short(name) for name in names]
+    fontsize = 6 if n > 40 else 8
+    ax.set_xticks(ticks, labels, rotation=90, fontsize=fontsize)
+    ax.set_yticks(ticks, labels, fontsize=fontsize)
+    ax.set_xlim(0, n)
+    ax.set_ylim(n, 0)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=8, loc="left")
+    bar = figure.add_axes(((margin + side + 0.2) / width, margin / height, 0.18 / width, side / height))
+    return figure, ax, bar
+
+
 def heatmap(f: np.ndarray, names: list[str], order: np.ndarray, title: str, annotate: bool) -> Figure:
     """``f`` restricted to and ordered by the classes ``order``, names on both axes."""
     n = len(order)
     values = np.ma.masked_array(f[np.ix_(order, order)], mask=np.eye(n, dtype=bool))  # (n, n)
     off_diagonal = values.compressed()
     vmax = float(off_diagonal.max()) if off_diagonal.size and off_diagonal.max() > 0 else 1.0
-    cell = 0.14 if n > 40 else 0.32
-    margin, side = 1.9, max(cell * n, 2.5)  # inches: names, plot
-    width, height = margin + side + 1.2, margin + side + 0.9
-    figure = Figure(figsize=(width, height))
-    ax = figure.add_axes((margin / width, margin / height, side / width, side / height))
+    figure, ax, bar = matrix_figure([names[c] for c in order], title, "supported class j", "supporter i")
     cmap = matplotlib.colormaps["viridis"].with_extremes(bad="0.85")
     mesh = ax.pcolormesh(values, cmap=cmap, vmin=0.0, vmax=vmax)
-    ticks = np.arange(n) + 0.5
-    labels = [short(names[c]) for c in order]
-    fontsize = 6 if n > 40 else 8
-    ax.set_xticks(ticks, labels, rotation=90, fontsize=fontsize)
-    ax.set_yticks(ticks, labels, fontsize=fontsize)
-    ax.set_xlim(0, n)
-    ax.set_ylim(n, 0)
-    ax.set_xlabel("supported class j")
-    ax.set_ylabel("supporter i")
-    ax.set_title(title, fontsize=8, loc="left")
     if annotate:
         for (row, col), value in np.ndenumerate(values.filled(0.0)):
             if value > 0:
                 color = "black" if value > 0.6 * vmax else "white"
                 ax.text(col + 0.5, row + 0.5, f"{value:.2g}", ha="center", va="center", fontsize=5, color=color)
-    bar = figure.add_axes(((margin + side + 0.2) / width, margin / height, 0.18 / width, side / height))
     figure.colorbar(mesh, cax=bar, label="f[i, j]  (diagonal = 1, grey)")
     return figure
 

@@ -72,13 +72,26 @@ def load_affinity(path: str | Path, num_classes: int) -> np.ndarray:
     ``DataError`` when the file is missing or unreadable, holds another number
     of classes than ``num_classes``, or lacks some (i, j) rows.
     """
+    return load_matrix(path, num_classes, "f", np.float32)
+
+
+def load_counts(path: str | Path, num_classes: int) -> np.ndarray:
+    """The co-occurrence counts ``t`` of a ``cooccurrence.parquet`` as an int64 (N, N) array (errors as above).
+
+    The trainer recomputes ``f`` from them under its own ``stats.normalisation``.
+    """
+    return load_matrix(path, num_classes, "t", np.int64)
+
+
+def load_matrix(path: str | Path, num_classes: int, column: str, dtype: type) -> np.ndarray:
+    """Column ``column`` of a ``cooccurrence.parquet`` as a (N, N) ``dtype`` array indexed [i, j]."""
     path = Path(path)
     try:
-        table = pq.read_table(path, columns=["i", "j", "f"])
+        table = pq.read_table(path, columns=["i", "j", column])
     except FileNotFoundError:
         raise DataError(f"{path}: not found; run `grar stats NAME` (or `dvc repro`) first") from None
     except (pa.ArrowException, OSError) as err:
-        raise DataError(f"{path}: not a cooccurrence.parquet with columns i, j, f ({err})") from None
+        raise DataError(f"{path}: not a cooccurrence.parquet with columns i, j, {column} ({err})") from None
     stored = read_metadata(path).get("num_classes")
     if stored is not None and int(stored) != num_classes:
         raise DataError(f"{path}: affinity of {stored} classes, but {num_classes} classes were expected")
@@ -95,6 +108,6 @@ def load_affinity(path: str | Path, num_classes: int) -> np.ndarray:
             f"{path}: {seen.size - int(seen.sum())} of {seen.size} (i, j) rows missing "
             f"({len(i)} rows for {num_classes} classes)"
         )
-    f = np.zeros((num_classes, num_classes), np.float32)  # (N, N)
-    f[i, j] = table.column("f").to_numpy()
-    return f
+    matrix = np.zeros((num_classes, num_classes), dtype)  # (N, N)
+    matrix[i, j] = table.column(column).to_numpy()
+    return matrix

@@ -1,0 +1,101 @@
+"""Run-level evaluation: a trained model over the val split, single scale and multi-scale + flip.
+
+Every run is scored single scale (scale 1.0, no flip: the plain columns of the
+tables); with ``eval.multi_scale`` also at ``eval.scales`` averaging the
+softmax of every scale (and of the horizontally flipped image with
+``eval.flip``): the "MS" column of Table 1. With ``eval.window`` set, each
+(scaled) image is processed in sliding ``window`` crops (``Segmentor.predict``
+holds the three prediction modes). Scores come from one dataset-level
+confusion matrix per mode (``pipeline.metrics``: ignore 255, mIoU over the
+classes present in ground truth or prediction).
+
+Images are batched when they have the same size, up to ``EVAL_PIXELS`` input
+pixels per batch (the embedded val split: 64 images of 64 x 64). In a
+multi-process job each rank scores every ``world_size``-th batch and the
+confusion matrices are summed over the ranks.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from model.segmentor import Segmentor
+from pipeline.config import EvalConfig
+from pipeline.data import SegmentationDataset
+from pipeline.distributed import MEMORY_FORMAT, Ranks, all_sum, amp
+from pipeline.metrics import ConfusionMatrix, Scores
+
+EVAL_PIXELS = 2**18
+SCORE_KEYS = ("miou", "pixel_accuracy", "mean_accuracy", "per_class_iou")
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Confusion matrices (K, K) int64, rows = ground truth: single scale, and multi-scale + flip or ``None``."""
+
+    single: np.ndarray
+    multi: np.ndarray | None
+    seconds: float
+
+
+def size_batches(dataset: SegmentationDataset, max_pixels: int = EVAL_PIXELS) -> list[list[int]]:
+    """Consecutive indices of images of one size, at most ``max_pixels`` input pixels per batch (>= 1 image)."""
+    batches: list[list[int]] = []
+    current: list[int] = []
+    current_size = None
+    for index in range(len(dataset)):
+        size = dataset.image_size(index)
+        if current and (size != current_size or (len(current) + 1) * size[0] * size[1] > max_pixels):
+            batches.append(current)
+            current = []
+        current.append(index)
+        current_size = size
+    if current:
+        batches.append(current)
+    return batches
+
+
+@torch.no_grad()
+def evaluate_model(
+    model: Segmentor,
+    dataset: SegmentationDataset,
+    config: EvalConfig,
+    device: torch.device,
+    ranks: Ranks = Ranks(),
+    desc: str = "eval",
+) -> Evaluation:
+    """Score ``model`` on every sample of ``dataset`` (unaugmented) as described in the module docstring."""
+    start = time.perf_counter()
+    was_training = model.training
+    model.eval()
+    k = dataset.num_classes
+    single = ConfusionMatrix(k)
+    multi = ConfusionMatrix(k) if config.multi_scale else None
+    batches = size_batches(dataset)[ranks.rank :: ranks.world_size]
+    bar = tqdm(batches, desc=desc, unit="batch", disable=not (ranks.main and sys.stderr.isatty()), leave=False)
+    for indices in bar:
+        images, labels = zip(*(dataset[index] for index in indices))
+        images = torch.stack(images).to(device, memory_format=MEMORY_FORMAT)  # (B, 3, H, W)
+        labels = torch.stack(labels).to(device)  # (B, H, W)
+        with amp(device):
+            single.update(labels, model.predict(images, window=config.window).argmax(dim=1))
+            if multi is not None:
+                probabilities = model.predict(images, config.scales, config.flip, config.window)  # (B, K, H, W)
+                multi.update(labels, probabilities.argmax(dim=1))
+    model.train(was_training)
+    matrices = [single.matrix] + ([multi.matrix] if multi is not None else [])
+    summed = all_sum(torch.from_numpy(np.stack(matrices)).to(device), ranks).cpu().numpy()  # (1 or 2, K, K)
+    return Evaluation(summed[0], summed[1] if multi is not None else None, time.perf_counter() - start)
+
+
+def scores(matrix: np.ndarray, class_names: list[str]) -> dict[str, Any]:
+    """mIoU, pixel accuracy, mean accuracy (fractions) and per-class IoU by name of a confusion matrix."""
+    full = Scores.from_matrix(matrix).to_dict(class_names)
+    return {key: full[key] for key in SCORE_KEYS}

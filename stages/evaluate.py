@@ -1,0 +1,17 @@
+"""DVC stage `evaluate`: each grid's scores (grid.metrics/<grid>.json) and training curves (grid.plots/<grid>/).
+
+Reads the grid indexes and run folders the train stage wrote (see ``pipeline.collect``).
+"""
+
+from __future__ import annotations
+
+from pipeline.cli import stage_main
+from pipeline.collect import collect_grids
+
+
+def main() -> None:
+    stage_main(collect_grids, "evaluate")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,162 @@
+"""Tables 1-6 from fabricated runs: means over seeds, differences to the paper, not run / failed, provenance."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from report_runs import COMMIT, Runs, bench_report, run_name
+
+from pipeline.paper import load_paper_tables
+from pipeline.report import layout
+from pipeline.report.runs import load_grids
+from pipeline.report.tables import SYNTHETIC, Inputs, build_tables, to_markdown
+
+
+def tables_of(params, bench=None):
+    grids = load_grids(params)
+    inputs = Inputs(load_paper_tables(), grids, bench, Path(params.bench.out), params.profile, params.train.dataset)
+    return build_tables(inputs)
+
+
+def row(table, *first):
+    """The row whose first cells read ``first``."""
+    found = [r for r in table.rows if tuple(c.text for c in r[: len(first)]) == first]
+    assert len(found) == 1, [tuple(c.text for c in r) for r in table.rows]
+    return found[0]
+
+
+def texts(cells):
+    return [c.text for c in cells]
+
+
+def test_table1_means_over_seeds_differences_and_ms_rows(params, runs):
+    runs.done("table1", "fcn", 0, 0.40, ms=0.41, head="fcn")
+    runs.done("table1", "fcn", 1, 0.45, ms=0.47, head="fcn")
+    table = tables_of(params)[0]
+    single = row(table, "ResNet-50", "", "", "")
+    assert texts(single[4:7]) == ["42.3", "42.50 ± 3.54 (n=2)", "+0.20"]  # mean 42.5, stdev sqrt(12.5)
+    assert single[5].kind == "measured" and single[7].text == "table1/fcn · tiny_resnet"
+    multi = row(table, "ResNet-50", "", "", "✓")  # the MS row: no printed row, the run's "ms" scores
+    assert texts(multi[4:7]) == ["— (no paper row)", "44.00 ± 4.24 (n=2)", "—"]
+    marker, text = table.provenance[0]
+    assert single[5].note == marker == "m1"
+    for part in ("grid table1, cell fcn, single-scale mIoU", "profile embedded", "dataset embedded",
+                 "backbone tiny_resnet", "head fcn", "seeds 0, 1 (seed 0: 40.00, seed 1: 45.00)",
+                 f"runs/{run_name('fcn', 0)}, runs/{run_name('fcn', 1)}", f"commit {COMMIT}"):
+        assert part in text
+    assert table.synthetic
+
+
+def test_table1_cells_without_runs_say_why(params, runs):
+    runs.done("table1", "grar", 0, 0.60)
+    runs.failed("table1", "grar", 1)
+    runs.failed("table1", "grar-sr", 0, log=None)
+    runs.state("table1", "grar-sr", 1, "pending")
+    table = tables_of(params)[0]
+    grar = row(table, "ResNet-50", "✓", "", "")
+    assert grar[5].text == "60.00 (n=1)"
+    assert grar[7].text == "table1/grar · tiny_resnet · 1 of 2 seeds failed" and grar[7].kind == "failed"
+    assert grar[7].href == f"grids/logs/{run_name('grar', 1)}/error.txt"
+    failed = row(table, "ResNet-50", "✓", "✓", "")
+    assert (failed[5].text, failed[5].kind, failed[6].text) == ("failed", "failed", "—")
+    assert failed[5].href == f"grids/logs/{run_name('grar-sr', 0)}/error.txt"
+    fcn = row(table, "ResNet-50", "", "", "")  # seeds 0 and 1 of params, not in the index
+    assert fcn[5].text == "not run (not in runs/grids/table1.json)" and fcn[5].kind == "missing"
+    r101 = row(table, "ResNet-101", "✓", "✓", "")  # no cell of the embedded grid reproduces it
+    assert r101[5].text == "not run (no cell of grid table1 reproduces this row in profile embedded)"
+    ms = row(table, "ResNet-50", "✓", "", "✓")  # finished, but without MS evaluation
+    assert ms[5].text == "not evaluated multi-scale (eval.multi_scale false)"
+
+
+def test_nothing_run_yet(params):
+    tables = tables_of(params)
+    fcn = row(tables[0], "ResNet-50", "", "", "")
+    assert fcn[5].text == "not run (grid table1 not run yet: no grid index)"
+    assert all(c.kind != "measured" for t in tables for r in t.rows for c in r)
+    assert "not stated" in tables[1].findings[0]
+    # the paper's numbers are all there all the same
+    assert [r[4].text for r in tables[0].rows[:6]] == ["42.3", "51.7", "53.0", "54.8", "55.7", "57.0"]
+
+
+TABLE2 = {"fcn": 0.40, "pos-conv": 0.45, "neg-conv": 0.47, "posneg-conv": 0.46, "pos-graph": 0.50,
+          "neg-graph": 0.48, "posneg-graph": 0.55, "posneg-graph-conditional": 0.56}
+
+
+def test_table2_ordering_in_words_whichever_way(params, runs):
+    for cell, miou in TABLE2.items():
+        runs.done("table2", cell, 0, miou)
+    table = tables_of(params)[1]
+    extra = row(table, "ResNet-50", "✓", "✓", "Graph, Eq. 1 conditional P(j|i)")
+    assert texts(extra[4:7]) == ["— (no paper row)", "56.00 (n=1)", "—"]
+    assert texts(row(table, "ResNet-50", "", "✓", "Conv")[4:7]) == ["47.9", "47.00 (n=1)", "-0.90"]
+    graph_conv, pos_neg, both, eq1 = table.findings
+    assert graph_conv == ("Graph vs Conv (measured): Graph ahead in all 3 settings (Graph − Conv: positive only "
+                          "+5.00, negative only +1.00, positive + negative +9.00); paper: positive only +1.6, "
+                          "negative only +1.4, positive + negative +3.5.")
+    assert pos_neg.startswith("Positive vs negative (measured): positive-only ahead in 1, behind in 1, tied in 0 "
+                              "of 2 settings (positive-only − negative-only: with Graph edges +2.00, with Conv "
+                              "edges -2.00)")
+    assert "Graph +5.00, Conv +1.00" in both
+    assert eq1.startswith("Eq. 1 as printed (posneg-graph) 55.00 vs conditional P(j|i) (posneg-graph-conditional) "
+                          "56.00: conditional − printed = +1.00 (better: conditional")
+
+
+def test_table3_bench_and_miou(params, runs, tmp_path):
+    runs.done("table3", "grar", 0, 0.52)
+    table = tables_of(params, bench_report())[2]
+    grar = row(table, "GRAr (ours)")
+    assert texts(grar) == ["GRAr (ours)", "2.4", "2.36", "95", "49.2", "42", "60.0", "51.7", "52.00 (n=1)",
+                           "+0.30", "table3/grar · tiny_resnet"]
+    assert grar[2].note == "m1" and "device cpu (x86_64, 2 threads, float32" in table.provenance[0][1]
+    ppm = row(table, "PPM")
+    assert texts(ppm[2:3]) == ["not run (not benchmarked)"] and ppm[8].text.startswith("not run")
+    assert texts(row(table, "FCN (baseline, fcn)")[1:3]) == ["— (no paper row)", "9.44"]
+    no_bench = tables_of(params)[2]
+    assert row(no_bench, "PPM")[2].text == "not run (artifacts/bench/modules.json missing)"
+
+
+def test_tables_4_to_6_use_runs_on_their_dataset(paper_params):
+    runs = Runs(Path(paper_params.grid.runs))
+    runs.done("table1", "r101-grar-sr", 0, 0.55, ms=0.56, dataset="pascal_context", profile="paper",
+              backbone="resnet101")
+    runs.done("table1", "r50-fcn", 0, 0.41, ms=0.42, dataset="pascal_context", profile="paper",
+              backbone="resnet50", head="fcn")
+    tables = tables_of(paper_params)
+    ours = row(tables[3], "Ours", "ResNet101")
+    assert texts(ours[2:]) == ["55.7", "56.00 (n=1)", "+0.30", "table1/r101-grar-sr · resnet101"]
+    assert "multi-scale + flip mIoU" in tables[3].provenance[0][1]
+    assert texts(row(tables[3], "this project: r50-fcn")[1:5]) == ["resnet50", "— (no paper row)", "42.00 (n=1)",
+                                                                    "—"]
+    assert texts(row(tables[3], "PSPNet [81]")[2:]) == ["47.8", "—", "—", "published result (paper)"]
+    ade = row(tables[4], "Ours", "ResNet101")
+    assert ade[3].text == ("not run (no finished r101-grar-sr run on ade20k; profile paper trains on "
+                           "pascal_context)")
+    nest = row(tables[5], "Ours", "ResNest101")
+    assert nest[3].text == ("not run (no finished resnest101-grar-sr run on coco_stuff; profile paper trains on "
+                            "pascal_context)")
+    assert len(tables[4].rows) == 22 and len(tables[5].rows) == 14  # every published row, no extra
+    assert not tables[0].synthetic  # real-data profile: no synthetic banner
+
+
+def test_markdown_rendering(params, runs):
+    runs.done("table1", "fcn", 0, 0.40)
+    runs.failed("table1", "grar", 0)
+    markdown = to_markdown(tables_of(params)[0])
+    assert markdown.startswith("# Table 1: Ablation Study on PASCAL-Context.")
+    assert f"> **Synthetic-data results.** {SYNTHETIC}" in markdown
+    assert "| ResNet-50 |  |  |  | 42.3 | 40.00 (n=1) [m1] | -2.30 | table1/fcn · tiny_resnet |" in markdown
+    assert f"[failed](../grids/logs/{run_name('grar', 0)}/error.txt)" in markdown
+    assert "- [m1] grid table1, cell fcn, single-scale mIoU: profile embedded" in markdown
+    header = next(line for line in markdown.splitlines() if line.startswith("| Backbone"))
+    assert header.count("|") - 1 == 8 and "paper mIoU %" in header
+
+
+@pytest.mark.parametrize(("page", "target", "expected"), [
+    ("index.html", "tables/table1.html", "tables/table1.html"),
+    ("tables/table1.html", "grids/logs/x/error.txt", "../grids/logs/x/error.txt"),
+    ("figures/stats/a/b.html", "index.html#m1", "../../../index.html#m1"),
+    ("tables/table1.html", "#m2", "#m2"),
+])
+def test_relative_links(page, target, expected):
+    assert layout.href_from(page, target) == expected

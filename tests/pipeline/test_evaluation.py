@@ -1,0 +1,87 @@
+"""Run-level evaluation: batching by size, the single-scale and multi-scale confusion matrices, the scores."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from test_data import write_split
+from tiny_run import IMAGE_SIZE, VAL_IMAGES
+
+from pipeline.config import EvalConfig
+from pipeline.data import SegmentationDataset
+from pipeline.evaluation import evaluate_model, scores, size_batches
+from pipeline.paths import dataset_dir
+from pipeline.train import build_model
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+SINGLE = EvalConfig(multi_scale=False, scales=(1.0,), flip=False, window=None)
+MULTI = EvalConfig(multi_scale=True, scales=(0.5, 1.0, 1.5), flip=True, window=None)
+
+
+class ConstantModel(torch.nn.Module):
+    """Predicts class ``single`` at single scale (one pass, scale 1, no flip) and ``multi`` otherwise."""
+
+    def __init__(self, num_classes: int, single: int, multi: int) -> None:
+        super().__init__()
+        self.num_classes, self.single, self.multi = num_classes, single, multi
+        self.calls = []
+
+    def predict(self, images, scales=(1.0,), flip=False, window=None, stride=None):
+        self.calls.append((images.shape, tuple(scales), flip, window))
+        winner = self.single if (tuple(scales), flip) == ((1.0,), False) else self.multi
+        probabilities = torch.zeros(images.shape[0], self.num_classes, *images.shape[-2:])
+        probabilities[:, winner] = 1
+        return probabilities
+
+
+def labels_dataset(tmp_path) -> SegmentationDataset:
+    """Three images: two 3 x 4 and one 2 x 5, with an ignored pixel."""
+    first = np.array([[0, 0, 1, 1], [0, 2, 2, 1], [255, 0, 0, 0]], np.uint8)
+    second = np.array([[1, 1, 1, 1], [1, 1, 1, 1], [2, 2, 2, 2]], np.uint8)
+    third = np.array([[2, 2, 2, 2, 2], [0, 0, 0, 0, 1]], np.uint8)
+    write_split(tmp_path, {"a": first, "b": second, "c": third})
+    return SegmentationDataset(tmp_path, "train")
+
+
+def test_images_of_one_size_are_batched_within_the_pixel_budget(tmp_path):
+    dataset = labels_dataset(tmp_path)
+    assert size_batches(dataset) == [[0, 1], [2]]
+    assert size_batches(dataset, max_pixels=12) == [[0], [1], [2]]  # one 3 x 4 image fills 12 pixels
+    assert size_batches(dataset, max_pixels=1) == [[0], [1], [2]]  # a batch holds at least one image
+
+
+def test_confusion_matrices_count_every_labelled_pixel(tmp_path):
+    dataset = labels_dataset(tmp_path)
+    model = ConstantModel(3, single=1, multi=2)
+    evaluation = evaluate_model(model, dataset, MULTI, torch.device("cpu"))
+    # ground truth histogram over the labelled pixels: class 0: 6 + 0 + 4, class 1: 3 + 8 + 1, class 2: 2 + 4 + 5
+    expected_single = np.array([[0, 10, 0], [0, 12, 0], [0, 11, 0]])
+    assert np.array_equal(evaluation.single, expected_single)
+    assert np.array_equal(evaluation.multi, expected_single[:, [0, 2, 1]])
+    assert evaluation.seconds > 0
+    assert [call[1:] for call in model.calls] == [((1.0,), False, None), ((0.5, 1.0, 1.5), True, None)] * 2
+    assert [call[0][0] for call in model.calls] == [2, 2, 1, 1]  # batches of the two 3 x 4 images, then the 2 x 5
+    only_single = evaluate_model(ConstantModel(3, 0, 0), dataset, SINGLE, torch.device("cpu"))
+    assert only_single.multi is None and only_single.single[:, 0].tolist() == [10, 12, 11]
+
+
+def test_scores_of_a_confusion_matrix():
+    matrix = np.array([[3, 1, 0], [0, 2, 0], [0, 0, 0]])  # class 2 absent from both: no IoU
+    result = scores(matrix, ["a", "b", "c"])
+    assert list(result) == ["miou", "pixel_accuracy", "mean_accuracy", "per_class_iou"]
+    assert result["per_class_iou"] == {"a": 0.75, "b": 2 / 3, "c": None}
+    assert result["miou"] == pytest.approx((0.75 + 2 / 3) / 2)
+    assert result["pixel_accuracy"] == pytest.approx(5 / 6)
+    assert result["mean_accuracy"] == pytest.approx((0.75 + 1) / 2)
+
+
+@pytest.mark.parametrize("window", [None, 17])
+def test_a_real_model_scores_every_val_pixel(tiny_project, window):
+    model = build_model(tiny_project, 24)
+    val = SegmentationDataset(dataset_dir(tiny_project, "embedded"), "val")
+    config = EvalConfig(multi_scale=True, scales=(1.0,), flip=False, window=window)
+    evaluation = evaluate_model(model, val, config, torch.device("cpu"))
+    assert evaluation.single.sum() == VAL_IMAGES * IMAGE_SIZE**2
+    assert np.array_equal(evaluation.single, evaluation.multi)  # "multi-scale" of scale 1 without flip is single
+    assert model.training  # evaluation leaves the mode as it found it

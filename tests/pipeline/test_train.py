@@ -1,0 +1,295 @@
+"""The trainer: schedule, hash, statistics inputs, exact resume, preemption signals, the run folder, `grar train`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+import yaml
+from tiny_run import IMAGE_SIZE, VAL_IMAGES
+
+import pipeline.train as trainer
+from pipeline.cli import main
+from pipeline.config import with_overrides
+from pipeline.data import SegmentationDataset
+from pipeline.errors import DataError
+from pipeline.evaluation import evaluate_model
+from pipeline.paths import dataset_dir, stats_dir
+from pipeline.stats.affinity import frequency
+from pipeline.stats.io import load_affinity, load_counts
+from pipeline.train import (
+    build_model,
+    Interrupted,
+    config_hash,
+    frequency_class_weights,
+    load_checkpoint,
+    load_run_model,
+    poly_lr,
+    read_log,
+    run_cell,
+    train,
+)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def assert_same(a, b, path="checkpoint"):
+    """Nested dicts / lists of tensors and plain values are identical (tensors: ``torch.equal``)."""
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), path
+        for key in a:
+            assert_same(a[key], b[key], f"{path}.{key}")
+    elif isinstance(a, list | tuple):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same(x, y, f"{path}[{i}]")
+    elif isinstance(a, torch.Tensor):
+        assert a.dtype == b.dtype and torch.equal(a, b), path
+    else:
+        assert a == b, path
+
+
+def log_without_times(run_dir):
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in read_log(run_dir / "train_log.csv")]
+
+
+@pytest.fixture(scope="module")
+def straight(tiny_project, tmp_path_factory):
+    """An uninterrupted 6-iteration run (its checkpoint and log are the reference)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    run_dir = tmp_path_factory.mktemp("straight")
+    train(tiny_project, run_dir)
+    torch.set_num_threads(threads)
+    return run_dir
+
+
+def test_poly_schedule():
+    assert poly_lr(0.01, 0, 100, 0.9) == 0.01
+    assert poly_lr(0.01, 50, 100, 0.9) == pytest.approx(0.01 * 0.5**0.9, rel=1e-12)
+    assert poly_lr(0.02, 99, 100, 1.0) == pytest.approx(0.0002, rel=1e-12)
+
+
+def test_config_hash_ignores_what_does_not_change_the_model(tiny_project):
+    digest = config_hash(tiny_project)
+    assert len(digest) == 64 and int(digest, 16) >= 0
+    for key, value in [("executor.kind", "debug"), ("grid.seeds", [5]), ("bench.repeats", 9), ("profile", "x")]:
+        assert config_hash(with_overrides(tiny_project, {key: value})) == digest, key
+    for key, value in [("seed", 1), ("model.head", "fcn"), ("stats.normalisation", "conditional"),
+                       ("eval.flip", False), ("train.schedules.embedded.iterations", 7)]:
+        assert config_hash(with_overrides(tiny_project, {key: value})) != digest, key
+
+
+def test_frequency_class_weights_median_balancing():
+    # images holding each class: median over the present ones (4, 1, 2) is 2; an absent class weighs 1
+    assert frequency_class_weights(np.array([4, 1, 2, 0])).tolist() == [0.5, 2.0, 1.0, 1.0]
+    assert frequency_class_weights(np.array([0, 0])).tolist() == [1.0, 1.0]
+
+
+def test_sr_class_weights_come_from_the_class_statistics(tiny_project):
+    params = with_overrides(tiny_project, {"train.loss.sr_class_weights": "frequency"})
+    images = pq.read_table(stats_dir(tiny_project, "embedded") / "classes.parquet").column("images").to_numpy()
+    weights = trainer.sr_class_weights(params, 24)
+    assert torch.equal(weights, torch.from_numpy(frequency_class_weights(images)).float())
+    assert trainer.sr_class_weights(tiny_project, 24) is None  # uniform
+
+
+def test_affinity_is_recomputed_with_the_cells_normalisation(tiny_project):
+    path = stats_dir(tiny_project, "embedded") / "cooccurrence.parquet"
+    t = load_counts(path, 24)
+    printed = trainer.affinity_matrix(tiny_project, 24)
+    conditional = trainer.affinity_matrix(with_overrides(tiny_project, {"stats.normalisation": "conditional"}), 24)
+    assert torch.allclose(printed, torch.from_numpy(load_affinity(path, 24)))  # the file was written "printed"
+    assert torch.equal(conditional, torch.from_numpy(frequency(t, "conditional")).float())
+    assert not torch.allclose(printed, conditional)
+    assert trainer.affinity_matrix(with_overrides(tiny_project, {"model.grar.edges": "conv"}), 24) is None
+    assert trainer.affinity_matrix(with_overrides(tiny_project, {"model.head": "fcn"}), 24) is None
+
+
+def test_log_has_every_term_and_their_weighted_sum(straight, tiny_project):
+    rows = read_log(straight / "train_log.csv")
+    assert list(rows[0]) == ["iteration", "lr", "loss", "ce", "aux", "coarse", "sr", "seconds"]
+    assert [int(r["iteration"]) for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert [float(r["lr"]) for r in rows] == pytest.approx([poly_lr(0.02, i, 6, 0.9) for i in range(6)], rel=1e-6)
+    w = tiny_project.train.loss
+    for r in rows:
+        total = float(r["ce"]) + w.aux * float(r["aux"]) + w.coarse * float(r["coarse"]) + w.sr * float(r["sr"])
+        assert float(r["loss"]) == pytest.approx(total, rel=1e-5)
+    state = load_checkpoint(straight / "checkpoint.pt")
+    assert state["iteration"] == 6 and state["config_hash"] == config_hash(tiny_project)
+    assert state["num_classes"] == 24 and state["class_names"][0] == "bedroom.wall"
+    assert set(state) == {"model", "criterion", "optimizer", "iteration", "rng", "params", "config_hash",
+                          "num_classes", "class_names"}
+
+
+def test_stopped_and_resumed_run_ends_identical(tiny_project, straight, tmp_path):
+    train(tiny_project, tmp_path, stop_after=3)
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["iteration"] == 3
+    assert len(read_log(tmp_path / "train_log.csv")) == 3
+    with open(tmp_path / "train_log.csv", "a") as log:  # a row logged after the checkpoint, then a crash
+        log.write("4,0.1,9,9,9,9,9,0.1\n")
+    train(tiny_project, tmp_path)
+    assert_same(load_checkpoint(tmp_path / "checkpoint.pt"), load_checkpoint(straight / "checkpoint.pt"))
+    assert log_without_times(tmp_path) == log_without_times(straight)
+
+
+def signal_at(monkeypatch, iteration: int, signum: int) -> None:
+    """Send ``signum`` to this process while step ``iteration`` (0-based) runs."""
+    real = trainer.poly_lr
+
+    def poly_lr_then_signal(base, it, total, power):
+        if it == iteration:
+            os.kill(os.getpid(), signum)
+        return real(base, it, total, power)
+
+    monkeypatch.setattr(trainer, "poly_lr", poly_lr_then_signal)
+
+
+def test_sigterm_checkpoints_at_the_iteration_boundary_then_resumes(tiny_project, straight, tmp_path, monkeypatch):
+    before = signal.getsignal(signal.SIGTERM)
+    signal_at(monkeypatch, 2, signal.SIGTERM)
+    with pytest.raises(Interrupted) as stop:
+        train(tiny_project, tmp_path)
+    assert stop.value.code == 128 + signal.SIGTERM
+    assert "SIGTERM received: stopped after iteration 3" in stop.value.message
+    assert signal.getsignal(signal.SIGTERM) is before  # the trainer's handler is gone again
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["iteration"] == 3
+    assert len(read_log(tmp_path / "train_log.csv")) == 3
+    monkeypatch.undo()
+    train(tiny_project, tmp_path)
+    assert_same(load_checkpoint(tmp_path / "checkpoint.pt"), load_checkpoint(straight / "checkpoint.pt"))
+    assert log_without_times(tmp_path) == log_without_times(straight)
+
+
+def test_sigusr2_hands_over_to_submitits_handler_after_the_checkpoint(tiny_project, tmp_path, monkeypatch):
+    calls = []
+
+    def submitit_handler(signum, frame):  # submitit's: checkpoint(), requeue, sys.exit(-1)
+        calls.append((signum, load_checkpoint(tmp_path / "checkpoint.pt")["iteration"]))
+        raise SystemExit(-1)
+
+    previous = signal.signal(signal.SIGUSR2, submitit_handler)
+    try:
+        signal_at(monkeypatch, 1, signal.SIGUSR2)
+        with pytest.raises(SystemExit) as stop:
+            train(tiny_project, tmp_path)
+        assert signal.getsignal(signal.SIGUSR2) is submitit_handler
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    assert stop.value.code == -1 and calls == [(signal.SIGUSR2, 2)]
+
+
+def test_a_checkpoint_of_another_config_is_refused(tiny_project, straight, tmp_path):
+    (tmp_path / "checkpoint.pt").write_bytes((straight / "checkpoint.pt").read_bytes())
+    with pytest.raises(DataError, match=r"checkpoint\.pt: checkpoint of another configuration"):
+        train(with_overrides(tiny_project, {"seed": 3}), tmp_path)
+    (tmp_path / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(DataError, match=r"checkpoint\.pt: not a readable checkpoint"):
+        train(tiny_project, tmp_path)
+
+
+@pytest.mark.parametrize("head,terms", [
+    ("fcn", {"ce", "aux", "sr"}), ("ppm", {"ce", "aux", "sr"}), ("aspp", {"ce", "aux", "sr"}),
+    ("danet", {"ce", "aux", "sr"}), ("ocr", {"ce", "aux", "coarse", "sr"}), ("grar", {"ce", "aux", "coarse", "sr"}),
+])
+def test_every_head_trains_and_logs_its_terms(tiny_project, tmp_path, head, terms):
+    params = with_overrides(tiny_project, {"model.head": head, "train.schedules.embedded.iterations": 2})
+    train(params, tmp_path)
+    for row in read_log(tmp_path / "train_log.csv"):
+        assert {k for k in ("ce", "aux", "coarse", "sr") if row[k] != ""} == terms
+        assert np.isfinite(float(row["loss"]))
+
+
+def test_run_cell_writes_the_run_folder(tiny_project, tmp_path, monkeypatch):
+    run_dir = tmp_path / "cell"
+    metrics = run_cell(tiny_project, run_dir)
+    files = {p.name for p in run_dir.iterdir()}
+    assert files == {"config.yaml", "train_log.csv", "checkpoint.pt", "metrics.json", "confusion.npy",
+                     "confusion_ms.npy"}
+    assert json.loads((run_dir / "metrics.json").read_text()) == metrics
+    newest = max((run_dir / name).stat().st_mtime_ns for name in files)
+    assert (run_dir / "metrics.json").stat().st_mtime_ns == newest  # written last
+    assert yaml.safe_load((run_dir / "config.yaml").read_text()) == tiny_project.model_dump(mode="json")
+    for scores in (metrics, metrics["ms"]):
+        assert 0 <= scores["miou"] <= 1 and 0 <= scores["pixel_accuracy"] <= 1 and 0 <= scores["mean_accuracy"] <= 1
+        assert list(scores["per_class_iou"])[:2] == ["bedroom.wall", "bedroom.floor"]
+    assert metrics["iterations"] == 6 and metrics["train_seconds"] > 0 and metrics["eval_seconds"] > 0
+    provenance = metrics["provenance"]
+    assert provenance["config_hash"] == config_hash(tiny_project) and provenance["run_dir"] == str(run_dir)
+    assert (provenance["head"], provenance["seed"], provenance["device"]) == ("grar", 0, "cpu")
+    single, multi = np.load(run_dir / "confusion.npy"), np.load(run_dir / "confusion_ms.npy")
+    assert single.shape == multi.shape == (24, 24) and single.dtype == np.int64
+    assert single.sum() == multi.sum() == VAL_IMAGES * IMAGE_SIZE**2  # every val pixel is labelled
+    assert metrics["pixel_accuracy"] == pytest.approx(np.trace(single) / single.sum())
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished run must not train again")
+
+    monkeypatch.setattr(trainer, "train", no_training)
+    assert run_cell(tiny_project, run_dir) == metrics
+    with pytest.raises(DataError, match="finished run of another configuration"):
+        run_cell(with_overrides(tiny_project, {"seed": 2}), run_dir)
+
+
+def test_single_scale_only_without_multi_scale(tiny_project, tmp_path):
+    params = with_overrides(tiny_project, {"eval.multi_scale": False, "train.schedules.embedded.iterations": 1})
+    metrics = run_cell(params, tmp_path)
+    assert metrics["ms"] is None and not (tmp_path / "confusion_ms.npy").exists()
+
+
+def test_load_run_model_rebuilds_the_evaluated_model(tiny_project, tmp_path):
+    params = with_overrides(tiny_project, {"eval.multi_scale": False, "stats.normalisation": "conditional"})
+    run_cell(params, tmp_path)
+    model, loaded = load_run_model(tmp_path)
+    assert loaded == params and not model.training
+    val = SegmentationDataset(dataset_dir(params, "embedded"), "val")
+    evaluation = evaluate_model(model, val, params.eval, torch.device("cpu"))
+    assert np.array_equal(evaluation.single, np.load(tmp_path / "confusion.npy"))
+    with pytest.raises(DataError, match="no checkpoint"):
+        load_run_model(tmp_path / "missing")
+
+
+def test_commit_is_unknown_without_git(monkeypatch):
+    trainer.source_commit.cache_clear()
+    commit = trainer.source_commit()
+    assert commit == "unknown" or len(commit.removesuffix("-dirty")) == 40
+    monkeypatch.setenv("PATH", "/nonexistent")
+    trainer.source_commit.cache_clear()
+    assert trainer.source_commit() == "unknown"
+    trainer.source_commit.cache_clear()
+
+
+def test_grar_train_command(tiny_project, tmp_path, monkeypatch, capsys):
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(tiny_project.model_dump(mode="json")))
+    assert main(["train", "--params", str(params_file), "--iterations", "1", "--set", "eval.multi_scale=false"]) == 0
+    expected = with_overrides(tiny_project, {"train.schedules.embedded.iterations": 1, "eval.multi_scale": False})
+    run_dir = f"{tiny_project.grid.runs}/adhoc-{config_hash(expected)[:10]}"
+    out = capsys.readouterr().out
+    assert f"run folder: {run_dir}" in out and "mIoU" in out and "(1 iterations)" in out
+    assert main(["train", "--params", str(params_file), "--iterations", "0"]) == 2
+    assert "--iterations: must be >= 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    assert "Resuming: the checkpoint is written" in capsys.readouterr().out
+
+
+def test_the_pretrained_backbone_is_loaded_and_not_needed_afterwards(tiny_project, tmp_path):
+    body = build_model(tiny_project, 24).backbone.body.state_dict()
+    weights = {key: value + 1 if value.is_floating_point() else value for key, value in body.items()}
+    torch.save(weights, tmp_path / "backbone.pt")
+    params = with_overrides(tiny_project, {
+        "model.pretrained": str(tmp_path / "backbone.pt"), "train.schedules.embedded.iterations": 1,
+        "eval.multi_scale": False,
+    })
+    loaded = build_model(params, 24).backbone.body.state_dict()
+    assert all(torch.equal(loaded[key], weights[key]) for key in weights)
+    run_cell(params, tmp_path / "run")
+    (tmp_path / "backbone.pt").unlink()
+    model, _ = load_run_model(tmp_path / "run")  # the checkpoint holds the trained weights
+    assert model.backbone.body.conv1.weight.shape == weights["conv1.weight"].shape
