@@ -95,14 +95,19 @@ CONFUSION_FILE = "confusion.npy"
 CONFUSION_MS_FILE = "confusion_ms.npy"
 TERMS = ("ce", "aux", "coarse", "sr")
 LOG_COLUMNS = ("iteration", "lr", "loss", *TERMS, "seconds")
-# Sections that change neither the trained model nor its evaluation: left out of the config hash.
+# Sections and keys that change neither the trained model nor its evaluation: left out of the config hash.
+# Worker counts only parallelise work whose result does not depend on them (per-sample seeding, deterministic
+# generation and counting); the mirror only changes where verified archives come from.
 UNHASHED = ("grid", "executor", "bench", "profile")
+UNHASHED_KEYS = (("data", "workers"), ("data", "mirror"), ("stats", "workers"), ("train", "workers"))
 PREEMPTION_SIGNALS = (signal.SIGUSR2, signal.SIGTERM)
 
 
 def config_hash(params: Params) -> str:
-    """SHA-256 (hex) of the canonical JSON of ``params`` without the ``UNHASHED`` sections: a run's identity."""
+    """SHA-256 (hex) of the canonical JSON of ``params`` without ``UNHASHED`` / ``UNHASHED_KEYS``: a run's identity."""
     raw = {key: value for key, value in params.model_dump(mode="json").items() if key not in UNHASHED}
+    for section, key in UNHASHED_KEYS:
+        del raw[section][key]
     return hashlib.sha256(json.dumps(raw, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 

@@ -78,7 +78,8 @@ def test_poly_schedule():
 def test_config_hash_ignores_what_does_not_change_the_model(tiny_project):
     digest = config_hash(tiny_project)
     assert len(digest) == 64 and int(digest, 16) >= 0
-    for key, value in [("executor.kind", "debug"), ("grid.seeds", [5]), ("bench.repeats", 9), ("profile", "x")]:
+    for key, value in [("executor.kind", "debug"), ("grid.seeds", [5]), ("bench.repeats", 9), ("profile", "x"),
+                       ("data.workers", 7), ("stats.workers", 7), ("train.workers", 3), ("data.mirror", "file:///m")]:
         assert config_hash(with_overrides(tiny_project, {key: value})) == digest, key
     for key, value in [("seed", 1), ("model.head", "fcn"), ("stats.normalisation", "conditional"),
                        ("eval.flip", False), ("train.schedules.embedded.iterations", 7)]:
@@ -136,6 +137,12 @@ def test_stopped_and_resumed_run_ends_identical(tiny_project, straight, tmp_path
     train(tiny_project, tmp_path)
     assert_same(load_checkpoint(tmp_path / "checkpoint.pt"), load_checkpoint(straight / "checkpoint.pt"))
     assert log_without_times(tmp_path) == log_without_times(straight)
+
+
+def test_loader_workers_do_not_change_the_trained_weights(tiny_project, straight, tmp_path):
+    """Why ``train.workers`` is left out of the config hash: samples are seeded by (seed, epoch, index)."""
+    train(with_overrides(tiny_project, {"train.workers": 2}), tmp_path)
+    assert_same(load_checkpoint(tmp_path / "checkpoint.pt")["model"], load_checkpoint(straight / "checkpoint.pt")["model"])
 
 
 def signal_at(monkeypatch, iteration: int, signum: int) -> None:
