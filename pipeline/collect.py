@@ -86,17 +86,25 @@ def cell_scores(runs: dict[int, dict[str, Any]]) -> dict[str, Any]:
     return {**means, "seeds": seeds}
 
 
+def read_log_frame(path: Path) -> pd.DataFrame:
+    """A run's ``train_log.csv`` as numbers; an empty cell (a term the run lacks) is NaN.
+
+    ``DataError`` naming the file when it cannot be read as numbers or lacks one of
+    the ``CURVE`` columns (iteration, loss, lr).
+    """
+    try:
+        frame = pd.read_csv(path).astype(float)
+    except (OSError, ValueError) as err:  # pandas' parser errors and UnicodeDecodeError are ValueErrors
+        raise DataError(f"{path}: cannot read the training log ({err})") from None
+    if not set(CURVE) <= set(frame.columns):
+        raise DataError(f"{path}: a training log needs the columns iteration, lr and loss (has: "
+                        f"{', '.join(map(str, frame.columns)) or 'none'})")
+    return frame
+
+
 def mean_curve(logs: list[Path]) -> pd.DataFrame:
     """``iteration, loss, lr``: the mean over ``logs`` (one ``train_log.csv`` per seed) at each iteration."""
-    frames = []
-    for log in logs:
-        try:
-            frame = pd.read_csv(log)
-        except (OSError, ValueError) as err:
-            raise DataError(f"{log}: cannot read the training log ({err})") from None
-        missing = [column for column in CURVE if column not in frame.columns]
-        if missing:
-            raise DataError(f"{log}: training log without column(s) {', '.join(missing)} "
-                            f"(has: {', '.join(map(str, frame.columns))})")
-        frames.append(frame[list(CURVE)].drop_duplicates("iteration", keep="last"))  # rows redone after a resume
-    return pd.concat(frames).groupby("iteration", as_index=False, sort=True).mean()
+    frames = [read_log_frame(log)[list(CURVE)].drop_duplicates("iteration", keep="last")  # rows redone after a resume
+              for log in logs]
+    curve = pd.concat(frames).groupby("iteration", as_index=False, sort=True).mean()
+    return curve.astype({"iteration": int})

@@ -12,7 +12,6 @@ a temporary folder beside the outputs and then moved into place (each of
 from __future__ import annotations
 
 import contextlib
-import csv
 import os
 import shutil
 import tempfile
@@ -26,6 +25,7 @@ import pandas as pd
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from tqdm import tqdm
 
+from pipeline.collect import read_log_frame
 from pipeline.config import Params
 from pipeline.errors import DataError
 from pipeline.io import atomic_dir, atomic_path
@@ -238,21 +238,6 @@ def load_confusion(path: Path) -> np.ndarray:
     return matrix
 
 
-def read_log(path: Path) -> pd.DataFrame:
-    """A run's ``train_log.csv`` (``pipeline.train.read_log``) as numbers; an empty cell (a term the run lacks) is
-    NaN. ``DataError`` naming the file when it cannot be read or lacks the iteration, lr or loss column."""
-    from pipeline.train import read_log as read_rows
-
-    try:
-        frame = pd.DataFrame(read_rows(path)).replace("", np.nan).astype(float)
-    except (OSError, UnicodeDecodeError, ValueError, csv.Error) as err:
-        raise DataError(f"{path}: cannot read the training log ({err})") from None
-    if not {"iteration", "lr", "loss"} <= set(frame.columns):
-        raise DataError(f"{path}: a training log needs the columns iteration, lr and loss (has: "
-                        f"{', '.join(frame.columns) or 'none'})")
-    return frame
-
-
 def confusion_links(site: Site, params: Params, run: Run, done: dict[str, list[tuple[str, str]]]
                     ) -> list[tuple[str, str]]:
     """The confusion figures of ``run`` (single scale, and multi-scale when present), drawn once per run folder."""
@@ -296,7 +281,7 @@ def write_grids(site: Site, params: Params, grids: dict[str, Grid]) -> None:
         overrides = {cell.name: ", ".join(f"{k}={v}" for k, v in cell.set.items()) for cell in params.grid.grids[name]}
         cells = []
         for cell in grid.cells:
-            logs = {run.seed: read_log(run.run_dir / "train_log.csv") for run in cell.runs
+            logs = {run.seed: read_log_frame(run.run_dir / "train_log.csv") for run in cell.runs
                     if run.run_dir is not None and (run.run_dir / "train_log.csv").is_file()}
             curves = site.figure(layout.curves_figure(name, cell.cell),
                                  lambda: training_curves(logs, f"{name}/{cell.cell}: training curves")) if logs else None
