@@ -28,7 +28,7 @@ from pipeline.errors import DataError
 from pipeline.grid import grid_cells, read_index
 from pipeline.io import atomic_dir
 from pipeline.paths import grid_index
-from pipeline.train import finished_metrics
+from pipeline.rundir import finished_metrics
 
 SCORES = ("miou", "miou_ms", "pixel_accuracy")
 CURVE = ("iteration", "loss", "lr")

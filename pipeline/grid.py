@@ -3,7 +3,7 @@
 A grid is ``params.grid.grids[NAME]``: named cells, each a set of overrides on
 the base config. Every cell runs once per seed of ``grid.seeds``; a *run* is one
 (cell, seed): its resolved ``Params`` (``with_overrides(params, cell.set |
-{"seed": s})``), their ``config_hash`` (``pipeline.train``) and a run folder
+{"seed": s})``), their ``config_hash`` (``pipeline.rundir``) and a run folder
 ``<grid.runs>/<cell>-s<seed>-<hash10>/`` (the run-folder contract, README).
 Identical configs are trained once: a run whose hash names an existing folder
 (any grid, any cell name; a finished one first) reuses it, so ``fcn`` of
@@ -58,7 +58,7 @@ from pipeline.errors import ClusterError, ConfigError, DataError, GrarError
 from pipeline.io import write_text_atomic
 from pipeline.paths import grid_index, grid_indexes_dir, grid_logs_dir, runs_dir
 from pipeline.slurm import SlurmStateWatcher, make_executor
-from pipeline.train import CHECKPOINT_FILE, config_hash, finished_metrics, run_cell
+from pipeline.rundir import CHECKPOINT_FILE, config_hash, finished_metrics
 
 CellFn = Callable[[Params, Path], dict]
 
@@ -319,6 +319,13 @@ class CellJob(submitit.helpers.Checkpointable):
     def checkpoint(self, params: Params, run_dir: Path) -> submitit.helpers.DelayedSubmission:
         """The same call again: the requeued job resumes from ``run_dir/checkpoint.pt``."""
         return submitit.helpers.DelayedSubmission(self, params, run_dir)
+
+
+def run_cell(params: Params, run_dir: Path) -> dict:
+    """``pipeline.train.run_cell``, imported on first use: finding and naming runs needs no torch."""
+    from pipeline.train import run_cell as train_and_evaluate
+
+    return train_and_evaluate(params, run_dir)
 
 
 def job_rank() -> int:

@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +22,7 @@ from pipeline.collect import collect_grids
 from pipeline.config import Params, load_params, with_overrides
 from pipeline.errors import ClusterError, ConfigError, DataError
 from pipeline.io import write_text_atomic
-from pipeline.train import config_hash
+from pipeline.rundir import config_hash
 
 ROOT = Path(__file__).resolve().parents[2]
 HEAD_MIOU = {"fcn": 0.5, "ppm": 0.25, "grar": 0.75, "danet": 0.125}
@@ -345,3 +347,10 @@ def test_grid_submit_and_wait_exit_codes(params_file, tmp_path, monkeypatch, cap
 def test_grid_argument_errors_exit_2_with_one_line(params_file, capsys, argv, message):
     assert main([*argv, "--params", str(params_file)]) == 2
     assert capsys.readouterr().err == f"grar: error: {message}\n"
+
+
+def test_grid_status_does_not_import_torch():
+    """``grar grid status`` answers in a fraction of a second: finding and naming runs needs no torch."""
+    code = "import sys, pipeline.grid, pipeline.collect, pipeline.commands.grid; print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert result.stdout.strip() == "False"

@@ -1,0 +1,88 @@
+"""The run-folder contract without torch: file names, the config hash, finished metrics, the log.
+
+What ``pipeline.grid`` and the report need to find, name and read runs
+(``grar grid status`` answers without importing torch); ``pipeline.train``
+writes the folders. See ``pipeline.train`` for what each file holds.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import hashlib
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import Params
+from pipeline.errors import DataError
+
+CONFIG_FILE = "config.yaml"
+LOG_FILE = "train_log.csv"
+CHECKPOINT_FILE = "checkpoint.pt"
+METRICS_FILE = "metrics.json"
+CONFUSION_FILE = "confusion.npy"
+CONFUSION_MS_FILE = "confusion_ms.npy"
+TERMS = ("ce", "aux", "coarse", "sr")
+LOG_COLUMNS = ("iteration", "lr", "loss", *TERMS, "seconds")
+# Sections and keys that change neither the trained model nor its evaluation: left out of the config hash.
+# Worker counts only parallelise work whose result does not depend on them (per-sample seeding, deterministic
+# generation and counting); the mirror only changes where verified archives come from.
+UNHASHED = ("grid", "executor", "bench", "profile")
+UNHASHED_KEYS = (("data", "workers"), ("data", "mirror"), ("stats", "workers"), ("train", "workers"))
+
+
+def config_hash(params: Params) -> str:
+    """SHA-256 (hex) of the canonical JSON of ``params`` without ``UNHASHED`` / ``UNHASHED_KEYS``: a run's identity."""
+    raw = {key: value for key, value in params.model_dump(mode="json").items() if key not in UNHASHED}
+    for section, key in UNHASHED_KEYS:
+        del raw[section][key]
+    return hashlib.sha256(json.dumps(raw, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def read_log(path: Path) -> list[dict[str, str]]:
+    """The rows of a ``train_log.csv`` as dicts (column -> text)."""
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+@functools.cache
+def source_commit() -> str:
+    """``git rev-parse HEAD`` of the source tree (+ ``-dirty`` when ``git status --porcelain`` shows changes).
+
+    ``unknown`` when git or the repository is not there (an installed copy).
+    """
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=root, capture_output=True, text=True, timeout=30, check=True
+        ).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        return commit + ("-dirty" if git("status", "--porcelain") else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def finished_metrics(run_dir: Path, digest: str) -> dict[str, Any] | None:
+    """The ``metrics.json`` of a finished run of config ``digest``; ``None`` when there is none.
+
+    A ``metrics.json`` of another config is an error: the folder belongs to another run.
+    """
+    path = run_dir / METRICS_FILE
+    if not path.exists():
+        return None
+    try:
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+        stored = metrics["provenance"]["config_hash"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise DataError(f"{path}: unreadable metrics ({err}); delete it to evaluate the run again") from None
+    if stored != digest:
+        raise DataError(
+            f"{path}: finished run of another configuration (config hash {stored[:10]}, this run {digest[:10]}); "
+            "train into another folder"
+        )
+    return metrics
