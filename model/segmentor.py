@@ -34,13 +34,18 @@ class Segmentor(nn.Module):
 
     def forward(self, images: Tensor) -> dict[str, Tensor]:
         size = images.shape[-2:]  # (H, W)
-        features = self.backbone(images)  # layer3, layer4: (B, C, H/8, W/8)
-        outputs = dict(self.head(features["layer4"]))
-        if self.aux_head is not None:
-            outputs["aux"] = self.aux_head(features["layer3"])["out"]
+        outputs = self.outputs(images)
         for key in LOGITS:
             if key in outputs:
                 outputs[key] = resize(outputs[key], size)  # (B, K, H, W)
+        return outputs
+
+    def outputs(self, images: Tensor, aux: bool = True) -> dict[str, Tensor]:
+        """The head's dict (plus ``"aux"`` when ``aux`` and there is an auxiliary head), all at feature resolution."""
+        features = self.backbone(images)  # layer3, layer4: (B, C, H/8, W/8)
+        outputs = dict(self.head(features["layer4"]))
+        if aux and self.aux_head is not None:
+            outputs["aux"] = self.aux_head(features["layer3"])["out"]
         return outputs
 
     @torch.no_grad()
@@ -56,32 +61,35 @@ class Segmentor(nn.Module):
 
         Single scale: ``scales=(1.0,)``, ``flip=False``. The "MS" column of
         Table 1: ``scales=(0.5, 0.75, 1.0, 1.25, 1.5, 1.75)``, ``flip=True``: the
-        softmax of every scaled (and horizontally flipped) pass, resized back to
-        the input size, averaged. With ``window`` set, each scaled image is
+        softmax of every scaled (and horizontally flipped) pass, averaged; a
+        pass's logits are resized once, from feature resolution straight to the
+        input size, and the auxiliary head is not run. With ``window`` set, each scaled image is
         processed in ``window`` x ``window`` crops every ``stride`` pixels
         (default 2/3 of the window) whose logits are averaged where they overlap.
         """
         if not scales or min(scales) <= 0:
             raise ValueError(f"scales must be positive, got {scales}")
         size = images.shape[-2:]
-        total = None
+        total = None  # (B, H, W, K): classes last, so the softmax and the sums read contiguous rows
         passes = 0
         for scale in scales:
             scaled = resize(images, (max(1, round(size[0] * scale)), max(1, round(size[1] * scale))))
             for flipped in (False, True) if flip else (False,):
                 inputs = scaled.flip(-1) if flipped else scaled
-                logits = self._logits(inputs, window, stride)  # (B, K, h_s, w_s)
-                if flipped:
+                if window is None:  # logits at 1/8 of the scaled image
+                    logits = self.outputs(inputs, aux=False)["out"]  # (B, K, h, w)
+                else:
+                    logits = self._window_logits(inputs, window, stride)  # (B, K, h_s, w_s)
+                if flipped:  # flipping commutes with the resize: flip the smaller tensor
                     logits = logits.flip(-1)
-                probabilities = torch.softmax(resize(logits, size).float(), dim=1)  # (B, K, H, W)
-                total = probabilities if total is None else total + probabilities
+                logits = resize(logits, size).float().permute(0, 2, 3, 1)  # (B, H, W, K)
+                probabilities = torch.softmax(logits, dim=-1)
+                total = probabilities if total is None else total.add_(probabilities)
                 passes += 1
-        return total / passes
+        return (total / passes).permute(0, 3, 1, 2)  # (B, K, H, W)
 
-    def _logits(self, images: Tensor, window: int | None, stride: int | None) -> Tensor:
-        """Logits (B, K, H, W) of the whole image, or of overlapping crops averaged (sliding window)."""
-        if window is None:
-            return self(images)["out"]
+    def _window_logits(self, images: Tensor, window: int, stride: int | None) -> Tensor:
+        """Logits (B, K, H, W) of overlapping ``window`` crops of ``images``, averaged where they overlap."""
         stride = stride if stride is not None else max(1, window * 2 // 3)
         if window <= 0 or not 0 < stride <= window:
             raise ValueError(f"sliding window needs window > 0 and 0 < stride <= window, got {window}, {stride}")

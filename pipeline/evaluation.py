@@ -10,7 +10,7 @@ confusion matrix per mode (``pipeline.metrics``: ignore 255, mIoU over the
 classes present in ground truth or prediction).
 
 Images are batched when they have the same size, up to ``EVAL_PIXELS`` input
-pixels per batch (the embedded val split: 64 images of 64 x 64). In a
+pixels per batch (the embedded val split: 42 strips of 32 x 192). In a
 multi-process job each rank scores every ``world_size``-th batch and the
 confusion matrices are summed over the ranks.
 """

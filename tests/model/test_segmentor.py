@@ -93,13 +93,30 @@ def test_predict_multi_scale_returns_input_size_probabilities():
     assert not torch.allclose(probabilities, half_pass)  # other scales did count
 
 
+def test_a_scaled_pass_resizes_feature_logits_once_and_skips_the_aux_head():
+    model = grar_segmentor().eval()
+
+    class Refuses(nn.Module):
+        def forward(self, x):
+            raise AssertionError("the auxiliary head ran at inference")
+
+    model.aux_head = Refuses()
+    images = torch.randn(1, 3, 24, 40)
+    with torch.no_grad():
+        scaled = torch.nn.functional.interpolate(images, size=(36, 60), mode="bilinear", align_corners=False)
+        low = model.outputs(scaled, aux=False)["out"]  # (1, K, 5, 8): 1/8 of the scaled image
+        expected = torch.nn.functional.interpolate(low, size=(24, 40), mode="bilinear", align_corners=False)
+    assert low.shape[-2:] == (5, 8)
+    torch.testing.assert_close(model.predict(images, scales=(1.5,)), expected.softmax(dim=1))
+
+
 def test_sliding_window_stitches_crops_exactly():
     torch.manual_seed(0)
     model = Segmentor(Pointwise(), PointwiseHead()).eval()
     images = torch.randn(1, 3, 11, 13)
     with torch.no_grad():
         whole = model(images)["out"]
-        stitched = model._logits(images, window=4, stride=3)
+        stitched = model._window_logits(images, window=4, stride=3)
     torch.testing.assert_close(stitched, whole)
     torch.testing.assert_close(model.predict(images, window=5), torch.softmax(whole, dim=1))
 
