@@ -18,7 +18,8 @@ import copy
 import json
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -31,6 +32,8 @@ PositiveInt = Annotated[int, Field(gt=0)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
 NonNegativeFloat = Annotated[float, Field(ge=0)]
+# A size in pixels: an int for a square, or [height, width].
+Size = PositiveInt | tuple[PositiveInt, PositiveInt]
 
 BackboneName = Literal["tiny_resnet", "resnet50", "resnet101", "resnest101"]
 HeadName = Literal["fcn", "ppm", "aspp", "danet", "ocr", "grar"]
@@ -44,12 +47,15 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
+ImageSide = Annotated[int, Field(ge=16, le=1024)]
+
+
 class EmbeddedDataConfig(Section):
     """Size of the generated embedded dataset (no download)."""
 
     train_images: PositiveInt
     val_images: PositiveInt
-    image_size: Annotated[int, Field(ge=16, le=1024)]
+    image_size: ImageSide | tuple[ImageSide, ImageSide]  # a square side, or [height, width]
     seed: NonNegativeInt
 
 
@@ -123,7 +129,7 @@ class TrainConfig(Section):
 
     dataset: DatasetName
     schedules: dict[DatasetName, ScheduleConfig]
-    crop_size: PositiveInt
+    crop_size: Size
     batch_size: PositiveInt
     augment: AugmentConfig
     momentum: Annotated[float, Field(ge=0, lt=1)]
@@ -226,6 +232,11 @@ class Params(Section):
     grid: GridConfig
 
 
+def hw(size: int | tuple[int, int]) -> tuple[int, int]:
+    """A ``Size`` as (height, width)."""
+    return (size, size) if isinstance(size, int) else (size[0], size[1])
+
+
 def load_params(path: str | os.PathLike = DEFAULT_PARAMS, overrides: tuple[str, ...] = ()) -> Params:
     """Read, override and validate ``path``; raise ``ConfigError`` naming the bad key."""
     path = Path(path)
@@ -313,7 +324,23 @@ def _validate_tree(raw: dict[str, Any], source: str) -> Params:
         # JSON-mode validation: strict types, yet YAML lists fill tuple fields.
         return Params.model_validate_json(json.dumps(raw, default=str))
     except ValidationError as err:
-        raise ConfigError(describe_error(err.errors()[0], source)) from None
+        raise ConfigError(describe_error(first_error(err.errors()), source)) from None
+
+
+def first_error(errors: list[dict[str, Any]]) -> dict[str, Any]:
+    """The error to report: the first, or for a union of a scalar and a list the member matching the input's kind.
+
+    ``int | [int, int]`` given a list fails both members; the list member's error
+    (``must be > 0``, ``too_long``) says what is wrong, the scalar's does not.
+    """
+    first = errors[0]
+    if isinstance(first.get("input"), list):
+        for error in errors:
+            if error["loc"][: len(first["loc"]) - 1] == first["loc"][:-1] and any(
+                str(part).startswith("tuple[") for part in error["loc"][len(first["loc"]) - 1 :]
+            ):
+                return error
+    return first
 
 
 def describe_error(error: dict[str, Any], source: str) -> str:
@@ -326,6 +353,9 @@ def describe_error(error: dict[str, Any], source: str) -> str:
         path = ".".join(loc)
         return f"{source}: unknown key {path}; {allowed_keys_text({}, loc[:-1])}"
     path = ".".join(_strip_union_tags(loc))
+    if kind == "missing" and loc[-1].isdigit():
+        parent = ".".join(_strip_union_tags(loc[:-1]))
+        return f"{source}: {parent}: item {loc[-1]} is missing; expected {_expected_type(loc[:-1])}"
     if kind == "missing":
         return f"{source}: missing key {path}"
     if kind == "literal_error":
@@ -339,13 +369,15 @@ def describe_error(error: dict[str, Any], source: str) -> str:
         return f"{source}: {path}: {ctx.get('error', error['msg'])}"
     if kind == "too_short":
         return f"{source}: {path}: must hold at least {ctx.get('min_length')} item(s) (got {got!r})"
+    if kind == "too_long":
+        return f"{source}: {path}: must hold at most {ctx.get('max_length')} item(s) (got {got!r})"
     expected = _expected_type(loc)
     return f"{source}: {path}: {error['msg'].lower()} (got {got!r}){'; expected ' + expected if expected else ''}"
 
 
 def _strip_union_tags(loc: list[str]) -> list[str]:
     """Drop pydantic's union-member tags (``str``, ``int``...) from an error location."""
-    tags = {"str", "int", "float", "bool", "none", "function-after[...]"}
+    tags = {"str", "int", "constrained-int", "float", "bool", "none", "function-after[...]"}
     return [part for part in loc if part not in tags and not part.startswith(("literal[", "tuple["))]
 
 
@@ -361,10 +393,21 @@ def _expected_type(loc: list[str]) -> str:
             break
         annotation = field.annotation
         model = annotation
-    if annotation is None:
-        return ""
-    names = get_args(annotation) or (annotation,)
-    return " | ".join(getattr(name, "__name__", str(name)) for name in names)
+    return "" if annotation is None else _type_text(annotation)
+
+
+def _type_text(annotation: Any) -> str:
+    """An annotation as a params.yaml user reads it: ``int | [int, int]``, ``str | null``."""
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Annotated:
+        return _type_text(args[0])
+    if origin in (Union, UnionType):
+        return " | ".join(_type_text(arg) for arg in args)
+    if origin is tuple and args and args[-1] is not Ellipsis:
+        return "[" + ", ".join(_type_text(arg) for arg in args) + "]"
+    if annotation is type(None):
+        return "null"
+    return getattr(annotation, "__name__", str(annotation))
 
 
 def _is_section(annotation: Any) -> bool:

@@ -44,7 +44,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 from torchvision.transforms.v2._utils import query_size
 
-from pipeline.config import AugmentConfig
+from pipeline.config import AugmentConfig, hw
 from pipeline.datasets.common import IGNORE, read_label_png
 from pipeline.errors import DataError
 from pipeline.stats.io import read_classes
@@ -154,7 +154,7 @@ class RandomScale(v2.Transform):
         return self._call_kernel(TF.resize, inpt, params["size"], antialias=True)
 
 
-def train_transform(augment: AugmentConfig, crop_size: int) -> v2.Compose:
+def train_transform(augment: AugmentConfig, crop_size: int | tuple[int, int]) -> v2.Compose:
     """The joint geometric augmentation of ``augment`` on uint8 images, ending in a ``crop_size`` crop."""
     fill = {tv_tensors.Image: 0, tv_tensors.Mask: IGNORE}
     steps: list[v2.Transform] = []
@@ -165,7 +165,7 @@ def train_transform(augment: AugmentConfig, crop_size: int) -> v2.Compose:
         steps.append(RandomScale(low, high))
     if augment.rotate > 0:
         steps.append(v2.RandomRotation(augment.rotate, interpolation=v2.InterpolationMode.BILINEAR, fill=fill))
-    steps.append(v2.RandomCrop(crop_size, pad_if_needed=True, fill=fill))
+    steps.append(v2.RandomCrop(hw(crop_size), pad_if_needed=True, fill=fill))
     return v2.Compose(steps)
 
 

@@ -8,7 +8,7 @@ import pydantic
 import pytest
 import yaml
 
-from pipeline.config import Params, load_params, validate, with_overrides
+from pipeline.config import Params, hw, load_params, validate, with_overrides
 from pipeline.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,7 +66,35 @@ def test_wrong_type_names_key_and_expected_type():
     raw = raw_params()
     raw["train"]["crop_size"] = "big"
     message = error_for(raw)
-    assert "train.crop_size" in message and "'big'" in message and "expected int" in message
+    assert message.endswith("train.crop_size: input should be a valid integer (got 'big'); expected int | [int, int]")
+    raw["model"]["pretrained"] = 3
+    raw["train"]["crop_size"] = 64
+    assert error_for(raw).endswith("model.pretrained: input should be a valid string (got 3); expected str | null")
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ([32, 0], "train.crop_size.1: must be > 0 (got 0)"),
+        ([1, 2, 3], "train.crop_size: must hold at most 2 item(s) (got [1, 2, 3])"),
+        ([32], "train.crop_size: item 1 is missing; expected int | [int, int]"),
+    ],
+)
+def test_a_size_pair_reports_the_pair_member_error(value, expected):
+    raw = raw_params()
+    raw["train"]["crop_size"] = value
+    assert error_for(raw).endswith(expected)
+
+
+def test_sizes_are_an_int_or_height_width():
+    raw = raw_params()
+    raw["train"]["crop_size"] = [48, 160]
+    raw["data"]["embedded"]["image_size"] = 40
+    params = validate(raw)
+    assert (params.train.crop_size, params.data.embedded.image_size) == ((48, 160), 40)
+    assert (hw(params.train.crop_size), hw(params.data.embedded.image_size)) == ((48, 160), (40, 40))
+    raw["data"]["embedded"]["image_size"] = [8, 64]
+    assert error_for(raw).endswith("data.embedded.image_size.0: must be >= 16 (got 8)")
 
 
 def test_bool_is_not_an_int_and_float_is_not_an_int():
@@ -219,7 +247,7 @@ def test_config_is_frozen_and_with_overrides_returns_a_validated_copy():
         params.train.crop_size = 1  # type: ignore[misc]
     changed = with_overrides(params, {"train.crop_size": 33, "model.grar.edges": "conv"})
     assert (changed.train.crop_size, changed.model.grar.edges) == (33, "conv")
-    assert params.train.crop_size == 64
+    assert params.train.crop_size == (32, 192)
     with pytest.raises(ConfigError, match="model.grar.edges: unknown value 'graphs'"):
         with_overrides(params, {"model.grar.edges": "graphs"})
 

@@ -151,6 +151,14 @@ def test_no_augmentation_is_a_crop_of_the_whole_image(tmp_path):
     assert torch.equal(label[label != 255].view(7, 9), torch.from_numpy(stripes()).long())
 
 
+def test_a_height_width_crop_takes_the_whole_strip(tmp_path):
+    write_split(tmp_path, {"x": stripes()})  # 7 x 9
+    image, label = SegmentationDataset(tmp_path, "train", train_transform(NO_AUGMENT, (7, 9)), seed=0)[(0, 0)]
+    assert image.shape == (3, 7, 9) and torch.equal(label, torch.from_numpy(stripes()).long())
+    _, padded = SegmentationDataset(tmp_path, "train", train_transform(NO_AUGMENT, (8, 9)), seed=0)[(0, 0)]
+    assert padded.shape == (8, 9) and int((padded == 255).sum()) == 9  # one padded row, no column
+
+
 @pytest.mark.parametrize("world_size", [1, 2, 3])
 def test_sampler_is_distributed_sampler_with_drop_last(world_size):
     size, batch, seed = 23, 6, 7
