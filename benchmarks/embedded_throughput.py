@@ -1,6 +1,6 @@
 """Throughput of the embedded dataset's generator (``pipeline.datasets.embedded.prepare``).
 
-Writes the dataset of ``params.yaml`` (default 2000 + 200 images of 64 x 64)
+Writes the dataset of ``params.yaml`` (default 2000 + 200 strips of 32 x 192)
 into a temporary folder with 1 and with ``--workers`` processes, and prints
 images/s for each beside the generation-only rate (drawing the image and label
 arrays, no PNG written), and the speed-up.
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from prepare_throughput import timed  # beside this script: best wall time of `repeats` calls
 
-from pipeline.config import load_params, with_overrides
+from pipeline.config import hw, load_params, with_overrides
 from pipeline.datasets import embedded
 
 
@@ -29,12 +29,13 @@ def main() -> None:
     params = load_params(args.params)
     cfg = params.data.embedded
     total = cfg.train_images + cfg.val_images
-    print(f"embedded: {cfg.train_images} + {cfg.val_images} images of {cfg.image_size} x {cfg.image_size}")
+    height, width = hw(cfg.image_size)
+    print(f"embedded: {cfg.train_images} + {cfg.val_images} images of {height} x {width}")
 
     def arrays_only() -> None:
         for split, count in (("train", cfg.train_images), ("val", cfg.val_images)):
             for index in range(count):
-                embedded.generate(cfg.seed, split, index, cfg.image_size)
+                embedded.generate(cfg.seed, split, index, (height, width))
 
     rates = {"generate only (1 process)": total / timed(arrays_only, args.repeats)}
     for workers in sorted({1, args.workers}):

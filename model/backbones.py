@@ -87,7 +87,7 @@ def resnest101() -> Backbone:
 
 
 def tiny_resnet() -> Backbone:
-    """A narrow dilated ResNet for the embedded profile (64x64 crops on 2 CPU cores).
+    """A narrow dilated ResNet for the embedded profile (32 x 192 strips on 2 CPU cores).
 
     Same topology as torchvision's dilated ResNet (7x7 stem + max-pool, four
     stages of torchvision ``Bottleneck`` blocks, layer3/layer4 dilated 2/4 so

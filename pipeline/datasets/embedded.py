@@ -10,10 +10,12 @@ neighbourhood but not given the other classes of the image: "pillow" is
 supported by "bed" and opposed by "bus" (Eq. 1-3). Here that is the whole game.
 
 - **Scenes** (``SCENES``): bedroom, pasture, harbour, street; one per image,
-  cycling, so a split is balanced. An image is a far band across the top
-  (wall / sky / haze / facade), a ground below it (floor / grass / water /
-  road), one *unique* object (wardrobe / tractor / seagull / person) and 3-5
-  *twin* objects standing on the ground, painted back to front.
+  cycling, so a split is balanced. An image is a panoramic strip: a far band
+  across the top (wall / sky / haze / facade), a ground below it (floor /
+  grass / water / road), one *unique* object (wardrobe / tractor / seagull /
+  person) and 3-5 *twin* objects standing on the ground anywhere along the
+  strip, painted back to front. Heights, sizes and rows are fractions of the
+  image height; columns are uniform over the width.
 - **Appearances** (``APPEARANCES``): a texture (two colours mixed by stripes,
   checks, dots or smooth noise, random phase, slight colour shift) and, for
   objects, a shape distribution (irregular superellipse blobs). Per-image
@@ -27,18 +29,23 @@ supported by "bed" and opposed by "bus" (Eq. 1-3). Here that is the whole game.
   (pillow = rock, lamp = buoy, bed = car, cow = boat, sheep = bollard,
   container = bus). 20 of the 24 classes are twins: locally, only the unique
   object says which scene this is.
-- **Context.** What names the scene is the small unique object, somewhere in
-  the lower half, and the combination of twin objects (two different twin
-  appearances always name one scene). Both are evidence a few per cent of the
-  pixels carry, to be gathered over the whole image: a module that pools
-  regions (GRAr's nodes, a pyramid pooling) does it directly, while a dilated
-  FCN must relay it pixel to pixel. Classes of different scenes never
-  co-occur; the classes of one scene co-occur in most images, so the
-  statistics of Eq. 1 are block-diagonal over the scenes and a twin's
-  supporters are exactly the classes that disambiguate it.
+- **Context.** What names the scene is the unique object, somewhere along the
+  strip, and the combination of twin objects (two different twin appearances
+  always name one scene). Both are evidence a few per cent of the pixels
+  carry, to be gathered over the whole image. The default strip (32 x 192)
+  is wider than the receptive field of the embedded profile's backbone and
+  FCN head (``tiny_resnet`` + FCN: 131 pixels, measured by gradient in the tests), so for many
+  pixels that evidence lies out of an FCN's sight, as it does in the paper's
+  512-pixel crops for the far parts of a scene: a module that pools regions
+  over the whole image (GRAr's nodes, a pyramid pooling) sees it, a plain FCN
+  cannot. (Square 64 x 64 images, which the receptive field covers, let an
+  FCN resolve almost every twin: the context gap then closes.) Classes of
+  different scenes never co-occur; the classes of one scene co-occur in most
+  images, so the statistics of Eq. 1 are block-diagonal over the scenes and a
+  twin's supporters are exactly the classes that disambiguate it.
 
-``local_only_ceiling`` gives the best scores without context (about 0.38 mIoU
-and 0.33 pixel accuracy at the default sizes; an oracle that knows the scene
+``local_only_ceiling`` gives the best scores without context (0.38 mIoU
+and 0.31 pixel accuracy on the default val split; an oracle that knows the scene
 can reach 1); ``twin_confusion`` measures how much of a model's error is
 context error. Train on whole images (crop size = image size) and without
 scale augmentation that crops: a crop that loses the unique object loses the cue.
@@ -61,7 +68,7 @@ from types import MappingProxyType
 import numpy as np
 from PIL import Image
 
-from pipeline.config import Params
+from pipeline.config import Params, hw
 from pipeline.datasets.common import SPLITS, make_layout, run_tasks
 
 Colour = tuple[float, float, float]
@@ -129,26 +136,26 @@ APPEARANCES: Mapping[str, Appearance] = MappingProxyType({
     "ground": Appearance(Texture("noise", ((0.50, 0.46, 0.40), (0.64, 0.59, 0.50)), 6)),
     # twin objects: each shared by two scenes, one appearance per pair of scenes
     "soft_round": Appearance(Texture("dots", ((0.95, 0.95, 0.95), (0.72, 0.60, 0.86)), 4),
-                             _shape(2.0, (0.11, 0.14), (1.0, 1.5), 30)),
+                             _shape(2.0, (0.22, 0.28), (1.0, 1.5), 30)),
     "glow": Appearance(Texture("noise", ((1.00, 0.50, 0.00), (1.00, 0.66, 0.15)), 3),
-                       _shape(2.0, (0.11, 0.13), (0.9, 1.2))),
+                       _shape(2.0, (0.22, 0.26), (0.9, 1.2))),
     "long_box": Appearance(Texture("stripes", ((0.75, 0.12, 0.12), (0.96, 0.45, 0.40)), 5, 45),
-                           _shape(4.0, (0.13, 0.16), (1.8, 2.4), 10)),
+                           _shape(4.0, (0.26, 0.32), (1.8, 2.4), 10)),
     "hide": Appearance(Texture("checks", ((0.08, 0.08, 0.08), (0.92, 0.92, 0.92)), 4),
-                       _shape(2.5, (0.12, 0.15), (1.6, 2.2))),
+                       _shape(2.5, (0.24, 0.30), (1.6, 2.2))),
     "fluff": Appearance(Texture("noise", ((1.00, 0.94, 0.15), (0.86, 0.76, 0.04)), 4),
-                        _shape(2.0, (0.10, 0.12), (1.0, 1.3), 30, 0.15)),
+                        _shape(2.0, (0.20, 0.24), (1.0, 1.3), 30, 0.15)),
     "long_rect": Appearance(Texture("stripes", ((0.10, 0.45, 0.20), (0.28, 0.72, 0.36)), 3, 0),
-                            _shape(6.0, (0.13, 0.15), (2.2, 3.0), 5)),
+                            _shape(6.0, (0.26, 0.30), (2.2, 3.0), 5)),
     # unique objects: one per scene, the small cue that names it
     "wardrobe": Appearance(Texture("stripes", ((0.35, 0.05, 0.55), (0.58, 0.22, 0.78)), 4, 90),
-                           _shape(6.0, (0.10, 0.12), (0.5, 0.7), 5)),
+                           _shape(6.0, (0.20, 0.24), (0.5, 0.7), 5)),
     "tractor": Appearance(Texture("stripes", ((0.08, 0.58, 0.68), (0.04, 0.32, 0.40)), 4, -45),
-                          _shape(3.0, (0.10, 0.12), (1.2, 1.6))),
+                          _shape(3.0, (0.20, 0.24), (1.2, 1.6))),
     "seagull": Appearance(Texture("noise", ((0.08, 0.12, 0.50), (0.20, 0.30, 0.75)), 3),
-                          _shape(2.0, (0.10, 0.12), (1.4, 1.8), 20)),
+                          _shape(2.0, (0.20, 0.24), (1.4, 1.8), 20)),
     "person": Appearance(Texture("stripes", ((1.00, 0.45, 0.85), (0.20, 0.05, 0.20)), 4, 0),
-                         _shape(2.5, (0.10, 0.12), (0.55, 0.75), 10)),
+                         _shape(2.5, (0.20, 0.24), (0.55, 0.75), 10)),
 })
 
 # Scene -> (far band, ground, twin objects, unique object) as (class short name, appearance name).
@@ -250,18 +257,18 @@ def texture(spec: Texture, height: int, width: int, rng: np.random.Generator) ->
     return lo + (hi - lo) * mix[..., None]  # (H, W, 3)
 
 
-def blob(shape: Shape, size: int, cy: float, cx: float, rng: np.random.Generator) -> np.ndarray:
-    """A ``(size, size)`` boolean mask of one object of ``shape`` centred at pixel (cy, cx)."""
-    radius = size * rng.uniform(*shape.radius)
+def blob(shape: Shape, height: int, width: int, cy: float, cx: float, rng: np.random.Generator) -> np.ndarray:
+    """A ``(height, width)`` boolean mask of one object of ``shape`` centred at pixel (cy, cx); sizes scale with ``height``."""
+    radius = height * rng.uniform(*shape.radius)
     aspect = rng.uniform(*shape.aspect)
     a, b = radius * np.sqrt(aspect), radius / np.sqrt(aspect)  # semi-axes before rotation
     theta = np.deg2rad(rng.uniform(-shape.rotation, shape.rotation))
     amps = rng.uniform(0, shape.wobble, 3)
     phases = rng.uniform(0, 2 * np.pi, 3)
     reach = max(a, b) * (1 + amps.sum()) + 1
-    y0, y1 = max(0, int(cy - reach)), min(size, int(cy + reach) + 1)
-    x0, x1 = max(0, int(cx - reach)), min(size, int(cx + reach) + 1)
-    mask = np.zeros((size, size), bool)
+    y0, y1 = max(0, int(cy - reach)), min(height, int(cy + reach) + 1)
+    x0, x1 = max(0, int(cx - reach)), min(width, int(cx + reach) + 1)
+    mask = np.zeros((height, width), bool)
     if y0 >= y1 or x0 >= x1:
         return mask
     dy, dx = np.mgrid[y0:y1, x0:x1].astype(np.float32)  # (2, h, w) around the centre
@@ -276,21 +283,21 @@ def blob(shape: Shape, size: int, cy: float, cx: float, rng: np.random.Generator
     return mask
 
 
-def layout(scene: Scene, size: int, rng: np.random.Generator) -> list[tuple[int, np.ndarray]]:
-    """The regions of one image of ``scene`` in paint order: ``[(class id, (size, size) bool mask)]``."""
-    cols = np.arange(size) / size
-    edge = size * (
+def layout(scene: Scene, height: int, width: int, rng: np.random.Generator) -> list[tuple[int, np.ndarray]]:
+    """The regions of one image of ``scene`` in paint order: ``[(class id, (height, width) bool mask)]``."""
+    cols = np.arange(width) / height
+    edge = height * (
         rng.uniform(*FAR_BAND)
         + rng.uniform(0, FAR_WAVE) * np.sin(2 * np.pi * rng.uniform(0.5, 2.0) * cols + rng.uniform(0, 2 * np.pi))
     )
-    far = np.arange(size)[:, None] < edge[None, :]  # (size, size)
+    far = np.arange(height)[:, None] < edge[None, :]  # (height, width)
     regions = [(class_id(scene.ground), ~far), (class_id(scene.far), far)]
     count = int(rng.integers(TWIN_OBJECTS[0], TWIN_OBJECTS[1] + 1))
     names = [scene.unique, *(scene.twins[k] for k in rng.choice(len(scene.twins), count))]
-    centres = np.stack([rng.uniform(*OBJECT_ROWS, count + 1), rng.uniform(0, 1, count + 1)], axis=1) * size
+    centres = np.stack([rng.uniform(*OBJECT_ROWS, count + 1) * height, rng.uniform(0, 1, count + 1) * width], axis=1)
     for k in np.argsort(centres[:, 0], kind="stable"):  # back (top) to front (bottom)
         shape = APPEARANCES[CLASS_APPEARANCE[names[k]]].shape
-        regions.append((class_id(names[k]), blob(shape, size, centres[k, 0], centres[k, 1], rng)))
+        regions.append((class_id(names[k]), blob(shape, height, width, centres[k, 0], centres[k, 1], rng)))
     return regions
 
 
@@ -300,9 +307,9 @@ def render(regions: list[tuple[int, np.ndarray]], rng: np.random.Generator) -> t
     A region's pixels depend only on its class's appearance and on ``rng``:
     twins give identical images from identical draws.
     """
-    size = regions[0][1].shape[0]
-    image = np.zeros((size, size, 3), np.float32)
-    labels = np.zeros((size, size), np.uint8)
+    height, width = regions[0][1].shape
+    image = np.zeros((height, width, 3), np.float32)
+    labels = np.zeros((height, width), np.uint8)
     for cls, mask in regions:
         ys, xs = np.nonzero(mask)
         if ys.size == 0:
@@ -316,20 +323,21 @@ def render(regions: list[tuple[int, np.ndarray]], rng: np.random.Generator) -> t
 
 def lighting(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Per-image gain, colour cast and brightness gradient, then per-pixel noise; to ``uint8``."""
-    size = image.shape[0]
+    height, width = image.shape[:2]
     gain = rng.uniform(*GAIN) * rng.normal(1.0, CAST, 3).astype(np.float32)
     theta = rng.uniform(0, 2 * np.pi)
-    y, x = np.mgrid[0:size, 0:size].astype(np.float32) / size - 0.5  # (2, H, W)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)  # (2, H, W)
+    y, x = y / height - 0.5, x / width - 0.5
     ramp = rng.uniform(0, GRADIENT) * (x * np.cos(theta) + y * np.sin(theta))
     noise = rng.normal(0, NOISE, image.shape).astype(np.float32)
     out = image * gain + ramp[..., None] + noise
     return np.round(np.clip(out, 0, 1) * 255).astype(np.uint8)  # (H, W, 3)
 
 
-def generate(seed: int, split: str, index: int, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Image ``index`` of ``split``: ``(image (size, size, 3) uint8, labels (size, size) uint8)``."""
+def generate(seed: int, split: str, index: int, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Image ``index`` of ``split`` at ``size = (height, width)``: ``(image (H, W, 3) uint8, labels (H, W) uint8)``."""
     rng = np.random.default_rng((seed, SPLITS.index(split), index))
-    return render(layout(SCENES[scene_of(index)], size, rng), rng)
+    return render(layout(SCENES[scene_of(index)], *size, rng), rng)
 
 
 def stem_of(split: str, index: int) -> str:
@@ -337,7 +345,7 @@ def stem_of(split: str, index: int) -> str:
     return f"{split}_{index:05d}"
 
 
-def write_one(task: tuple[str, int], out_dir: Path, seed: int, size: int) -> None:
+def write_one(task: tuple[str, int], out_dir: Path, seed: int, size: tuple[int, int]) -> None:
     """Generate image ``task = (split, index)`` and write its image and label PNGs."""
     split, index = task
     image, labels = generate(seed, split, index, size)
@@ -357,7 +365,7 @@ def prepare(params: Params, out_dir: Path) -> None:
     make_layout(out_dir, CLASSES)
     counts = {"train": cfg.train_images, "val": cfg.val_images}
     tasks = [(split, index) for split in SPLITS for index in range(counts[split])]
-    run_tasks(partial(write_one, out_dir=out_dir, seed=cfg.seed, size=cfg.image_size), tasks,
+    run_tasks(partial(write_one, out_dir=out_dir, seed=cfg.seed, size=hw(cfg.image_size)), tasks,
               params.data.workers, "embedded")
     with open(out_dir / "scenes.csv", "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f, lineterminator="\n")

@@ -117,6 +117,9 @@ def confusion_figure(matrix: np.ndarray, names: Sequence[str], title: str) -> Fi
     return figure
 
 
+WIDE = 2  # width / height from which qualitative panels are stacked, not side by side
+
+
 def qualitative_figure(
     examples: Sequence[tuple[str, np.ndarray, np.ndarray, Mapping[str, np.ndarray]]],
     names: Sequence[str], title: str,
@@ -124,15 +127,28 @@ def qualitative_figure(
     """One row per (stem, image (H, W, 3) uint8, ground truth (H, W), {model: prediction (H, W)}).
 
     Columns: image, ground truth, then each model in the order given (e.g. FCN baseline, GRAr).
+    Images at least ``WIDE`` times wider than high (the embedded strips) are
+    stacked instead: each example is a column of panels, read top to bottom.
     """
     colours = palette(len(names))
     models = list(examples[0][3]) if examples else []
     columns = 2 + len(models)
-    width = 2.2 * columns + 2.6  # inches: panels, then the legend
-    right = 1 - 2.6 / width
-    figure = Figure(figsize=(width, 2.2 * max(len(examples), 1) + 0.6))
-    figure.subplots_adjust(left=0.03, right=right, bottom=0.02, top=0.9, wspace=0.04, hspace=0.12)
-    axes = figure.subplots(max(len(examples), 1), columns, squeeze=False)
+    rows = max(len(examples), 1)
+    height, width = examples[0][2].shape if examples else (1, 1)
+    wide = width >= WIDE * height
+    if wide:  # panels 6 inches wide, stacked: rows x columns panels in one column
+        panel_w, panel_h = 6.0, 6.0 * height / width + 0.25
+        fig_w = panel_w + 1.4 + 2.6
+        figure = Figure(figsize=(fig_w, panel_h * rows * columns + 0.3 * rows + 0.6))
+        figure.subplots_adjust(left=1.4 / fig_w, right=1 - 2.6 / fig_w, bottom=0.02, top=0.95, hspace=0.35)
+        axes = figure.subplots(rows * columns, 1, squeeze=False)[:, 0].reshape(rows, columns)
+        right = 1 - 2.6 / fig_w
+    else:
+        fig_w = 2.2 * columns + 2.6  # inches: panels, then the legend
+        right = 1 - 2.6 / fig_w
+        figure = Figure(figsize=(fig_w, 2.2 * rows + 0.6))
+        figure.subplots_adjust(left=0.03, right=right, bottom=0.02, top=0.9, wspace=0.04, hspace=0.12)
+        axes = figure.subplots(rows, columns, squeeze=False)
     shown: set[int] = set()
     for row, (stem, image, gt, predictions) in enumerate(examples):
         panels = [("image", image), ("ground truth", colourise(gt, colours))]
@@ -143,9 +159,14 @@ def qualitative_figure(
             ax.imshow(picture, interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
-            if row == 0:
+            if wide:
+                ax.set_ylabel(heading, fontsize=8, rotation=0, ha="right", va="center")
+            elif row == 0:
                 ax.set_title(heading, fontsize=9)
-        axes[row][0].set_ylabel(stem, fontsize=7)
+        if wide:
+            axes[row][0].set_title(stem, fontsize=8, loc="left")
+        else:
+            axes[row][0].set_ylabel(stem, fontsize=7)
     handles = [Patch(color=colours[c] / 255, label=short(names[c])) for c in sorted(shown)]
     handles.append(Patch(color="black", label="ignored"))
     figure.legend(handles=handles, loc="upper left", bbox_to_anchor=(right + 0.01, 0.9), fontsize=6,

@@ -392,7 +392,7 @@ def write_index(site: Site, params: Params, tables: list[Table], datasets: list[
              "counts": table_counts(table)} for table in tables]
     site.render("index.html", "index.html.j2", "GRAr reproduction report", profile=params.profile,
                 runs=params.grid.runs, stats_root=params.stats.root, bench=params.bench.out, tables=rows,
-                findings=tables[1].findings, datasets=datasets,
+                findings=[(f"Table {t.number}", t.findings) for t in tables[:2] if t.findings], datasets=datasets,
                 grids=[{"name": name, "page": layout.grid_page(name), "summary": grid_summary(grid)}
                        for name, grid in grids.items()],
                 qualitative_page=layout.QUALITATIVE_PAGE, figures_page=layout.folder_index("figures"))

@@ -17,14 +17,18 @@ dataset, backbone, head, seeds (and the value of each), run folders, commits.
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from pipeline.paper import PaperTable
 from pipeline.report import layout
 from pipeline.report.runs import NOT_RUN, CellRuns, Grid, Measure, Run
+from pipeline.rundir import CONFUSION_FILE
 
 # Table 1 (grid "table1"): cell -> the printed Backbone / GRAr / SR-Loss it reproduces. Each cell fills two
 # rows: its single-scale mIoU (MS unticked) and its multi-scale + flip mIoU ("ms" scores, MS ticked).
@@ -260,7 +264,59 @@ def table1(inputs: Inputs) -> Table:
         return [(TABLE1_CELLS[cell] | {"ms": False}, "miou"), (TABLE1_CELLS[cell] | {"ms": True}, "ms")]
 
     compare_rows(table, paper, inputs.grids.get("table1"), TABLE1_CELLS, describe, pairs, inputs.profile)
+    table.findings = context_findings(inputs.grids.get("table1"))
     return table
+
+
+def twin_confusion_percent(run: Run) -> float | None:
+    """A finished embedded run's context error in percent (``embedded.twin_confusion`` of its confusion.npy)."""
+    from pipeline.datasets import embedded
+
+    path = run.run_dir / CONFUSION_FILE if run.run_dir is not None else None
+    if run.provenance.get("dataset") != "embedded" or path is None or not path.is_file():
+        return None
+    matrix = np.load(path)
+    if matrix.shape != (len(embedded.CLASSES),) * 2:
+        return None
+    return 100 * embedded.twin_confusion(matrix)
+
+
+def context_findings(grid: Grid | None) -> list[str]:
+    """Embedded runs of Table 1: GRAr's lead over the FCN and how much context each cell used.
+
+    Twin confusion (``pipeline.datasets.embedded.twin_confusion``) is the share
+    of twin-class pixels labelled as the same-looking class of another scene:
+    an error only context can fix. The local-only ceiling is the best mIoU
+    without context, from the val split's class pixels (the confusion rows).
+    """
+    from pipeline.datasets import embedded
+
+    if grid is None:
+        return []
+    shares: dict[str, float] = {}
+    ceiling = None
+    for cells in grid.cells:
+        values = [v for v in (twin_confusion_percent(run) for run in cells.finished) if v is not None]
+        if values:
+            shares[cells.cell] = statistics.fmean(values)
+            if ceiling is None:
+                matrix = np.load(cells.finished[0].run_dir / CONFUSION_FILE)
+                ceiling = 100 * embedded.local_only_ceiling(matrix.sum(axis=1))["miou"]
+    if not shares:
+        return []
+    findings = []
+    fcn, grar = grid.cell("fcn"), grid.cell("grar")
+    measures = [c.measure(score) if c is not None else None for c in (fcn, grar) for score in ("miou", "ms")]
+    if all(m is not None for m in measures):
+        fcn_ss, fcn_ms, grar_ss, grar_ms = measures
+        findings.append(f"GRAr − FCN on the embedded dataset (measured, mean over seeds): "
+                        f"{grar_ss.mean - fcn_ss.mean:+.2f} mIoU single scale, {grar_ms.mean - fcn_ms.mean:+.2f} "
+                        f"multi-scale + flip.")
+    used = ", ".join(f"{cell} {share:.1f} %" for cell, share in shares.items())
+    findings.append(f"Context error (twin confusion: the share of twin-class pixels labelled as the same-looking "
+                    f"class of another scene; 0 when context is fully used), mean over seeds: {used}. Without "
+                    f"context no model can pass {ceiling:.1f} mIoU on this val split (the local-only ceiling).")
+    return findings
 
 
 def table2(inputs: Inputs) -> Table:

@@ -7,11 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
-from pipeline.config import with_overrides
+from pipeline.config import hw, with_overrides
 from pipeline.datasets import embedded as E
 from pipeline.datasets.prepare import prepare_dataset
+from pipeline.train import build_model
 
 SIZE = 37  # odd on purpose
 
@@ -93,7 +95,7 @@ def object_regions(obj: str, seed: int) -> tuple[list[tuple[int, np.ndarray]], n
     band = np.zeros((SIZE, SIZE), bool)
     band[:6] = True
     shape = E.APPEARANCES[E.CLASS_APPEARANCE[obj]].shape
-    mask = E.blob(shape, SIZE, 25.5, 17.0, rng)
+    mask = E.blob(shape, SIZE, SIZE, 25.5, 17.0, rng)
     return [(E.class_id(scene.ground), ~band), (E.class_id(scene.far), band), (E.class_id(obj), mask)], rng
 
 
@@ -169,10 +171,49 @@ def test_another_seed_gives_other_images_and_more_images_keep_the_first(tmp_path
     assert all(a[k] == c[k] for k in a if k != "scenes.csv") and len(c) == len(a) + 6
 
 
+def test_strips_are_height_by_width_with_objects_scaled_to_the_height(tmp_path, params):
+    out = tmp_path / "out"
+    E.prepare(small(params, train=4, val=1, size=[24, 80]), out)
+    for stem in ("train_00000", "train_00003", "val_00000"):
+        split = stem.split("_")[0]
+        with Image.open(out / split / "images" / f"{stem}.png") as image:
+            assert (image.mode, image.size) == ("RGB", (80, 24))
+        with Image.open(out / split / "labels" / f"{stem}.png") as label:
+            labels = np.array(label)
+        assert labels.shape == (24, 80)
+        far = E.class_id(E.SCENES[E.scene_of(int(stem[-1]))].far)
+        band_rows = (labels == far).any(axis=1).nonzero()[0]
+        assert band_rows.min() == 0 and band_rows.max() < 24 * (E.FAR_BAND[1] + E.FAR_WAVE)  # the top rows only
+    rng = np.random.default_rng(0)
+    shape = E.APPEARANCES["wardrobe"].shape
+    small_blob, tall_blob = E.blob(shape, 20, 300, 10, 150, rng), E.blob(shape, 40, 300, 20, 150, rng)
+    assert tall_blob.sum() > 2.5 * small_blob.sum()  # areas grow with the height squared, not with the width
+
+
+def test_default_strip_is_wider_than_the_fcn_receptive_field(params):
+    """The design claim of the module docstring: the FCN cannot see the whole default strip, GRAr's nodes can.
+
+    The receptive field is measured by gradient: the input columns that reach
+    the logits of the middle pixel of a 32 x 512 image, random weights.
+    """
+    height, width = hw(params.data.embedded.image_size)
+    assert (height, width) == (32, 192) and width > 131
+
+    def seen_columns(head: str) -> int:
+        torch.manual_seed(0)
+        model = build_model(with_overrides(params, {"model.head": head}), len(E.CLASSES)).eval()
+        image = torch.randn(1, 3, 32, 512, requires_grad=True)
+        model(image)["out"][0, :, 16, 256].sum().backward()
+        return int((image.grad.abs().sum(dim=(0, 1, 2)) > 0).sum())
+
+    assert seen_columns("fcn") == 131
+    assert seen_columns("grar") == 512
+
+
 def test_train_and_val_images_differ():
-    train, _ = E.generate(0, "train", 5, SIZE)
-    val, _ = E.generate(0, "val", 5, SIZE)
-    again, _ = E.generate(0, "train", 5, SIZE)
+    train, _ = E.generate(0, "train", 5, (SIZE, SIZE))
+    val, _ = E.generate(0, "val", 5, (SIZE, SIZE))
+    again, _ = E.generate(0, "train", 5, (SIZE, SIZE))
     assert not np.array_equal(train, val) and np.array_equal(train, again)
 
 
@@ -181,7 +222,7 @@ def test_train_and_val_images_differ():
 
 def test_cooccurrence_is_block_diagonal_over_scenes(tmp_path, params):
     out = tmp_path / "out"
-    E.prepare(small(params, train=40, val=4, size=48), out)
+    E.prepare(small(params, train=40, val=4, size=[32, 96]), out)
     rows = read_csv(out / "scenes.csv")[1:41]
     presence = np.zeros((40, len(E.CLASSES)), np.int64)
     for n, (stem, _, scene) in enumerate(rows):

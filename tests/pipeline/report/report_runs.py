@@ -38,8 +38,12 @@ class Runs:
 
     def done(self, grid: str, cell: str, seed: int, miou: float, ms: float | None = None, *,
              dataset: str = "embedded", profile: str = "embedded", backbone: str = "tiny_resnet",
-             head: str = "grar", iterations: int = 7, confusion: bool = True) -> Path:
-        """A finished run: metrics.json (fractions), train_log.csv, confusion.npy (and confusion_ms.npy with ms)."""
+             head: str = "grar", iterations: int = 7, confusion: bool = True,
+             matrix: np.ndarray | None = None) -> Path:
+        """A finished run: metrics.json (fractions), train_log.csv, confusion.npy (and confusion_ms.npy with ms).
+
+        ``matrix``: the confusion matrix to write (default: a fixed readable one).
+        """
         path = self.folder(cell, seed, dataset)
         k = len(self.names)
         scores = {"miou": miou, "pixel_accuracy": min(1.0, miou + 0.1), "mean_accuracy": miou,
@@ -56,7 +60,8 @@ class Runs:
                  f"{0.2 / i:.4f},0.0,{0.1 * i:.2f}" for i in range(1, iterations + 1)]
         (path / "train_log.csv").write_text("\n".join(rows) + "\n")
         if confusion:
-            matrix = np.arange(k * k, dtype=np.int64).reshape(k, k) + 10 * np.eye(k, dtype=np.int64)  # (K, K)
+            if matrix is None:
+                matrix = np.arange(k * k, dtype=np.int64).reshape(k, k) + 10 * np.eye(k, dtype=np.int64)  # (K, K)
             np.save(path / "confusion.npy", matrix)
             if ms is not None:
                 np.save(path / "confusion_ms.npy", matrix)

@@ -95,6 +95,20 @@ def test_qualitative_figure_from_arrays(tmp_path):
     assert legend == ["wall", "floor", "sky", "ignored"]  # the classes shown ("tree" is not)
 
 
+def test_wide_images_stack_their_panels(tmp_path):
+    gt = np.tile(np.arange(3, dtype=np.uint8), (4, 8))  # (4, 24): six times wider than high
+    examples = [(f"s{n}", np.zeros((4, 24, 3), np.uint8), gt, {"FCN baseline": gt, "GRAr": gt}) for n in range(2)]
+    figure = qualitative_figure(examples, ["wall", "floor", "sky"], "t")
+    axes = figure.axes
+    assert len(axes) == 2 * 4
+    assert [ax.get_ylabel() for ax in axes] == ["image", "ground truth", "FCN baseline", "GRAr"] * 2
+    assert [axes[0].get_title(loc="left"), axes[4].get_title(loc="left")] == ["s0", "s1"]
+    positions = [ax.get_position() for ax in axes]
+    assert len({round(p.x0, 6) for p in positions}) == 1  # one column
+    assert all(a.y0 > b.y0 for a, b in zip(positions, positions[1:]))  # read top to bottom
+    figure.savefig(tmp_path / "wide.png")
+
+
 def test_qualitative_examples_from_real_checkpoints(params, runs, tmp_path):
     """Two runs trained for real (2 iterations, 17 x 19 images): the figure holds their checkpoints' predictions."""
     from pipeline.train import load_run_model, run_cell

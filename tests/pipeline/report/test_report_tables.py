@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from report_runs import COMMIT, Runs, bench_report, run_name
 
+from pipeline.datasets import embedded as E
 from pipeline.paper import load_paper_tables
 from pipeline.report import layout
 from pipeline.report.runs import load_grids
@@ -46,6 +48,31 @@ def test_table1_means_over_seeds_differences_and_ms_rows(params, runs):
                  f"runs/{run_name('fcn', 0)}, runs/{run_name('fcn', 1)}", f"commit {COMMIT}"):
         assert part in text
     assert table.synthetic
+
+
+def test_table1_states_grar_lead_and_context_error_on_embedded_runs(params):
+    runs = Runs(Path(params.grid.runs), names=E.CLASSES)
+    floor, grass = E.class_id("bedroom.floor"), E.class_id("pasture.grass")
+    confused = 10 * np.eye(24, dtype=np.int64)
+    confused[floor, grass] = 10  # 10 of the 210 twin-class pixels go to the floor's twin of another scene
+    clean = 10 * np.eye(24, dtype=np.int64)
+    clean[floor, floor] = 20  # the same rows (class pixels), no twin error
+    for seed, (ss, ms) in enumerate([(0.40, 0.41), (0.44, 0.45)]):
+        runs.done("table1", "fcn", seed, ss, ms=ms, head="fcn", matrix=confused)
+    for seed, (ss, ms) in enumerate([(0.55, 0.58), (0.57, 0.60)]):
+        runs.done("table1", "grar", seed, ss, ms=ms, matrix=clean)
+    lead, context = tables_of(params)[0].findings
+    assert lead == ("GRAr − FCN on the embedded dataset (measured, mean over seeds): +14.00 mIoU single scale, "
+                    "+16.00 multi-scale + flip.")
+    # ceiling by hand: floor group shares .4/.2/.2/.2 -> IoU .25 + 3 x 1/9; band group 4 x 1/7; pairs 12 x 1/3;
+    # uniques 4 x 1: (4 + 4/7 + 4 + .25 + 1/3) / 24 = 38.1 %
+    assert "mean over seeds: fcn 4.8 %, grar 0.0 %." in context
+    assert context.endswith("Without context no model can pass 38.1 mIoU on this val split (the local-only ceiling).")
+
+
+def test_no_context_findings_for_runs_of_other_datasets(params, runs):
+    runs.done("table1", "fcn", 0, 0.40, ms=0.41, head="fcn")  # 5 classes: not the embedded dataset's 24
+    assert tables_of(params)[0].findings == []
 
 
 def test_table1_cells_without_runs_say_why(params, runs):
