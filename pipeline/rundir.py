@@ -47,13 +47,20 @@ def read_log(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-@functools.cache
-def source_commit() -> str:
-    """``git rev-parse HEAD`` of the source tree (+ ``-dirty`` when ``git status --porcelain`` shows changes).
+# Tracked files that `dvc repro` rewrites while it runs: a change there does not make the source dirty.
+GENERATED = ("dvc.lock",)
+SOURCE_ROOT = Path(__file__).resolve().parent.parent
 
-    ``unknown`` when git or the repository is not there (an installed copy).
+
+@functools.cache
+def source_commit(root: Path = SOURCE_ROOT) -> str:
+    """``git rev-parse HEAD`` of the source tree ``root`` (+ ``-dirty`` when ``git status`` shows changes).
+
+    Changes to ``GENERATED`` files do not count: the pipeline updates
+    ``dvc.lock`` stage by stage, and runs trained on a clean checkout must not
+    read as dirty. ``unknown`` when git or the repository is not there (an
+    installed copy).
     """
-    root = Path(__file__).resolve().parent.parent
 
     def git(*args: str) -> str:
         return subprocess.run(
@@ -62,7 +69,8 @@ def source_commit() -> str:
 
     try:
         commit = git("rev-parse", "HEAD")
-        return commit + ("-dirty" if git("status", "--porcelain") else "")
+        changes = git("status", "--porcelain", "--", ".", *(f":(exclude){path}" for path in GENERATED))
+        return commit + ("-dirty" if changes else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 

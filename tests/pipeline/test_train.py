@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -269,6 +270,24 @@ def test_commit_is_unknown_without_git(monkeypatch):
     trainer.source_commit.cache_clear()
     assert trainer.source_commit() == "unknown"
     trainer.source_commit.cache_clear()
+
+
+def test_commit_is_dirty_for_source_changes_not_for_dvc_lock(tmp_path):
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "dvc.lock").write_text("schema: '2.0'\n")
+    (tmp_path / "model.py").write_text("x = 1\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c")
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
+    commit = trainer.source_commit.__wrapped__
+    assert commit(tmp_path) == head
+    (tmp_path / "dvc.lock").write_text("schema: '2.0'\nstages: {}\n")  # what `dvc repro` does as it goes
+    assert commit(tmp_path) == head
+    (tmp_path / "model.py").write_text("x = 2\n")
+    assert commit(tmp_path) == head + "-dirty"
 
 
 def test_grar_train_command(tiny_project, tmp_path, monkeypatch, capsys):
