@@ -76,7 +76,10 @@ def batchnorm_worker(rank: int, world_size: int, init_file: str, x: torch.Tensor
         share = x.chunk(world_size)[rank].clone().requires_grad_()
         out = norm(share)
         (out * torch.arange(out.numel()).view_as(out).float().sin()).sum().backward()
-        queue.put((rank, out.detach(), share.grad, norm.running_mean, norm.running_var, norm.weight.grad))
+        # numpy copies, not tensors: torch's queue passes tensor storage as file descriptors, which the parent
+        # cannot receive once this process has exited ("Connection reset by peer")
+        tensors = (out.detach(), share.grad, norm.running_mean, norm.running_var, norm.weight.grad)
+        queue.put((rank, *(t.detach().numpy().copy() for t in tensors)))
     finally:
         dist.destroy_process_group()
 
@@ -90,7 +93,7 @@ def test_all_reduce_batchnorm_over_two_processes_is_batchnorm_of_the_whole_batch
                for r in range(2)]
     for worker in workers:
         worker.start()
-    results = dict((item[0], item[1:]) for item in (queue.get(timeout=120) for _ in workers))
+    results = {item[0]: [torch.from_numpy(a) for a in item[1:]] for item in (queue.get(timeout=120) for _ in workers)}
     for worker in workers:
         worker.join(timeout=60)
         assert worker.exitcode == 0
