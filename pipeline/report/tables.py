@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.datasets import embedded
 from pipeline.paper import PaperTable
 from pipeline.report import layout
 from pipeline.report.runs import NOT_RUN, CellRuns, Grid, Measure, Run
@@ -268,17 +269,13 @@ def table1(inputs: Inputs) -> Table:
     return table
 
 
-def twin_confusion_percent(run: Run) -> float | None:
-    """A finished embedded run's context error in percent (``embedded.twin_confusion`` of its confusion.npy)."""
-    from pipeline.datasets import embedded
-
+def embedded_confusion(run: Run) -> np.ndarray | None:
+    """A finished embedded run's (24, 24) single-scale confusion matrix; ``None`` for other runs or without one."""
     path = run.run_dir / CONFUSION_FILE if run.run_dir is not None else None
     if run.provenance.get("dataset") != "embedded" or path is None or not path.is_file():
         return None
     matrix = np.load(path)
-    if matrix.shape != (len(embedded.CLASSES),) * 2:
-        return None
-    return 100 * embedded.twin_confusion(matrix)
+    return matrix if matrix.shape == (len(embedded.CLASSES),) * 2 else None
 
 
 def context_findings(grid: Grid | None) -> list[str]:
@@ -289,19 +286,16 @@ def context_findings(grid: Grid | None) -> list[str]:
     an error only context can fix. The local-only ceiling is the best mIoU
     without context, from the val split's class pixels (the confusion rows).
     """
-    from pipeline.datasets import embedded
-
     if grid is None:
         return []
     shares: dict[str, float] = {}
     ceiling = None
     for cells in grid.cells:
-        values = [v for v in (twin_confusion_percent(run) for run in cells.finished) if v is not None]
-        if values:
-            shares[cells.cell] = statistics.fmean(values)
+        matrices = [m for m in (embedded_confusion(run) for run in cells.finished) if m is not None]
+        if matrices:
+            shares[cells.cell] = statistics.fmean(100 * embedded.twin_confusion(m) for m in matrices)
             if ceiling is None:
-                matrix = np.load(cells.finished[0].run_dir / CONFUSION_FILE)
-                ceiling = 100 * embedded.local_only_ceiling(matrix.sum(axis=1))["miou"]
+                ceiling = 100 * embedded.local_only_ceiling(matrices[0].sum(axis=1))["miou"]
     if not shares:
         return []
     findings = []
