@@ -57,8 +57,8 @@ from pipeline.config import GridCell, Params, with_overrides
 from pipeline.errors import ClusterError, ConfigError, DataError, GrarError
 from pipeline.io import write_text_atomic
 from pipeline.paths import grid_index, grid_indexes_dir, grid_logs_dir, runs_dir
-from pipeline.slurm import SlurmStateWatcher, make_executor
 from pipeline.rundir import CHECKPOINT_FILE, config_hash, finished_metrics
+from pipeline.slurm import SlurmStateWatcher, make_executor
 
 CellFn = Callable[[Params, Path], dict]
 

@@ -137,12 +137,12 @@ def qualitative_figure(
     height, width = examples[0][2].shape if examples else (1, 1)
     wide = width >= WIDE * height
     if wide:  # panels 6 inches wide, stacked: rows x columns panels in one column
-        panel_w, panel_h = 6.0, 6.0 * height / width + 0.25
-        fig_w = panel_w + 1.4 + 2.6
-        figure = Figure(figsize=(fig_w, panel_h * rows * columns + 0.3 * rows + 0.6))
-        figure.subplots_adjust(left=1.4 / fig_w, right=1 - 2.6 / fig_w, bottom=0.02, top=0.95, hspace=0.35)
-        axes = figure.subplots(rows * columns, 1, squeeze=False)[:, 0].reshape(rows, columns)
+        panel_h = 6.0 * height / width + 0.25
+        fig_w = 1.4 + 6.0 + 2.6  # inches: headings, panels, then the legend
         right = 1 - 2.6 / fig_w
+        figure = Figure(figsize=(fig_w, panel_h * rows * columns + 0.3 * rows + 0.6))
+        figure.subplots_adjust(left=1.4 / fig_w, right=right, bottom=0.02, top=0.95, hspace=0.35)
+        axes = figure.subplots(rows * columns, 1, squeeze=False)[:, 0].reshape(rows, columns)
     else:
         fig_w = 2.2 * columns + 2.6  # inches: panels, then the legend
         right = 1 - 2.6 / fig_w
