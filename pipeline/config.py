@@ -25,6 +25,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pipeline.errors import ConfigError
+from pipeline.io import overlaps
 
 DEFAULT_PARAMS = Path("params.yaml")
 
@@ -37,7 +38,11 @@ Size = PositiveInt | tuple[PositiveInt, PositiveInt]
 
 BackboneName = Literal["tiny_resnet", "resnet50", "resnet101", "resnest101"]
 HeadName = Literal["fcn", "ppm", "aspp", "danet", "ocr", "grar"]
-DatasetName = Literal["embedded", "ade20k", "pascal_context", "coco_stuff"]
+# The built-in datasets; a user's own folder datasets are named under ``data.folders``.
+BUILTIN_DATASETS = ("embedded", "ade20k", "pascal_context", "coco_stuff")
+# A dataset name: a built-in one or a key of ``data.folders`` (checked by ``Params``).
+DatasetName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
+LabelValue = Annotated[int, Field(ge=0, le=255)]
 Device = Literal["auto", "cpu", "cuda"]
 
 
@@ -59,6 +64,25 @@ class EmbeddedDataConfig(Section):
     seed: NonNegativeInt
 
 
+class FolderDatasetConfig(Section):
+    """A dataset of the user's, read in place from ``path`` (layouts: ``pipeline.datasets.folder``).
+
+    ``ignore``: the label value meaning "not labelled" (written as 255);
+    ``remap``: label value -> class id, for label maps that use other ids
+    (values not listed are class ids already).
+    """
+
+    path: str = Field(min_length=1)
+    ignore: LabelValue = 255
+    remap: dict[LabelValue, LabelValue] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _ignore_not_remapped(self) -> FolderDatasetConfig:
+        if self.ignore in self.remap:
+            raise ValueError(f"remap: value {self.ignore} is the ignore value; it cannot also be remapped")
+        return self
+
+
 class DataConfig(Section):
     """Where datasets are downloaded and prepared, and which ones the pipeline builds."""
 
@@ -68,6 +92,27 @@ class DataConfig(Section):
     datasets: tuple[DatasetName, ...] = Field(min_length=1)
     workers: PositiveInt  # processes converting a real dataset (grar prepare)
     embedded: EmbeddedDataConfig
+    # The user's own datasets: name -> PATH (or {path, ignore, remap}).
+    folders: dict[DatasetName, str | FolderDatasetConfig]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Every dataset this config knows: the built-in ones, then ``folders``."""
+        return BUILTIN_DATASETS + tuple(self.folders)
+
+    @property
+    def names_text(self) -> str:
+        """The known names for an error message."""
+        own = f"; your folders (data.folders): {', '.join(self.folders)}" if self.folders else \
+            "; add your own under data.folders"
+        return f"built-in: {', '.join(BUILTIN_DATASETS)}{own}"
+
+    def folder(self, name: str) -> FolderDatasetConfig | None:
+        """The folder dataset ``name`` (its PATH form expanded), or ``None`` for a built-in one."""
+        spec = self.folders.get(name)
+        if isinstance(spec, str):
+            return FolderDatasetConfig(path=spec)
+        return spec
 
 
 class StatsConfig(Section):
@@ -141,7 +186,7 @@ class TrainConfig(Section):
     workers: NonNegativeInt
 
     @model_validator(mode="after")
-    def _dataset_has_a_schedule(self) -> TrainConfig:
+    def _dataset_has_a_schedule(self) -> TrainConfig:  # names are checked against data.* by Params
         if self.dataset not in self.schedules:
             raise ValueError(f"train.dataset {self.dataset!r} has no entry in train.schedules ({', '.join(self.schedules)})")
         return self
@@ -230,6 +275,33 @@ class Params(Section):
     bench: BenchConfig
     executor: ExecutorConfig
     grid: GridConfig
+
+    @model_validator(mode="after")
+    def _dataset_names_known(self) -> Params:
+        """Every dataset named in ``data``/``train`` is built-in or a folder of ``data.folders``."""
+        data, known = self.data, self.data.names
+        for name in data.folders:
+            if name in BUILTIN_DATASETS:
+                raise ValueError(f"data.folders.{name}: {name!r} is a built-in dataset; give your folder another name")
+        for name in data.folders:
+            source = data.folder(name).path
+            for other in known:
+                if overlaps(source, Path(data.root) / other):
+                    raise ValueError(
+                        f"data.folders.{name}: {source} overlaps {Path(data.root) / other}, where grar writes the "
+                        f"prepared {other!r} dataset, replacing what is there; put your folder elsewhere"
+                    )
+        for name in data.datasets:
+            if name not in known:
+                raise ValueError(f"data.datasets: unknown dataset {name!r}; {data.names_text}")
+        if len(set(data.datasets)) != len(data.datasets):
+            raise ValueError(f"data.datasets: a dataset is listed twice ({', '.join(data.datasets)})")
+        if self.train.dataset not in known:
+            raise ValueError(f"train.dataset: unknown dataset {self.train.dataset!r}; {self.data.names_text}")
+        for name in self.train.schedules:
+            if name not in known:
+                raise ValueError(f"train.schedules.{name}: unknown dataset {name!r}; {self.data.names_text}")
+        return self
 
 
 def hw(size: int | tuple[int, int]) -> tuple[int, int]:
@@ -334,6 +406,12 @@ def first_error(errors: list[dict[str, Any]]) -> dict[str, Any]:
     (``must be > 0``, ``too_long``) says what is wrong, the scalar's does not.
     """
     first = errors[0]
+    scalar_tags = ("str", "int", "float", "bool", "none", "constrained-int")
+    if isinstance(first.get("input"), dict) and first["loc"] and first["loc"][-1] in scalar_tags:
+        # ``str | Section`` given a mapping: the section member's error says what is wrong.
+        for error in errors:
+            if error["loc"][: len(first["loc"]) - 1] == first["loc"][:-1] and error["loc"] != first["loc"]:
+                return error
     if isinstance(first.get("input"), list):
         for error in errors:
             if error["loc"][: len(first["loc"]) - 1] == first["loc"][:-1] and any(
@@ -366,19 +444,19 @@ def describe_error(error: dict[str, Any], source: str) -> str:
         bound = next(iter(ctx.values()))
         return f"{source}: {path}: must be {sign} {bound} (got {got!r})"
     if kind == "value_error":
-        return f"{source}: {path}: {ctx.get('error', error['msg'])}"
+        return f"{source}: {path + ': ' if path else ''}{ctx.get('error', error['msg'])}"
     if kind == "too_short":
         return f"{source}: {path}: must hold at least {ctx.get('min_length')} item(s) (got {got!r})"
     if kind == "too_long":
         return f"{source}: {path}: must hold at most {ctx.get('max_length')} item(s) (got {got!r})"
     expected = _expected_type(loc)
-    return f"{source}: {path}: {error['msg'].lower()} (got {got!r}){'; expected ' + expected if expected else ''}"
+    return f"{source}: {path}: {error['msg'][:1].lower() + error['msg'][1:]} (got {got!r}){'; expected ' + expected if expected else ''}"
 
 
 def _strip_union_tags(loc: list[str]) -> list[str]:
     """Drop pydantic's union-member tags (``str``, ``int``...) from an error location."""
-    tags = {"str", "int", "constrained-int", "float", "bool", "none", "function-after[...]"}
-    return [part for part in loc if part not in tags and not part.startswith(("literal[", "tuple["))]
+    tags = {"str", "int", "constrained-int", "float", "bool", "none", "[key]"}
+    return [part for part in loc if part not in tags and not part.startswith(("literal[", "tuple[", "function-after["))]
 
 
 def _expected_type(loc: list[str]) -> str:

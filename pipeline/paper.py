@@ -14,9 +14,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
-from pipeline.config import DatasetName, read_yaml
+from pipeline.config import BUILTIN_DATASETS, read_yaml
 from pipeline.errors import DataError
 
 PAPER_TABLES = Path(__file__).resolve().parents[1] / "reports" / "paper_tables.yaml"
@@ -111,7 +111,7 @@ def _table(entry: Any, where: str) -> PaperTable:
     _check(entry["source"] == CITATION.format(number=number),
            f"{where}: source {entry['source']!r}, expected {CITATION.format(number=number)!r}")
     _check(isinstance(entry["caption"], str) and entry["caption"], f"{where}: caption must be non-empty text")
-    datasets = get_args(DatasetName)
+    datasets = BUILTIN_DATASETS
     _check(entry["dataset"] in datasets, f"{where}: dataset {entry['dataset']!r}; allowed: {', '.join(datasets)}")
     _check(isinstance(entry["columns"], list) and entry["columns"], f"{where}: columns must be a non-empty list")
     columns = tuple(_column(column, f"{where}.columns[{i}]") for i, column in enumerate(entry["columns"]))

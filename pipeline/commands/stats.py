@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import get_args
 
 from pipeline.cli import require_params
-from pipeline.config import DatasetName, StatsConfig
+from pipeline.config import BUILTIN_DATASETS, StatsConfig
 from pipeline.errors import ConfigError
 
 HELP = "count class co-occurrence (Eq. 1) into Parquet files and heatmaps"
@@ -35,13 +35,12 @@ Exit codes: 0 done, 1 bad data (a label value >= K that is not the ignore
 index, a colour or unreadable PNG, a size mismatch with the image, an empty
 split, a class table that disagrees), 2 bad arguments or parameters."""
 
-DATASETS = get_args(DatasetName)
 LABELS_ONLY = ("num_classes", "ignore_index", "classes")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("name", nargs="?", choices=DATASETS, metavar="NAME",
-                        help=f"prepared dataset to count ({', '.join(DATASETS)})")
+    parser.add_argument("name", nargs="?", metavar="NAME",
+                        help=f"prepared dataset to count ({', '.join(BUILTIN_DATASETS)} or a name of data.folders)")
     parser.add_argument("--labels", type=Path, metavar="DIR", help="count this folder of label PNGs instead of NAME")
     parser.add_argument("--num-classes", type=int, metavar="K", help="classes 0..K-1 (with --labels)")
     parser.add_argument("--ignore-index", type=int, metavar="V",

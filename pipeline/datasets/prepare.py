@@ -6,12 +6,15 @@ fast and a missing dependency of one dataset does not hide the others).
 ``prepare_dataset`` runs it in a temporary folder, checks the result against
 the layout contract, and only then renames it to ``data/<name>`` (replacing a
 previous version): on any error nothing is left behind and the old dataset, if
-any, is untouched.
+any, is untouched. A dataset of ``data.folders`` is converted by
+``pipeline.datasets.folder``. Every prepared dataset holds ``MARKER``; an
+existing ``data/<name>`` that grar did not write is refused, never replaced.
 """
 
 from __future__ import annotations
 
 import csv
+import functools
 import importlib
 from collections import Counter
 from pathlib import Path
@@ -19,7 +22,7 @@ from pathlib import Path
 from pipeline.config import Params
 from pipeline.datasets.common import SPLITS
 from pipeline.errors import ConfigError, DataError
-from pipeline.io import atomic_dir
+from pipeline.io import atomic_dir, overlaps
 from pipeline.paths import dataset_dir
 
 PREPARERS: dict[str, str] = {
@@ -29,19 +32,44 @@ PREPARERS: dict[str, str] = {
     "coco_stuff": "pipeline.datasets.coco_stuff",
 }
 IMAGE_SUFFIXES = (".jpg", ".png")
+MARKER = ".grar-dataset"  # in every prepared dataset: what grar wrote, and may replace
 
 
 def prepare_dataset(params: Params, name: str) -> Path:
-    """Write dataset ``name`` to ``dataset_dir(params, name)``; return that folder."""
-    if name not in PREPARERS:
-        raise ConfigError(f"unknown dataset {name!r}; allowed: {', '.join(PREPARERS)}")
-    prepare = importlib.import_module(PREPARERS[name]).prepare
+    """Write dataset ``name`` (built-in, or a folder of ``data.folders``) to ``dataset_dir(params, name)``."""
     target = dataset_dir(params, name)
+    source = params.data.folder(name)
+    if source is not None:
+        if overlaps(source.path, target):  # also checked when params load; the folder may be a new link since
+            raise ConfigError(f"data.folders.{name}: {source.path} overlaps the output {target}; put it elsewhere")
+        prepare = functools.partial(importlib.import_module("pipeline.datasets.folder").prepare, name=name)
+    elif name in PREPARERS:
+        prepare = importlib.import_module(PREPARERS[name]).prepare
+    else:
+        raise ConfigError(f"unknown dataset {name!r}; allowed: {', '.join(params.data.names)}")
+    check_replaceable(target)
     with atomic_dir(target) as tmp:
         prepare(params, tmp)
         counts = check_layout(tmp)
+        (tmp / MARKER).write_text(f"{name}\n", encoding="utf-8")
     print(f"{name}: " + ", ".join(f"{split} {n} images" for split, n in counts.items()) + f" -> {target}")
     return target
+
+
+def check_replaceable(target: Path) -> None:
+    """Refuse to replace ``target`` unless grar wrote it (``MARKER``, or the canonical layout) or it is empty."""
+    if not target.exists() or (target / MARKER).is_file():
+        return
+    if not target.is_dir():
+        raise ConfigError(f"{target}: exists and is not a folder grar wrote; move it away (data.root/NAME)")
+    if any(target.iterdir()):
+        try:
+            check_layout(target)  # prepared by a grar from before the marker
+        except DataError:
+            raise ConfigError(
+                f"{target}: exists, is not empty, and was not written by grar prepare; move it away or set "
+                "data.root to another folder"
+            ) from None
 
 
 def check_layout(root: Path) -> dict[str, int]:

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import get_args
 
 import numpy as np
 import pandas as pd
 
 from pipeline import __version__
-from pipeline.config import DatasetName, Params
+from pipeline.config import Params
 from pipeline.errors import ConfigError, DataError
 from pipeline.io import atomic_dir
 from pipeline.paths import dataset_dir, stats_dir
@@ -21,7 +20,6 @@ from pipeline.stats.io import CLASSES_SCHEMA, COOCCURRENCE_SCHEMA, SUPPORTERS_SC
 from pipeline.stats.supporters import supporters_frame
 
 MAX_CLASSES = 255  # 8-bit labels, one value left for the ignore index
-DATASETS = get_args(DatasetName)
 
 
 @dataclass(frozen=True)
@@ -48,8 +46,8 @@ class StatsJob:
     @classmethod
     def for_dataset(cls, params: Params, name: str, split: str = "train") -> StatsJob:
         """The run over split ``split`` of the prepared dataset ``name``, into ``stats_dir(params, name)``."""
-        if name not in DATASETS:
-            raise ConfigError(f"dataset {name!r} unknown; allowed: {', '.join(DATASETS)}")
+        if name not in params.data.names:
+            raise ConfigError(f"dataset {name!r} unknown; {params.data.names_text}")
         root = dataset_dir(params, name)
         return cls(
             labels=root / split / "labels", out=stats_dir(params, name), classes=root / "classes.csv",

@@ -8,7 +8,7 @@ import pydantic
 import pytest
 import yaml
 
-from pipeline.config import Params, hw, load_params, validate, with_overrides
+from pipeline.config import FolderDatasetConfig, Params, hw, load_params, validate, with_overrides
 from pipeline.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -145,7 +145,47 @@ def test_unknown_backbone_lists_the_allowed_names():
 def test_unknown_dataset_in_list_names_the_item():
     raw = raw_params()
     raw["data"]["datasets"] = ["embedded", "cityscapes"]
-    assert "data.datasets.1: unknown value 'cityscapes'" in error_for(raw)
+    assert error_for(raw).endswith(
+        "data.datasets: unknown dataset 'cityscapes'; built-in: embedded, ade20k, pascal_context, coco_stuff; "
+        "add your own under data.folders"
+    )
+
+
+def test_folder_datasets_are_known_names():
+    raw = raw_params()
+    raw["data"]["folders"] = {"mine": "/data/mine", "theirs": {"path": "/data/theirs", "ignore": 0, "remap": {3: 1}}}
+    raw["data"]["datasets"] = ["embedded", "mine", "theirs"]
+    raw["train"]["dataset"] = "mine"
+    raw["train"]["schedules"]["mine"] = {"lr": 0.01, "iterations": 10}
+    params = validate(raw)
+    assert params.data.names == ("embedded", "ade20k", "pascal_context", "coco_stuff", "mine", "theirs")
+    assert params.data.folder("mine") == FolderDatasetConfig(path="/data/mine", ignore=255, remap={})
+    assert params.data.folder("theirs").remap == {3: 1}
+    assert params.data.folder("ade20k") is None
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"folders": {"ade20k": "/x"}}, "data.folders.ade20k: 'ade20k' is a built-in dataset; give your folder another name"),
+        ({"folders": {"m": {"path": "/x", "ignore": 0, "remap": {0: 3}}}},
+         "data.folders.m: remap: value 0 is the ignore value; it cannot also be remapped"),
+        ({"folders": {"m": {"path": "/x", "remap": {1: 300}}}}, "data.folders.m.remap.1: must be <= 255 (got 300)"),
+        ({"folders": {"m": {"pth": "/x"}}}, "missing key data.folders.m.path"),
+        ({"folders": {"../m": "/x"}}, "data.folders.../m: string should match pattern"),
+        ({"datasets": ["embedded", "embedded"]}, "data.datasets: a dataset is listed twice (embedded, embedded)"),
+    ],
+)
+def test_bad_folder_datasets_are_one_line(change, message):
+    raw = raw_params()
+    raw["data"].update(change)
+    assert message in error_for(raw)
+
+
+def test_schedule_of_an_unknown_dataset_is_refused():
+    raw = raw_params()
+    raw["train"]["schedules"]["mine"] = {"lr": 0.01, "iterations": 10}
+    assert "train.schedules.mine: unknown dataset 'mine'" in error_for(raw)
 
 
 def test_empty_dataset_list_is_rejected():
