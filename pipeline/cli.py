@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "download": "pipeline.commands.download",
     "prepare": "pipeline.commands.prepare",
     "evaluate": "pipeline.commands.evaluate",
+    "predict": "pipeline.commands.predict",
     "profile": "pipeline.commands.profile",
     "stats": "pipeline.commands.stats",
     "cluster": "pipeline.commands.cluster",

@@ -99,7 +99,7 @@ def read_image(path: Path) -> np.ndarray:
             return np.array(image.convert("RGB"))
     except FileNotFoundError:
         raise DataError(f"{path}: image file not found") from None
-    except (OSError, SyntaxError, ValueError) as err:
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         raise DataError(f"{path}: unreadable image ({err})") from None
 
 

@@ -47,11 +47,18 @@ class Evaluation:
 
 def size_batches(dataset: SegmentationDataset, max_pixels: int = EVAL_PIXELS) -> list[list[int]]:
     """Consecutive indices of images of one size, at most ``max_pixels`` input pixels per batch (>= 1 image)."""
+    return batches_by_size([dataset.image_size(index) for index in range(len(dataset))], max_pixels)
+
+
+def batches_by_size(sizes: list[tuple[int, int]], max_pixels: int = EVAL_PIXELS) -> list[list[int]]:
+    """Consecutive indices of ``sizes`` (H, W) of one size, at most ``max_pixels`` pixels per batch (>= 1 image).
+
+    Evaluation and ``grar predict`` batch alike, so the same images give the same batches and the same numbers.
+    """
     batches: list[list[int]] = []
     current: list[int] = []
     current_size = None
-    for index in range(len(dataset)):
-        size = dataset.image_size(index)
+    for index, size in enumerate(sizes):
         if current and (size != current_size or (len(current) + 1) * size[0] * size[1] > max_pixels):
             batches.append(current)
             current = []
@@ -84,15 +91,27 @@ def evaluate_model(
         images, labels = zip(*(dataset[index] for index in indices))
         images = torch.stack(images).to(device, memory_format=MEMORY_FORMAT)  # (B, 3, H, W)
         labels = torch.stack(labels).to(device)  # (B, H, W)
-        with amp(device):
-            single.update(labels, model.predict(images, window=config.window).argmax(dim=1))
-            if multi is not None:
-                probabilities = model.predict(images, config.scales, config.flip, config.window)  # (B, K, H, W)
-                multi.update(labels, probabilities.argmax(dim=1))
+        single.update(labels, infer(model, images, config, multi=False).argmax(dim=1))
+        if multi is not None:
+            multi.update(labels, infer(model, images, config, multi=True).argmax(dim=1))
     model.train(was_training)
     matrices = [single.matrix] + ([multi.matrix] if multi is not None else [])
     summed = all_sum(torch.from_numpy(np.stack(matrices)).to(device), ranks).cpu().numpy()  # (1 or 2, K, K)
     return Evaluation(summed[0], summed[1] if multi is not None else None, time.perf_counter() - start)
+
+
+@torch.no_grad()
+def infer(model: Segmentor, images: torch.Tensor, config: EvalConfig, multi: bool) -> torch.Tensor:
+    """Class probabilities (B, K, H, W) of normalised images (B, 3, H, W) on the model's device.
+
+    The one inference path of grar (evaluation, ``grar predict``): single
+    scale (1.0, no flip), or with ``multi`` the "MS" protocol of ``config``
+    (``scales``, ``flip``), whole images or ``config.window`` crops.
+    """
+    with amp(images.device):
+        if multi:
+            return model.predict(images, config.scales, config.flip, config.window)
+        return model.predict(images, window=config.window)
 
 
 def scores(matrix: np.ndarray, class_names: list[str]) -> dict[str, Any]:

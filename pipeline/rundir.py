@@ -29,15 +29,27 @@ LOG_COLUMNS = ("iteration", "lr", "loss", *TERMS, "seconds")
 # Sections and keys that change neither the trained model nor its evaluation: left out of the config hash.
 # Worker counts only parallelise work whose result does not depend on them (per-sample seeding, deterministic
 # generation and counting); the mirror only changes where verified archives come from.
+# Which datasets the pipeline prepares (data.datasets) and the other datasets' folders (data.folders) do not
+# change a run either: only the definition of the run's own dataset (``train.dataset``) is hashed.
 UNHASHED = ("grid", "executor", "bench", "profile")
-UNHASHED_KEYS = (("data", "workers"), ("data", "mirror"), ("stats", "workers"), ("train", "workers"))
+UNHASHED_KEYS = (
+    ("data", "workers"), ("data", "mirror"), ("stats", "workers"), ("train", "workers"), ("data", "datasets"),
+    ("data", "folders"),
+)
 
 
 def config_hash(params: Params) -> str:
-    """SHA-256 (hex) of the canonical JSON of ``params`` without ``UNHASHED`` / ``UNHASHED_KEYS``: a run's identity."""
+    """SHA-256 (hex) of the canonical JSON of ``params`` without ``UNHASHED`` / ``UNHASHED_KEYS``: a run's identity.
+
+    A folder dataset's definition (path, ignore, remap) is part of the identity
+    of the runs that train on it, as ``data.train_folder``.
+    """
     raw = {key: value for key, value in params.model_dump(mode="json").items() if key not in UNHASHED}
     for section, key in UNHASHED_KEYS:
         del raw[section][key]
+    folder = params.data.folder(params.train.dataset)
+    if folder is not None:
+        raw["data"]["train_folder"] = folder.model_dump(mode="json")
     return hashlib.sha256(json.dumps(raw, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 

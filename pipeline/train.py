@@ -541,25 +541,61 @@ def write_matrix(path: Path, matrix: np.ndarray) -> None:
         np.save(handle, matrix.astype(np.int64))
 
 
-def load_run_model(run_dir: str | os.PathLike) -> tuple[Segmentor, Params]:
-    """The model of ``run_dir/checkpoint.pt`` (on the CPU, in eval mode) and the params it was trained with.
+# Params keys added after checkpoints were first written, with the value that reproduces the older behaviour:
+# a checkpoint without them still loads.
+LATER_KEYS: dict[str, Any] = {"data.folders": {}}
+
+
+def with_later_keys(raw: dict[str, Any]) -> dict[str, Any]:
+    """A copy of checkpoint params ``raw`` with every missing key of ``LATER_KEYS`` set to its default."""
+    raw = json.loads(json.dumps(raw))
+    for key, value in LATER_KEYS.items():
+        *parents, last = key.split(".")
+        node = raw
+        for part in parents:
+            node = node.setdefault(part, {}) if isinstance(node, dict) else node
+        if isinstance(node, dict):
+            node.setdefault(last, value)
+    return raw
+
+
+@dataclass(frozen=True)
+class RunModel:
+    """A trained run as ``load_run`` rebuilds it: the model (CPU, eval mode), its params and class names."""
+
+    model: Segmentor
+    params: Params
+    class_names: tuple[str, ...]
+
+
+def load_run(run_dir: str | os.PathLike) -> RunModel:
+    """The model of ``run_dir/checkpoint.pt`` (on the CPU, in eval mode), the params and class names it was trained with.
 
     Needs nothing but the checkpoint: the architecture comes from its params,
-    the number of classes and GRAr's affinity from the checkpoint itself, so
-    neither the statistics nor the pretrained weight file must still exist.
-    Inputs are normalised images, ``pipeline.data.image_tensor``.
+    the number of classes, their names and GRAr's affinity from the checkpoint
+    itself, so neither the dataset, the statistics nor the pretrained weight
+    file must still exist. Inputs are normalised images, ``pipeline.data.image_tensor``.
     """
     path = Path(run_dir) / CHECKPOINT_FILE
     if not path.exists():
         raise DataError(f"{path}: no checkpoint; train the run first (`grar train --out {run_dir}`)")
     state = load_checkpoint(path)
     try:
-        params = validate(state["params"], source=f"{path} (params)")
+        params = validate(with_later_keys(state["params"]), source=f"{path} (params)")
         num_classes = int(state["num_classes"])
+        names = tuple(str(name) for name in state["class_names"])
+        if len(names) != num_classes:
+            raise ValueError(f"{len(names)} class names for {num_classes} classes")
         placeholder = torch.zeros(num_classes, num_classes)  # the real affinity is a buffer of the state dict
         model_config = params.model.model_copy(update={"pretrained": None})
         model = build_segmentor(model_config, num_classes, placeholder)
         model.load_state_dict(state["model"])
-    except (KeyError, RuntimeError) as err:
+    except (KeyError, RuntimeError, ValueError, TypeError) as err:
         raise DataError(f"{path}: checkpoint does not rebuild its model ({type(err).__name__}: {err})") from None
-    return model.eval(), params
+    return RunModel(model.eval(), params, names)
+
+
+def load_run_model(run_dir: str | os.PathLike) -> tuple[Segmentor, Params]:
+    """The model of ``run_dir/checkpoint.pt`` and its params (``load_run`` without the class names)."""
+    run = load_run(run_dir)
+    return run.model, run.params

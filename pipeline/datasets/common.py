@@ -91,7 +91,7 @@ def read_label_png(path: Path) -> np.ndarray:
             return np.array(image)
     except FileNotFoundError:
         raise DataError(f"{path}: label file not found") from None
-    except (OSError, SyntaxError, ValueError) as err:
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         raise DataError(f"{path}: unreadable label image ({err})") from None
 
 
@@ -112,7 +112,7 @@ def write_sample(out_dir: Path, split: str, stem: str, image_path: Path, label: 
                 image.convert("RGB").save(images / f"{stem}.png")
     except FileNotFoundError:
         raise DataError(f"{image_path}: image file not found (its label is {source})") from None
-    except (OSError, SyntaxError, ValueError) as err:
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         raise DataError(f"{image_path}: unreadable image ({err})") from None
     Image.fromarray(label.astype(np.uint8, copy=False), mode="L").save(out_dir / split / "labels" / f"{stem}.png")
 

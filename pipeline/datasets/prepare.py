@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import hashlib
 import importlib
 from collections import Counter
 from pathlib import Path
@@ -54,6 +55,35 @@ def prepare_dataset(params: Params, name: str) -> Path:
         (tmp / MARKER).write_text(f"{name}\n", encoding="utf-8")
     print(f"{name}: " + ", ".join(f"{split} {n} images" for split, n in counts.items()) + f" -> {target}")
     return target
+
+
+def source_fingerprint(params: Params, name: str) -> dict[str, object]:
+    """What ``prepare@NAME`` reads from outside the pipeline, summarised so that any change shows.
+
+    For a folder dataset: its definition, and the count, total size and a
+    SHA-256 of the listing (relative path, size, modification time) of every
+    file under it, so an added, removed or edited file changes the
+    fingerprint without reading the files. Built-in datasets are tracked by
+    the download stage and params: a constant. The ``sources`` stage writes
+    it on every ``dvc repro``; ``prepare`` re-runs only when it changed.
+    """
+    spec = params.data.folder(name)
+    if spec is None:
+        if name not in params.data.names:
+            raise ConfigError(f"unknown dataset {name!r}; allowed: {', '.join(params.data.names)}")
+        return {"dataset": name, "source": "built-in"}
+    root = Path(spec.path)
+    if not root.is_dir():
+        raise DataError(f"{root}: folder not found (data.folders.{name})")
+    listing = hashlib.sha256()
+    files = size = 0
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            stat = path.stat()
+            listing.update(f"{path.relative_to(root).as_posix()}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+            files, size = files + 1, size + stat.st_size
+    return {"dataset": name, "source": "folder", "definition": spec.model_dump(mode="json"),
+            "path": str(root.resolve()), "files": files, "bytes": size, "listing_sha256": listing.hexdigest()}
 
 
 def check_replaceable(target: Path) -> None:

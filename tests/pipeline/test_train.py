@@ -80,11 +80,23 @@ def test_config_hash_ignores_what_does_not_change_the_model(tiny_project):
     digest = config_hash(tiny_project)
     assert len(digest) == 64 and int(digest, 16) >= 0
     for key, value in [("executor.kind", "debug"), ("grid.seeds", [5]), ("bench.repeats", 9), ("profile", "x"),
-                       ("data.workers", 7), ("stats.workers", 7), ("train.workers", 3), ("data.mirror", "file:///m")]:
+                       ("data.workers", 7), ("stats.workers", 7), ("train.workers", 3), ("data.mirror", "file:///m"),
+                       ("data.folders.other", "/elsewhere/other"), ("data.datasets", ["embedded", "ade20k"])]:
         assert config_hash(with_overrides(tiny_project, {key: value})) == digest, key
     for key, value in [("seed", 1), ("model.head", "fcn"), ("stats.normalisation", "conditional"),
                        ("eval.flip", False), ("train.schedules.embedded.iterations", 7)]:
         assert config_hash(with_overrides(tiny_project, {key: value})) != digest, key
+
+
+def test_config_hash_covers_the_folder_a_run_trains_on(tiny_project):
+    mine = with_overrides(tiny_project, {
+        "data.folders.mine": "/data/mine", "train.dataset": "mine",
+        "train.schedules.mine": {"lr": 0.01, "iterations": 5},
+    })
+    digest = config_hash(mine)
+    assert config_hash(with_overrides(mine, {"data.folders.other": "/data/other"})) == digest
+    for spec in ("/data/mine2", {"path": "/data/mine", "ignore": 0}, {"path": "/data/mine", "remap": {1: 2}}):
+        assert config_hash(with_overrides(mine, {"data.folders.mine": spec})) != digest, spec
 
 
 def test_frequency_class_weights_median_balancing():
