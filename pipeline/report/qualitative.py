@@ -52,14 +52,14 @@ def predict(run: Run, images: Sequence[np.ndarray]) -> list[np.ndarray]:
     import torch
 
     from pipeline.data import image_tensor
+    from pipeline.evaluation import infer
     from pipeline.train import load_run_model
 
-    model, _ = load_run_model(run.run_dir)
-    model.eval()
+    model, params = load_run_model(run.run_dir)
     predictions = []
     with torch.inference_mode():
         for image in images:
             batch = image_tensor(image).unsqueeze(0)  # (1, 3, H, W)
-            probabilities = model.predict(batch.to(next(model.parameters()).device))  # (1, K, H, W)
+            probabilities = infer(model, batch, params.eval, multi=False)  # (1, K, H, W)
             predictions.append(probabilities.argmax(1)[0].cpu().numpy().astype(np.uint8))  # (H, W)
     return predictions
