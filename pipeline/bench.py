@@ -43,8 +43,11 @@ from model.heads import module_parameters
 from pipeline.build import build_head, lookup
 from pipeline.config import BenchConfig, GrarConfig, HeadName
 from pipeline.errors import ConfigError
+from pipeline.io import json_with_keys
 from pipeline.paper import load_paper_tables
 
+# What makes an existing JSON file one of ours (``grar bench --json``, ``bench.out``), so it may be replaced.
+BENCH_JSON = json_with_keys("device", "input", "params_method", "memory_method")
 BENCH_HEADS: tuple[str, ...] = get_args(HeadName)  # fcn, ppm, aspp, danet, ocr, grar
 CONTEXT_HEADS = ("ppm", "aspp", "danet", "ocr", "grar")  # the five modules of Table 3
 

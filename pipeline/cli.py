@@ -120,8 +120,11 @@ def run_guarded(fn: Callable[[], int | None], prog: str) -> int:
     try:
         code = fn()
     except GrarError as err:
-        print(f"{prog}: error: {err}", file=sys.stderr)
+        print(f"{prog}: error: {str(err) if err.multiline else one_line(str(err))}", file=sys.stderr)
         return err.exit_code
+    except OSError as err:  # disk full, permission denied, read-only file system, a folder for a file...
+        print(f"{prog}: error: {describe_os_error(err)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
@@ -131,6 +134,18 @@ def run_guarded(fn: Callable[[], int | None], prog: str) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         return 141
     return int(code or 0)
+
+
+def describe_os_error(err: OSError) -> str:
+    """One line naming the file(s) and what the system said, e.g. ``out/x.json: No space left on device``."""
+    names = [str(name) for name in (err.filename, err.filename2) if name is not None]
+    reason = err.strerror or str(err) or type(err).__name__
+    return one_line(f"{' -> '.join(names)}: {reason}" if names else reason)
+
+
+def one_line(text: str) -> str:
+    """``text`` on one line: line breaks and other control characters shown escaped, not printed."""
+    return "".join(ch if ch.isprintable() or ch == " " else repr(ch)[1:-1] for ch in text)
 
 
 def stage_main(work: Callable[[Params], object], stage: str) -> None:

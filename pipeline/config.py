@@ -49,7 +49,7 @@ Device = Literal["auto", "cpu", "cuda"]
 class Section(BaseModel):
     """Base of every config section: frozen, strict types, unknown keys rejected."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 ImageSide = Annotated[int, Field(ge=16, le=1024)]
@@ -221,17 +221,23 @@ class BenchConfig(Section):
     compile: bool
 
 
+# Text that becomes an ``#SBATCH`` line: no line breaks or other control characters (they would add lines).
+CONTROL_FREE = r"^[^\x00-\x1f\x7f]*$"
+SbatchText = Annotated[str, Field(pattern=CONTROL_FREE)]
+SbatchKey = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]*$")]
+
+
 class SlurmConfig(Section):
     """Resources of one SLURM job (one grid cell), passed to submitit."""
 
-    partition: str | None
+    partition: SbatchText | None
     gpus_per_node: NonNegativeInt
     tasks_per_node: PositiveInt
     cpus_per_task: PositiveInt
     mem_gb: PositiveInt
     timeout_min: PositiveInt
     array_parallelism: PositiveInt
-    additional: dict[str, str | int]
+    additional: dict[SbatchKey, SbatchText | int]
 
 
 class ExecutorConfig(Section):
@@ -324,10 +330,17 @@ def read_yaml(path: Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a parameters file") from None
     except OSError as err:
         raise ConfigError(f"{path}: cannot read ({err.strerror})") from None
+    except UnicodeDecodeError as err:
+        line = err.object[: err.start].count(b"\n") + 1
+        raise ConfigError(f"{path}: line {line}: not UTF-8 text (byte 0x{err.object[err.start]:02x})") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except DuplicateKeyError as err:
+        raise ConfigError(f"{path}: {err}") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
@@ -335,6 +348,25 @@ def read_yaml(path: Path) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top level")
     return raw
+
+
+class DuplicateKeyError(yaml.YAMLError):
+    """A mapping names one key twice (YAML would silently keep the last)."""
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping, naming it and both lines."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise DuplicateKeyError(f"line {line}: duplicate key {key!r} (first on line {seen[key]})")
+            if isinstance(key, (str, int, float, bool)):
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
 
 
 def apply_override(raw: dict[str, Any], item: str) -> None:
@@ -449,13 +481,15 @@ def describe_error(error: dict[str, Any], source: str) -> str:
         return f"{source}: {path}: must hold at least {ctx.get('min_length')} item(s) (got {got!r})"
     if kind == "too_long":
         return f"{source}: {path}: must hold at most {ctx.get('max_length')} item(s) (got {got!r})"
+    if kind == "string_pattern_mismatch" and ctx.get("pattern") == CONTROL_FREE:
+        return f"{source}: {path}: must not hold line breaks or other control characters (got {got!r})"
     expected = _expected_type(loc)
     return f"{source}: {path}: {error['msg'][:1].lower() + error['msg'][1:]} (got {got!r}){'; expected ' + expected if expected else ''}"
 
 
 def _strip_union_tags(loc: list[str]) -> list[str]:
     """Drop pydantic's union-member tags (``str``, ``int``...) from an error location."""
-    tags = {"str", "int", "constrained-int", "float", "bool", "none", "[key]"}
+    tags = {"str", "int", "constrained-int", "constrained-str", "float", "bool", "none", "[key]"}
     return [part for part in loc if part not in tags and not part.startswith(("literal[", "tuple[", "function-after["))]
 
 
@@ -465,10 +499,10 @@ def _expected_type(loc: list[str]) -> str:
     annotation: Any = None
     for part in _strip_union_tags(loc):
         if not (isinstance(model, type) and issubclass(model, BaseModel)):
-            break
+            return ""  # inside a mapping or list: its items' type is not what the annotation says
         field = model.model_fields.get(part)
         if field is None:
-            break
+            return ""
         annotation = field.annotation
         model = annotation
     return "" if annotation is None else _type_text(annotation)

@@ -11,6 +11,7 @@ class GrarError(Exception):
     """An error caused by the user's input; ``exit_code`` is what the process returns."""
 
     exit_code = 1
+    multiline = False  # a summary listing several items (one per line); otherwise shown on one line
 
 
 class ConfigError(GrarError):

@@ -77,7 +77,9 @@ PENDING_STATES = frozenset({
 
 
 class GridFailed(GrarError):
-    """Runs of a grid failed or were never submitted; the message names each with its log."""
+    """Runs of a grid failed or were never submitted; the message names each with its log, one per line."""
+
+    multiline = True
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ CHECKPOINT_FILE = "checkpoint.pt"
 METRICS_FILE = "metrics.json"
 CONFUSION_FILE = "confusion.npy"
 CONFUSION_MS_FILE = "confusion_ms.npy"
+RUN_MARKER = ".grar-run"  # in every run folder grar trains into: what grar wrote, and may write again
 TERMS = ("ce", "aux", "coarse", "sr")
 LOG_COLUMNS = ("iteration", "lr", "loss", *TERMS, "seconds")
 # Sections and keys that change neither the trained model nor its evaluation: left out of the config hash.
@@ -51,6 +52,11 @@ def config_hash(params: Params) -> str:
     if folder is not None:
         raw["data"]["train_folder"] = folder.model_dump(mode="json")
     return hashlib.sha256(json.dumps(raw, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def is_run_folder(folder: Path) -> bool:
+    """Whether grar wrote ``folder``: its ``RUN_MARKER``, or (older grar) a checkpoint or finished metrics."""
+    return any((folder / name).is_file() for name in (RUN_MARKER, CHECKPOINT_FILE, METRICS_FILE))
 
 
 def read_log(path: Path) -> list[dict[str, str]]:

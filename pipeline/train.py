@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import signal
 import sys
@@ -78,12 +79,12 @@ from pipeline.distributed import (
 )
 from pipeline.errors import ConfigError, DataError
 from pipeline.evaluation import evaluate_model, scores
-from pipeline.io import atomic_path, write_text_atomic
+from pipeline.io import atomic_path, check_new_output, write_text_atomic
 from pipeline.losses import Criterion
 from pipeline.paths import dataset_dir, stats_dir
 from pipeline.rundir import (
-    CHECKPOINT_FILE, CONFIG_FILE, CONFUSION_FILE, CONFUSION_MS_FILE, LOG_COLUMNS, LOG_FILE, METRICS_FILE, TERMS,
-    config_hash, finished_metrics, read_log, source_commit,
+    CHECKPOINT_FILE, CONFIG_FILE, CONFUSION_FILE, CONFUSION_MS_FILE, LOG_COLUMNS, LOG_FILE, METRICS_FILE, RUN_MARKER,
+    TERMS, config_hash, finished_metrics, is_run_folder, read_log, source_commit,
 )
 from pipeline.stats.affinity import frequency
 from pipeline.stats.io import load_counts, read_classes
@@ -224,6 +225,24 @@ def save_checkpoint(
         torch.save(state, tmp)
 
 
+def check_checkpoint_config(path: Path, digest: str) -> None:
+    """Refuse a ``checkpoint.pt`` of another configuration before anything in its folder is written.
+
+    Reads only the checkpoint's ``config_hash`` (memory-mapped: the weights are not loaded).
+    """
+    if not path.exists():
+        return
+    try:
+        stored = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("config_hash")
+    except Exception as err:  # torch raises many types for a truncated or foreign file
+        raise DataError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})") from None
+    if stored != digest:
+        raise DataError(
+            f"{path}: checkpoint of another configuration (config hash {str(stored)[:10]}, this run {digest[:10]}); "
+            "delete it or train into another folder"
+        )
+
+
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """A checkpoint written by ``save_checkpoint``, read safely (``weights_only=True``) onto the CPU."""
     try:
@@ -287,6 +306,18 @@ class TrainLog:
 
 
 # ---------------------------------------------------------------- preemption
+
+
+class Diverged(DataError):
+    """A loss term became NaN or infinite: training stopped before saving, the last good checkpoint is kept."""
+
+    def __init__(self, run_dir: Path, iteration: int, term: str, value: float, lr: float, saved: int | None) -> None:
+        kept = f"{CHECKPOINT_FILE} of iteration {saved} is kept" if saved else "no checkpoint was written yet"
+        super().__init__(
+            f"{run_dir}: training diverged at iteration {iteration}: loss term {term} is {value} (lr {lr:.4g}); "
+            f"{kept}, no metrics written; lower the learning rate or check the data, then train again"
+        )
+        self.iteration, self.term = iteration, term
 
 
 class Interrupted(SystemExit):
@@ -419,6 +450,7 @@ def run_iterations(
     )
     step.train()
     session_start = time.perf_counter()
+    saved = iterations.start if checkpoint.exists() else None  # iteration of the last good checkpoint
     with PreemptionSignals() as signals, bar:
         for iteration in iterations:
             started = time.perf_counter()
@@ -446,10 +478,17 @@ def run_iterations(
             done = iteration + 1
             if log is not None:
                 log.append(done, lr, values, time.perf_counter() - started)
+            diverged = [(name, values[name]) for name in (*TERMS, "loss") if name in values
+                        and not math.isfinite(values[name])]  # a term first: it names the cause
+            if diverged:  # every rank sees the same reduced values: all stop here, none saves these weights
+                if log is not None:
+                    log.close()
+                raise Diverged(run_dir, done, *diverged[0], lr, saved)
             bar.set_postfix(loss=f"{values['loss']:.3f}", lr=f"{lr:.2g}", refresh=False)
             bar.update()
             if done % config.checkpoint_every == 0 or done == iterations.stop or stopping:
                 save_checkpoint(checkpoint, step, optimizer, done, params, ranks)
+                saved = done
                 if ranks.main and not interactive:
                     rate = (done - iterations.start) / (time.perf_counter() - session_start)
                     print(f"iteration {done}/{schedule.iterations} loss {values['loss']:.4f} lr {lr:.3g} "
@@ -499,10 +538,13 @@ def run_cell(params: Params, run_dir: Path) -> dict[str, Any]:
     done = finished_metrics(run_dir, digest)
     if done is not None:
         return done
+    check_new_output(run_dir, folder=True, ours=is_run_folder, what="run folder")
+    check_checkpoint_config(run_dir / CHECKPOINT_FILE, digest)
     cpu_threads()
     with distributed(resolve_device(params.train.device)) as ranks:
         if ranks.main:
             run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / RUN_MARKER).touch()
             write_text_atomic(run_dir / CONFIG_FILE, yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False))
         model = train(params, run_dir, ranks)
         device = current_device(params)

@@ -13,6 +13,10 @@ def bench(params: Params) -> None:
     """Measure every head (``pipeline.bench.benchmark_modules``), write the JSON, print the table."""
     from pipeline.bench import benchmark_modules, format_table
 
+    from pipeline.bench import BENCH_JSON
+    from pipeline.io import check_new_output
+
+    check_new_output(params.bench.out, folder=False, ours=BENCH_JSON, what="bench.out")
     report = benchmark_modules(params.bench, params.model.grar)
     write_text_atomic(params.bench.out, json.dumps(report, indent=2) + "\n")
     print(format_table(report))

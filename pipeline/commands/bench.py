@@ -44,9 +44,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pipeline.bench import benchmark_modules, format_table, lowest_latency
     from pipeline.config import with_overrides
-    from pipeline.io import write_text_atomic
+    from pipeline.bench import BENCH_JSON
+    from pipeline.io import check_new_output, write_text_atomic
 
     params = require_params(args)
+    if args.json is not None:
+        check_new_output(args.json, folder=False, ours=BENCH_JSON, what="--json")
     overrides = {"bench.device": args.device, "bench.compile": args.compile}
     params = with_overrides(params, {key: value for key, value in overrides.items() if value is not None})
     report = benchmark_modules(params.bench, params.model.grar, tuple(args.heads))

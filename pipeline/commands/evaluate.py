@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from pipeline.errors import ConfigError, DataError
-from pipeline.io import write_text_atomic
+from pipeline.io import check_new_output, json_with_keys, write_text_atomic
 from pipeline.metrics import IGNORE_INDEX, ConfusionMatrix, LabelValueError, Scores
 
 HELP = "score PNG predictions against label maps: mIoU, pixel accuracy, per-class IoU"
@@ -28,6 +28,7 @@ example:
   grar evaluate --pred runs/grar/pred --gt data/ade20k/val/labels --num-classes 150 \\
       --classes data/ade20k/classes.csv --json runs/grar/scores.json"""
 
+MAX_CLASSES = 255
 NO_PARAMS = True  # scores any folder: needs no params.yaml
 
 
@@ -132,7 +133,17 @@ def summary(result: dict, per_class: bool) -> str:
     return "\n".join(lines)
 
 
+# What makes an existing --json file one of ours, so that it may be replaced.
+SCORES_JSON = json_with_keys("miou", "num_images", "per_class_iou")
+
+
 def run(args: argparse.Namespace) -> int:
+    if not 1 <= args.num_classes <= MAX_CLASSES:
+        raise ConfigError(f"--num-classes {args.num_classes}: must be 1..{MAX_CLASSES} (8-bit label maps, "
+                          f"255 = ignore)")
+    if args.json is not None:
+        check_new_output(args.json, (args.pred, args.gt, args.classes), folder=False, ours=SCORES_JSON,
+                         what="--json")
     names = class_names(args.classes, args.num_classes) if args.classes else None
     scores, num_images = score_folders(args.pred, args.gt, args.num_classes, args.ignore_index)
     result = scores.to_dict(names)

@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
             dataset=str(args.labels),
         )
     job = replace(job, **overrides)
-    result = build_stats(job)
+    result = build_stats(job, what="--out" if args.out is not None else "statistics folder")
     counts = result.counts
     print(f"{job.out}: {counts.images} images, {len(result.names)} classes, normalisation {job.normalisation}, "
           f"{len(result.files)} files (inputs sha256 {counts.sha256[:12]})")

@@ -11,14 +11,17 @@ import pandas as pd
 from pipeline import __version__
 from pipeline.config import Params
 from pipeline.errors import ConfigError, DataError
-from pipeline.io import atomic_dir
+from pipeline.io import atomic_dir, check_new_output
 from pipeline.paths import dataset_dir, stats_dir
 from pipeline.stats.affinity import DESCRIPTIONS, cluster_order, frequency, normaliser
 from pipeline.stats.counting import IGNORE_INDEX, Counts, count_labels, find_labels
 from pipeline.stats.heatmaps import write_figures
-from pipeline.stats.io import CLASSES_SCHEMA, COOCCURRENCE_SCHEMA, SUPPORTERS_SCHEMA, read_classes, write_parquet
+from pipeline.stats.io import (
+    CLASSES_SCHEMA, COOCCURRENCE_SCHEMA, SUPPORTERS_SCHEMA, read_classes, read_metadata, write_parquet,
+)
 from pipeline.stats.supporters import supporters_frame
 
+MARKER = ".grar-stats"  # in every statistics folder: what grar wrote, and may replace
 MAX_CLASSES = 255  # 8-bit labels, one value left for the ignore index
 
 
@@ -66,12 +69,16 @@ class StatsResult:
     files: list[Path]
 
 
-def build_stats(job: StatsJob) -> StatsResult:
+def build_stats(job: StatsJob, what: str = "statistics folder") -> StatsResult:
     """Count ``job.labels``, compute ``f`` (Eq. 1) and write every output into ``job.out``, atomically.
 
     Nothing is written unless every label is valid; an existing ``job.out`` is
-    replaced only once the new folder is complete.
+    replaced only once the new folder is complete, and only when grar wrote
+    it (``MARKER``, or statistics of an older grar): an ``out`` that overlaps
+    the inputs, or a folder of someone else's, is refused before any work
+    (``what`` names it in the error, e.g. ``--out``).
     """
+    check_new_output(job.out, (job.labels, job.images, job.classes), folder=True, ours=is_stats_folder, what=what)
     names, table_bytes = class_names(job)
     k = len(names)
     check_job(job, k)
@@ -96,9 +103,20 @@ def build_stats(job: StatsJob) -> StatsResult:
         write_parquet(tmp / "classes.parquet", classes, CLASSES_SCHEMA, metadata)
         write_parquet(tmp / "supporters.parquet", supporters, SUPPORTERS_SCHEMA, {**metadata, "top_k": job.top_k})
         figures = write_figures(tmp, f, t, names, supporters, order, clusters, title)
+        (tmp / MARKER).write_text(f"grar {__version__} statistics\n", encoding="utf-8")
     written = ["cooccurrence.parquet", "classes.parquet", "supporters.parquet"]
     written += [str(path.relative_to(tmp)) for path in figures]
     return StatsResult(counts, f, names, [job.out / name for name in written])
+
+
+def is_stats_folder(folder: Path) -> bool:
+    """Whether grar wrote ``folder``: its ``MARKER``, or (older grar) a ``cooccurrence.parquet`` with grar's metadata."""
+    if (folder / MARKER).is_file():
+        return True
+    try:
+        return "grar_version" in read_metadata(folder / "cooccurrence.parquet")
+    except Exception:  # noqa: BLE001 - pyarrow raises several types for a missing or foreign file
+        return False
 
 
 def build_dataset_stats(params: Params, name: str) -> None:

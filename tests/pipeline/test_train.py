@@ -229,7 +229,7 @@ def test_run_cell_writes_the_run_folder(tiny_project, tmp_path, monkeypatch):
     run_dir = tmp_path / "cell"
     metrics = run_cell(tiny_project, run_dir)
     files = {p.name for p in run_dir.iterdir()}
-    assert files == {"config.yaml", "train_log.csv", "checkpoint.pt", "metrics.json", "confusion.npy",
+    assert files == {".grar-run", "config.yaml", "train_log.csv", "checkpoint.pt", "metrics.json", "confusion.npy",
                      "confusion_ms.npy"}
     assert json.loads((run_dir / "metrics.json").read_text()) == metrics
     newest = max((run_dir / name).stat().st_mtime_ns for name in files)
@@ -331,3 +331,61 @@ def test_the_pretrained_backbone_is_loaded_and_not_needed_afterwards(tiny_projec
     (tmp_path / "backbone.pt").unlink()
     model, _ = load_run_model(tmp_path / "run")  # the checkpoint holds the trained weights
     assert model.backbone.body.conv1.weight.shape == weights["conv1.weight"].shape
+
+
+def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tiny_project, tmp_path, monkeypatch):
+    forward = trainer.TrainingStep.forward
+    calls = []
+
+    def nan_at_the_fifth_step(self, images, target):
+        terms = forward(self, images, target)
+        calls.append(1)
+        if len(calls) == 5:
+            terms["sr"] = terms["sr"] * float("nan")
+            terms["total"] = terms["total"] + terms["sr"]
+        return terms
+
+    monkeypatch.setattr(trainer.TrainingStep, "forward", nan_at_the_fifth_step)
+    run_dir = tmp_path / "run"
+    with pytest.raises(trainer.Diverged) as info:
+        run_cell(tiny_project, run_dir)
+    assert str(info.value) == (
+        f"{run_dir}: training diverged at iteration 5: loss term sr is nan "
+        f"(lr {poly_lr(0.02, 4, 6, 0.9):.4g}); checkpoint.pt of iteration 4 is kept, no metrics written; "
+        "lower the learning rate or check the data, then train again"
+    )
+    assert load_checkpoint(run_dir / "checkpoint.pt")["iteration"] == 4
+    assert not (run_dir / "metrics.json").exists()
+    monkeypatch.setattr(trainer.TrainingStep, "forward", forward)  # fixed: training again resumes at 4 and ends
+    assert run_cell(tiny_project, run_dir)["iterations"] == 6
+
+
+def test_non_finite_params_are_refused(tiny_project):
+    from pipeline.errors import ConfigError
+
+    for key in ("train.schedules.embedded.lr", "train.loss.sr", "train.weight_decay"):
+        for value in (float("inf"), float("nan")):
+            with pytest.raises(ConfigError, match=rf"{key}: input should be a finite number"):
+                with_overrides(tiny_project, {key: value})
+
+
+def test_a_checkpoint_of_another_config_is_refused_before_config_yaml_is_touched(tiny_project, tmp_path):
+    run_dir = tmp_path / "run"
+    run_cell(tiny_project, run_dir)
+    (run_dir / "metrics.json").unlink()
+    before = (run_dir / "config.yaml").read_bytes()
+    with pytest.raises(DataError, match=r"checkpoint\.pt: checkpoint of another configuration"):
+        run_cell(with_overrides(tiny_project, {"seed": 5}), run_dir)
+    assert (run_dir / "config.yaml").read_bytes() == before
+
+
+def test_a_folder_that_is_no_run_folder_is_refused(tiny_project, tmp_path):
+    from pipeline.errors import ConfigError
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "config.yaml").write_text("my experiment notes\n")
+    with pytest.raises(ConfigError, match=rf"run folder {mine}: exists, is not empty and was not written by grar"):
+        run_cell(tiny_project, mine)
+    assert [p.name for p in mine.iterdir()] == ["config.yaml"]
+    assert (mine / "config.yaml").read_text() == "my experiment notes\n"
