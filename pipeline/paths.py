@@ -11,6 +11,9 @@ from pathlib import Path
 from pipeline.config import Params
 
 
+DATASET_MARKER = ".grar-dataset"  # in a prepared dataset: JSON {dataset, files, sha256} (pipeline.datasets.prepare)
+
+
 def dataset_dir(params: Params, name: str) -> Path:
     """Prepared dataset ``name``: ``{train,val}/{images,labels}/`` and ``classes.csv``."""
     return Path(params.data.root) / name

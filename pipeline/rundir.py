@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import Params
+from pipeline.paths import DATASET_MARKER
 from pipeline.errors import DataError
 
 CONFIG_FILE = "config.yaml"
@@ -43,7 +44,12 @@ def config_hash(params: Params) -> str:
     """SHA-256 (hex) of the canonical JSON of ``params`` without ``UNHASHED`` / ``UNHASHED_KEYS``: a run's identity.
 
     A folder dataset's definition (path, ignore, remap) is part of the identity
-    of the runs that train on it, as ``data.train_folder``.
+    of the runs that train on it, as ``data.train_folder``, and so is the content
+    fingerprint of the prepared training dataset (``data_fingerprint``: every
+    file of ``data.root/<train.dataset>``, both splits), so re-prepared or
+    edited data never passes an old run off as done. Before the dataset is
+    prepared the fingerprint is ``None``: run folders named then differ from
+    the ones named after.
     """
     raw = {key: value for key, value in params.model_dump(mode="json").items() if key not in UNHASHED}
     for section, key in UNHASHED_KEYS:
@@ -51,7 +57,27 @@ def config_hash(params: Params) -> str:
     folder = params.data.folder(params.train.dataset)
     if folder is not None:
         raw["data"]["train_folder"] = folder.model_dump(mode="json")
+    raw["data"]["train_data_sha256"] = data_fingerprint(Path(params.data.root) / params.train.dataset)
     return hashlib.sha256(json.dumps(raw, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def data_fingerprint(dataset: Path) -> str | None:
+    """The content SHA-256 of prepared dataset folder ``dataset`` (its marker), ``None`` when not prepared (yet)."""
+    marker = dataset / DATASET_MARKER
+    try:
+        stat = marker.stat()
+    except OSError:
+        return None
+    return _read_fingerprint(marker, stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=64)
+def _read_fingerprint(marker: Path, _mtime_ns: int, _size: int) -> str | None:
+    try:
+        value = json.loads(marker.read_text(encoding="utf-8")).get("sha256")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
 
 
 def is_run_folder(folder: Path) -> bool:

@@ -275,6 +275,24 @@ def require_root(action: str) -> None:
         raise ClusterError(f"`grar cluster {action}` must run as root (SlurmUser=root; munged runs as user munge)")
 
 
+def secure_root(root: Path) -> None:
+    """Make ``root`` a folder only its owner reads (0700), refusing one of another user or a symbolic link.
+
+    The folder holds the cluster's configuration and state; in a shared ``/tmp``
+    another user could plant it first, to feed ``slurmctld`` (run as root) a
+    configuration of theirs.
+    """
+    if root.is_symlink():
+        raise ClusterError(f"{root}: is a symbolic link; remove it, or set {ROOT_ENV} to a folder of yours")
+    if not root.exists():
+        root.mkdir(mode=0o700, parents=True)
+    info = root.stat()
+    if info.st_uid != os.getuid():
+        raise ClusterError(f"{root}: owned by uid {info.st_uid}, not by you (uid {os.getuid()}); remove it, "
+                           f"or set {ROOT_ENV} to a folder of yours")
+    root.chmod(0o700)
+
+
 def check_can_start() -> None:
     """Raise a ``ClusterError`` saying what is missing to start the cluster here."""
     require_root("up")
@@ -307,6 +325,7 @@ def up(root: Path, timeout_s: float = TIMEOUT_S) -> str:
     if munge_answers() and all(running_pid(daemon, root) for daemon in daemons):
         return f"SLURM test cluster already running: node {short_hostname()} {wait_for_node(root, timeout_s)}"
     check_can_start()
+    secure_root(root)
     for folder in ("state", "spool", "log", "run", "started"):
         (root / folder).mkdir(parents=True, exist_ok=True)
     cpus = len(os.sched_getaffinity(0))

@@ -17,6 +17,7 @@ import csv
 import functools
 import hashlib
 import importlib
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from pipeline.config import Params
 from pipeline.datasets.common import SPLITS
 from pipeline.errors import ConfigError, DataError
 from pipeline.io import atomic_dir, overlaps
-from pipeline.paths import dataset_dir
+from pipeline.paths import DATASET_MARKER, dataset_dir
 
 PREPARERS: dict[str, str] = {
     "embedded": "pipeline.datasets.embedded",
@@ -33,7 +34,7 @@ PREPARERS: dict[str, str] = {
     "coco_stuff": "pipeline.datasets.coco_stuff",
 }
 IMAGE_SUFFIXES = (".jpg", ".png")
-MARKER = ".grar-dataset"  # in every prepared dataset: what grar wrote, and may replace
+MARKER = DATASET_MARKER  # in every prepared dataset: what grar wrote (and may replace), and its fingerprint
 
 
 def prepare_dataset(params: Params, name: str) -> Path:
@@ -52,7 +53,8 @@ def prepare_dataset(params: Params, name: str) -> Path:
     with atomic_dir(target) as tmp:
         prepare(params, tmp)
         counts = check_layout(tmp)
-        (tmp / MARKER).write_text(f"{name}\n", encoding="utf-8")
+        fingerprint = {"dataset": name, **content_fingerprint(tmp)}
+        (tmp / MARKER).write_text(json.dumps(fingerprint, indent=2) + "\n", encoding="utf-8")
     print(f"{name}: " + ", ".join(f"{split} {n} images" for split, n in counts.items()) + f" -> {target}")
     return target
 
@@ -84,6 +86,24 @@ def source_fingerprint(params: Params, name: str) -> dict[str, object]:
             files, size = files + 1, size + stat.st_size
     return {"dataset": name, "source": "folder", "definition": spec.model_dump(mode="json"),
             "path": str(root.resolve()), "files": files, "bytes": size, "listing_sha256": listing.hexdigest()}
+
+
+def content_fingerprint(root: Path) -> dict[str, object]:
+    """SHA-256 over every file under ``root`` (relative path and bytes, in path order), and the file count.
+
+    Written into the prepared dataset's ``MARKER``: the run identity (``pipeline.rundir.config_hash``)
+    covers it, so re-prepared or edited data never passes an old run off as done.
+    """
+    digest = hashlib.sha256()
+    files = 0
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.name != MARKER):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        digest.update(b"\0")
+        files += 1
+    return {"files": files, "sha256": digest.hexdigest()}
 
 
 def check_replaceable(target: Path) -> None:

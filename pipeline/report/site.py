@@ -28,7 +28,7 @@ from tqdm import tqdm
 from pipeline.collect import read_log_frame
 from pipeline.config import Params
 from pipeline.errors import DataError
-from pipeline.io import atomic_dir, atomic_path
+from pipeline.io import atomic_dir, atomic_path, check_new_output
 from pipeline.paper import load_paper_tables
 from pipeline.paths import dataset_dir, stats_dir
 from pipeline.report import layout, qualitative
@@ -67,9 +67,10 @@ class ReportSummary:
 class Site:
     """A site being built in folder ``root``: render pages, save figures, copy files (paths relative to root)."""
 
-    def __init__(self, root: Path, synthetic: bool) -> None:
+    def __init__(self, root: Path, synthetic: bool, sources: tuple[Path, ...] = ()) -> None:
         self.root = root
         self.synthetic = synthetic
+        self.sources = tuple(Path(source).resolve() for source in sources) or (Path.cwd().resolve(),)
         self.figures = 0
         self.env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True, undefined=StrictUndefined,
                                trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
@@ -98,8 +99,16 @@ class Site:
         self.figures += 1
         return target
 
-    def copy(self, source: Path, target: str, tail: int | None = None) -> str:
-        """Copy file ``source`` to ``target`` (only its last ``tail`` bytes when given); return ``target``."""
+    def copy(self, source: Path, target: str, tail: int | None = None) -> str | None:
+        """Copy file ``source`` to ``target`` (only its last ``tail`` bytes when given); return ``target``.
+
+        Only files inside the project's folders (``sources``: the working folder, run folders, SLURM logs,
+        statistics) are copied, links resolved: a path from a grid index or a link pointing elsewhere
+        (``/etc/...``) is never published; ``None`` then.
+        """
+        resolved = Path(source).resolve()
+        if not any(resolved == root or root in resolved.parents for root in self.sources):
+            return None
         if tail is None or source.stat().st_size <= tail:
             shutil.copyfile(source, self.path(target))
         else:
@@ -117,10 +126,13 @@ def write_report(params: Params, out: Path = layout.REPORTS, examples: int = EXA
     bench = read_json(bench_path) if bench_path.is_file() else None
     tables = build_tables(Inputs(load_paper_tables(), grids, bench, bench_path, params.profile, params.train.dataset))
     synthetic = any(table.synthetic for table in tables)
+    for name in layout.OUTPUTS:
+        check_new_output(out / name, folder="." not in name, ours=is_report_output, what="report output")
     out.mkdir(parents=True, exist_ok=True)
     built = Path(tempfile.mkdtemp(prefix=".report-", suffix=".tmp", dir=out))
+    sources = (Path.cwd(), Path(params.grid.runs), Path(params.executor.log_dir), Path(params.stats.root))
     try:
-        site = Site(built, synthetic)
+        site = Site(built, synthetic, sources)
         notes: list[str] = []
         qualitative_pages = write_qualitative(site, params, grids, examples, notes)
         datasets = write_datasets(site, params, qualitative_pages)
@@ -139,6 +151,20 @@ def write_report(params: Params, out: Path = layout.REPORTS, examples: int = EXA
     )
 
 
+REPORT_MARKER = ".grar-report"  # in every generated report folder: what grar wrote, and may replace
+
+
+def is_report_output(path: Path) -> bool:
+    """Whether grar wrote ``path`` (a report folder with ``REPORT_MARKER``, or a page of grar's; older
+    reports: a folder whose ``index.html`` is grar's)."""
+    if path.is_dir():
+        return (path / REPORT_MARKER).is_file() or is_report_output(path / "index.html")
+    try:
+        return path.is_file() and "grar" in path.read_text(encoding="utf-8", errors="replace")[:4096]
+    except OSError:
+        return False
+
+
 def publish(built: Path, out: Path) -> None:
     """Move every output of ``built`` into ``out``; each replaces its old version only once all are ready."""
     with contextlib.ExitStack() as stack:
@@ -146,6 +172,7 @@ def publish(built: Path, out: Path) -> None:
             source = built / name
             if source.is_dir():
                 target = stack.enter_context(atomic_dir(out / name))
+                (target / REPORT_MARKER).touch()
                 for child in source.iterdir():
                     os.replace(child, target / child.name)
             else:
@@ -197,7 +224,9 @@ def write_datasets(site: Site, params: Params, qualitative_pages: dict[str, str]
         for path in sorted(source.rglob("*")):
             if path.suffix in (".png", ".svg"):
                 relative = path.relative_to(source).as_posix()
-                figures[relative] = site.copy(path, layout.stats_figure(name, relative))
+                copied = site.copy(path, layout.stats_figure(name, relative))
+                if copied is not None:
+                    figures[relative] = copied
         summary = (f"{metadata.get('images', '?')} {metadata.get('split', '')} images, {len(classes)} classes, "
                    f"normalisation {metadata.get('normalisation', '?')}")
         page = layout.dataset_page(name)
@@ -264,7 +293,7 @@ def run_links(site: Site, params: Params, run: Run, done: dict[str, list[tuple[s
         links.append(("error.txt", site.copy(run.error, layout.run_file(run, "error.txt"))))
     if run.log is not None:
         links.append(("log", site.copy(run.log, layout.run_file(run, "log.txt"), tail=LOG_TAIL_BYTES)))
-    return links
+    return [(label, target) for label, target in links if target is not None]
 
 
 def mean_text(cells_runs: tuple[Run, ...], value: Callable[[Run], float | None]) -> str:

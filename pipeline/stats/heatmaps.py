@@ -23,7 +23,8 @@ from matplotlib.figure import Figure
 
 PER_BAR_FILE = 16
 NAME_CHARS = 24
-RC = {"svg.hashsalt": "grar", "svg.fonttype": "none", "font.size": 8}
+# text.parse_math off: class names and paths are drawn literally ("$\alpha$" is not TeX, and a lone "$" no error).
+RC = {"svg.hashsalt": "grar", "svg.fonttype": "none", "font.size": 8, "text.parse_math": False}
 
 
 def short(name: str) -> str:

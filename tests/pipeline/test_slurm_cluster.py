@@ -197,3 +197,24 @@ def test_a_failing_job_is_reported_while_the_others_finish(slurm_cluster, jobs_b
         jobs[1].result()
     assert [final_state(job) for job in jobs] == ["COMPLETED", "FAILED", "COMPLETED"]
     assert [r.getMessage() for r in caplog.records] == []
+
+
+def test_state_folder_is_private_and_never_another_users(tmp_path):
+    from pipeline.errors import ClusterError
+    from pipeline.slurm_cluster import secure_root
+
+    root = tmp_path / "cluster"
+    secure_root(root)
+    assert root.stat().st_mode & 0o777 == 0o700
+    root.chmod(0o755)
+    secure_root(root)  # ours: made private again
+    assert root.stat().st_mode & 0o777 == 0o700
+    planted = tmp_path / "planted"
+    planted.mkdir()
+    os.chown(planted, 4321, 4321)
+    with pytest.raises(ClusterError, match=rf"{planted}: owned by uid 4321, not by you"):
+        secure_root(planted)
+    link = tmp_path / "link"
+    link.symlink_to(root)
+    with pytest.raises(ClusterError, match=rf"{link}: is a symbolic link"):
+        secure_root(link)

@@ -99,6 +99,21 @@ def test_config_hash_covers_the_folder_a_run_trains_on(tiny_project):
         assert config_hash(with_overrides(mine, {"data.folders.mine": spec})) != digest, spec
 
 
+def test_config_hash_covers_the_prepared_data(tiny_project, tmp_path):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(dataset_dir(tiny_project, "embedded"), data / "embedded")
+    params = with_overrides(tiny_project, {"data.root": str(data)})
+    marker = json.loads((data / "embedded" / ".grar-dataset").read_text())
+    assert len(marker["sha256"]) == 64 and marker["files"] == 2 * (10 + 3) + 2  # images, labels, classes, scenes
+    digest = config_hash(params)
+    (data / "embedded" / ".grar-dataset").write_text(json.dumps({**marker, "sha256": "0" * 64}))
+    assert config_hash(params) != digest  # re-prepared data: another run
+    (data / "embedded" / ".grar-dataset").unlink()
+    assert config_hash(params) not in (digest, config_hash(tiny_project))  # not prepared: no fingerprint
+
+
 def test_frequency_class_weights_median_balancing():
     # images holding each class: median over the present ones (4, 1, 2) is 2; an absent class weighs 1
     assert frequency_class_weights(np.array([4, 1, 2, 0])).tolist() == [0.5, 2.0, 1.0, 1.0]

@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import Params, load_params, with_overrides
-from pipeline.datasets.embedded import prepare as prepare_embedded
-from pipeline.paths import dataset_dir
+from pipeline.datasets.prepare import prepare_dataset
 from pipeline.stats.build import StatsJob, build_stats
 
 REPO = Path(__file__).resolve().parents[2]
@@ -42,7 +41,7 @@ def make_project(root: Path) -> Params:
         "data.workers": 1, "stats.workers": 1,
         "data.embedded": {"train_images": TRAIN_IMAGES, "val_images": VAL_IMAGES, "image_size": IMAGE_SIZE, "seed": 0},
     })
-    prepare_embedded(params, dataset_dir(params, "embedded"))
+    prepare_dataset(params, "embedded")  # with its marker and content fingerprint, as `grar prepare` writes it
     build_stats(StatsJob.for_dataset(params, "embedded"))
     return params
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ from PIL import Image
 
 from pipeline.cli import main
 from pipeline.config import with_overrides
-from pipeline.datasets.prepare import MARKER, prepare_dataset
+from pipeline.datasets.prepare import MARKER, content_fingerprint, prepare_dataset
 from pipeline.errors import ConfigError, DataError
 
 LABELS = {  # stem -> (3, 5) label values as the user's files hold them
@@ -89,7 +90,8 @@ def test_split_folder_layout(params, tmp_path):
     out = prepare_dataset(folder_params(params, "mine", str(source)), "mine")
     assert out == Path(params.data.root) / "mine"
     assert (out / "classes.csv").read_text() == "id,name\n0,sky\n1,road\n2,car\n"
-    assert (out / MARKER).read_text() == "mine\n"
+    marker = json.loads((out / MARKER).read_text())
+    assert marker == {"dataset": "mine", "files": 7, **content_fingerprint(out)}  # classes.csv, 3 images, 3 labels
     np.testing.assert_array_equal(read(out / "train" / "labels" / "a.png"), LABELS["a"])
     np.testing.assert_array_equal(read(out / "val" / "labels" / "c.png"), LABELS["c"])
     assert (out / "train" / "images" / "a.jpg").read_bytes() == (source / "train" / "images" / "a.jpg").read_bytes()
