@@ -179,7 +179,7 @@ def check_size(path: Path, size: tuple[int, int], images: Path) -> None:
     try:
         with Image.open(image_path) as image:
             image_size = image.size
-    except (OSError, SyntaxError, ValueError) as err:
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         raise DataError(f"{image_path}: unreadable image ({err})") from None
     if image_size != size:
         raise DataError(

@@ -113,15 +113,23 @@ def rewrite(path, rows, mode="L"):
          "csv-duplicate", "csv-order"],
 )
 def test_bad_input_is_a_clear_error_and_writes_nothing(folders, capsys, change, named, message):
-    (folders / "out.json").write_text("previous")
+    previous = json.dumps({"miou": 0.5, "num_images": 2, "per_class_iou": {}})  # an earlier output of ours
+    (folders / "out.json").write_text(previous)
     change(folders)
     assert evaluate("--classes", "classes.csv") == 1
     err = capsys.readouterr().err
     assert "Traceback" not in err
     last = err.splitlines()[-1]  # after the progress bar
     assert last.startswith("grar: error: ") and named in last and message in last, err
-    assert (folders / "out.json").read_text() == "previous"
+    assert (folders / "out.json").read_text() == previous
     assert sorted(p.name for p in folders.iterdir()) == ["classes.csv", "gt", "out.json", "pred"]
+
+
+def test_a_json_of_someone_elses_is_kept(folders, capsys):
+    (folders / "out.json").write_text("my notes")
+    assert evaluate("--classes", "classes.csv") == 2
+    assert capsys.readouterr().err == "grar: error: --json out.json: exists and was not written by grar; choose another path\n"
+    assert (folders / "out.json").read_text() == "my notes"
 
 
 def test_bad_arguments(folders, capsys):

@@ -100,8 +100,9 @@ def test_figures(job):
     assert (job.out / "heatmap.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     svg = (job.out / "heatmap.svg").read_text()
     assert "<svg" in svg and ">plane<" in svg and ">supported class j<" in svg  # names stay text: searchable
-    assert sorted(p.name for p in job.out.iterdir()) == ["bars", "classes.parquet", "clusters", "cooccurrence.parquet",
-                                                       "heatmap.png", "heatmap.svg", "supporters.parquet"]
+    assert sorted(p.name for p in job.out.iterdir()) == [".grar-stats", "bars", "classes.parquet", "clusters",
+                                                       "cooccurrence.parquet", "heatmap.png", "heatmap.svg",
+                                                       "supporters.parquet"]
 
 
 def test_error_writes_nothing_and_keeps_the_previous_output(job, tmp_path):
