@@ -28,7 +28,7 @@ from tqdm import tqdm
 from pipeline.collect import read_log_frame
 from pipeline.config import Params
 from pipeline.errors import DataError
-from pipeline.io import atomic_dir, atomic_path, check_new_output
+from pipeline.io import atomic_dir, atomic_path, check_new_output, clean_leftovers, temp_prefix
 from pipeline.paper import load_paper_tables
 from pipeline.paths import dataset_dir, stats_dir
 from pipeline.report import layout, qualitative
@@ -129,7 +129,8 @@ def write_report(params: Params, out: Path = layout.REPORTS, examples: int = EXA
     for name in layout.OUTPUTS:
         check_new_output(out / name, folder="." not in name, ours=is_report_output, what="report output")
     out.mkdir(parents=True, exist_ok=True)
-    built = Path(tempfile.mkdtemp(prefix=".report-", suffix=".tmp", dir=out))
+    clean_leftovers(out / "report")  # the build folders of killed report runs
+    built = Path(tempfile.mkdtemp(prefix=temp_prefix(out / "report"), suffix=".tmp", dir=out))
     sources = (Path.cwd(), Path(params.grid.runs), Path(params.executor.log_dir), Path(params.stats.root))
     try:
         site = Site(built, synthetic, sources)
