@@ -6,8 +6,9 @@ official URLs and checksums. ``download_dataset`` fetches each into
 named after the archive (``.../ade20k/ADEChallengeData2016/``):
 
 - **Resumable.** Bytes arrive in ``<file>.part``; a later attempt asks the server
-  for the rest with an HTTP ``Range`` request (a server that ignores it is read
-  from the start). A dropped connection or a timeout is retried a few times.
+  for the rest with an HTTP ``Range`` request (a server that ignores it, or answers
+  with another range than asked, is read from the start). A dropped connection or
+  a timeout is retried a few times; a full disk stops with the ``.part`` kept.
 - **Verified before use.** A finished ``.part`` is hashed; only a match is renamed
   to ``<file>``. A mismatch deletes it and raises ``DataError`` with the expected
   and actual checksums. An existing ``<file>`` is re-hashed at every call.
@@ -25,6 +26,8 @@ named after the archive (``.../ade20k/ADEChallengeData2016/``):
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import http.client
 import os
@@ -32,6 +35,7 @@ import re
 import socket
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -263,16 +267,46 @@ def transfer(url: str, part: Path, timeout: float) -> None:
     with response:
         if offset and response.status != 206:  # the server ignored Range: read from the start
             offset = 0
+        elif offset and resumed_at(response) != offset:
+            # a 206 for another range than asked: appending it would corrupt the part, so start over
+            print(f"{url}: asked to resume at byte {offset}, the server answered "
+                  f"{response.headers.get('Content-Range')!r}; downloading from the start")
+            part.unlink()
+            response.close()
+            return transfer(url, part, timeout)
         length = response.headers.get("Content-Length")
         total = offset + int(length) if length is not None else None
         received = offset
-        with open(part, "ab" if offset else "wb") as out, byte_bar(total, part.name, initial=offset) as bar:
+        with writing(part, url), open(part, "ab" if offset else "wb") as out, byte_bar(
+            total, part.name, initial=offset
+        ) as bar:
             while block := read_block(response, received):
                 out.write(block)
                 received += len(block)
                 bar.update(len(block))
     if total is not None and received < total:
         raise TransferInterrupted(f"connection closed after {received} of {total} bytes")
+
+
+def resumed_at(response: http.client.HTTPResponse) -> int | None:
+    """The first byte a 206 answer holds, from its ``Content-Range: bytes FIRST-LAST/SIZE`` (None if absent)."""
+    match = re.fullmatch(r"bytes (\d+)-\d+/(\d+|\*)", response.headers.get("Content-Range", "").strip())
+    return int(match.group(1)) if match else None
+
+
+@contextlib.contextmanager
+def writing(part: Path, url: str) -> Iterator[None]:
+    """Turn a failed write to ``part`` (a full disk, above all) into one line; ``part`` is kept for a resume."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            size = part.stat().st_size if part.exists() else 0
+            raise DataError(
+                f"{part}: disk full ({err.strerror}) after {size:,} bytes of {url}; the partial download is kept: "
+                f"free some space on that file system and run the command again to resume"
+            ) from None
+        raise DataError(f"{part}: download failed while writing ({err.strerror or err})") from None
 
 
 def read_block(response: http.client.HTTPResponse, received: int) -> bytes:
@@ -287,7 +321,7 @@ def copy_local(source: Path, part: Path, offset: int, url: str) -> None:
     """The ``file://`` case of ``transfer``: copy the rest of ``source`` from ``offset``."""
     if not source.is_file():
         raise DataError(f"{url}: no such file {source}")
-    with open(source, "rb") as src, open(part, "ab" if offset else "wb") as out, byte_bar(
+    with writing(part, url), open(source, "rb") as src, open(part, "ab" if offset else "wb") as out, byte_bar(
         source.stat().st_size, part.name, initial=offset
     ) as bar:
         src.seek(offset)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import zipfile
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import with_overrides
+from pipeline.datasets import download
 from pipeline.datasets.download import ARCHIVES, Archive, archives_for, download_dataset, fetch, resolve_url, source_paths
 from pipeline.errors import ConfigError, DataError
 
@@ -190,3 +192,55 @@ def test_download_dataset_extracts_once(server, params, monkeypatch):
 def test_source_paths_tell_which_download_is_missing(params):
     with pytest.raises(DataError, match=r"ADEChallengeData2016 not found: run `grar download ade20k` first"):
         source_paths(params, "ade20k")
+
+
+def test_resume_answered_from_another_offset_starts_over(server, tmp_path, capsys):
+    server.files["a.bin"] = DATA
+    server.drop_once.add("a.bin")
+    server.range_start = 1000  # a 206 that does not start where the part ends
+    target = tmp_path / "a.bin"
+    fetch(archive_for(server.url("a.bin")), target)
+    half = len(DATA) // 2
+    assert server.requests == [("/a.bin", None), ("/a.bin", f"bytes={half}-"), ("/a.bin", None)]
+    assert target.read_bytes() == DATA
+    assert f"asked to resume at byte {half}, the server answered 'bytes 1000-263939/263940'; downloading from the start" \
+        in capsys.readouterr().out
+
+
+class FullDisk:
+    """A file opened for writing that takes ``room`` bytes, then fails as a full disk does."""
+
+    def __init__(self, file, room: int) -> None:
+        self.file, self.room = file, room
+
+    def write(self, data: bytes) -> int:
+        if len(data) > self.room:
+            self.file.write(data[: self.room])
+            self.room = 0
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.room -= len(data)
+        return self.file.write(data)
+
+    def __enter__(self) -> "FullDisk":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.file.close()
+
+
+def test_full_disk_keeps_the_part_and_a_later_run_resumes(server, tmp_path, monkeypatch):
+    server.files["a.bin"] = DATA
+    archive = archive_for(server.url("a.bin"))
+    part = tmp_path / "a.bin.part"
+    monkeypatch.setattr(download, "open", lambda path, mode="r": FullDisk(open(path, mode), 100_000), raising=False)
+    message = (
+        rf"^{part}: disk full \(No space left on device\) after 100,000 bytes of {server.url('a.bin')}; "
+        r"the partial download is kept: free some space on that file system and run the command again to resume$"
+    )
+    with pytest.raises(DataError, match=message):
+        fetch(archive, tmp_path / "a.bin")
+    assert part.read_bytes() == DATA[:100_000]
+    monkeypatch.undo()
+    fetch(archive, tmp_path / "a.bin")
+    assert server.requests[-1] == ("/a.bin", "bytes=100000-")
+    assert (tmp_path / "a.bin").read_bytes() == DATA
