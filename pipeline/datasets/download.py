@@ -18,10 +18,12 @@ named after the archive (``.../ade20k/ADEChallengeData2016/``):
 - **Mirror.** ``data.mirror`` (``https://host/path``, ``http://...`` or
   ``file:///path``) replaces the official host and path; the file name is kept:
   ``<mirror>/<file name>``.
-- **Trust on first use (TOFU).** COCO-Stuff-10k publishes no checksum. Its first
-  download records the SHA-256 it computes in ``<file>.sha256`` beside the archive
-  and says so loudly; every later use verifies against that file. Keep the file
-  (or compare its value with a colleague's copy) — deleting it restarts the trust.
+- **Trust on first use (TOFU).** COCO-Stuff-10k publishes no checksum. Once its
+  first download has extracted successfully, the SHA-256 of the archive is recorded
+  in ``<file>.sha256`` beside it, loudly; every later use verifies against that
+  file. A download that is no zip or tar (an HTML error page a mirror serves with
+  status 200) is deleted and named, and nothing is recorded. Keep the file (or
+  compare its value with a colleague's copy) — deleting it restarts the trust.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from urllib.parse import urlparse
 
 from pipeline.config import Params
 from pipeline.datasets.common import byte_bar
-from pipeline.datasets.extract import STAMP_NAME, archive_stem, extract_archive
+from pipeline.datasets.extract import STAMP_NAME, archive_stem, describe_start, extract_archive, is_archive
 from pipeline.errors import ConfigError, DataError
 from pipeline.io import write_text_atomic
 from pipeline.paths import download_dir
@@ -188,14 +190,14 @@ def fetch(
     """Make ``target`` a verified copy of ``archive``; return its checksum.
 
     An existing, verified ``target`` is kept without any request unless ``force``.
+    With no checksum published or recorded yet, nothing is verified or recorded here:
+    ``download_dataset`` records it once the archive has extracted.
     """
     url = resolve_url(archive, mirror)
     if target.exists() and not force:
         expected = expected_checksum(archive, target)
         actual = file_digest(target, archive.algorithm)
         if expected is None or actual == expected:
-            if expected is None:
-                record_tofu(target, actual)
             return actual
         print(f"{target}: checksum mismatch (expected {archive.algorithm} {expected}, got {actual}); downloading again")
         target.unlink()
@@ -219,15 +221,14 @@ def verify_part(archive: Archive, part: Path, target: Path, url: str) -> str:
     actual = file_digest(part, archive.algorithm)
     expected = expected_checksum(archive, target)
     if expected is not None and actual != expected:
+        looks = f"; {describe_start(part)}" if archive.extract and not is_archive(part) else ""
         part.unlink()
         origin = "published" if archive.checksum else f"recorded at first use in {tofu_record(target)}"
         raise DataError(
-            f"{url}: corrupt download, deleted: {archive.algorithm} expected {expected} ({origin}), got {actual} "
-            f"(a wrong mirror file, or damaged in transit: run the command again)"
+            f"{url}: corrupt download, deleted: {archive.algorithm} expected {expected} ({origin}), got {actual}"
+            f"{looks} (a wrong mirror file, or damaged in transit: run the command again)"
         )
     os.replace(part, target)
-    if expected is None:
-        record_tofu(target, actual)
     return actual
 
 
@@ -236,7 +237,7 @@ def record_tofu(target: Path, digest: str) -> None:
     record = tofu_record(target)
     write_text_atomic(record, f"{digest}  {target.name}\n")
     print(
-        f"{target.name}: no official checksum is published; TRUST ON FIRST USE: recorded "
+        f"{target.name}: no official checksum is published; TRUST ON FIRST USE: it extracted, so recorded "
         f"{TOFU_ALGORITHM} {digest} in {record}. Later runs verify against it; keep that file."
     )
 
@@ -337,14 +338,25 @@ def download_dataset(params: Params, name: str, force: bool = False) -> list[Pat
     for archive in archives_for(name):
         target = root / archive.filename
         digest = fetch(archive, target, params.data.mirror, force=force)
-        if not archive.extract:
+        untrusted = archive.checksum is None and not tofu_record(target).exists()
+        if archive.extract:
+            if untrusted and not is_archive(target):
+                looks = describe_start(target)
+                target.unlink()
+                url = resolve_url(archive, params.data.mirror)
+                raise DataError(
+                    f"{target}: from {url}, is not a zip or tar archive: {looks}; deleted, no checksum recorded "
+                    f"(check the URL or data.mirror, then run the command again)"
+                )
+            folder = root / archive_stem(archive.filename)
+            stamp = f"{archive.filename} {archive.algorithm} {digest}"
+            stamp_file = folder / STAMP_NAME
+            if force or not stamp_file.exists() or stamp_file.read_text(encoding="utf-8") != stamp:
+                extract_archive(target, folder, stamp)
+            results.append(folder)
+        else:
             results.append(target)
-            continue
-        folder = root / archive_stem(archive.filename)
-        stamp = f"{archive.filename} {archive.algorithm} {digest}"
-        stamp_file = folder / STAMP_NAME
-        if force or not stamp_file.exists() or stamp_file.read_text(encoding="utf-8") != stamp:
-            extract_archive(target, folder, stamp)
-        results.append(folder)
+        if untrusted:  # only now that it extracted: an archive that fails to is never trusted
+            record_tofu(target, digest)
     return results
 

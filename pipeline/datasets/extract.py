@@ -250,6 +250,11 @@ def extract_archive(archive: Path, target: Path, stamp: str = "") -> None:
         raise DataError(f"{archive}: extraction into {target} failed ({err})") from None
 
 
+def is_archive(path: Path) -> bool:
+    """Whether ``path`` is a zip or a tar (by content, not name): what ``extract_archive`` accepts."""
+    return zipfile.is_zipfile(path) or tarfile.is_tarfile(path)
+
+
 def describe_start(path: Path) -> str:
     """What a file that should be an archive looks like: ``starts with '<!DOCTYPE html>'`` (an error page)."""
     with open(path, "rb") as f:
