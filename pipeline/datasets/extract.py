@@ -263,7 +263,8 @@ def describe_start(path: Path) -> str:
         return "it is empty"
     text = head.split(b"\n", 1)[0].strip()
     if text and all(32 <= byte < 127 or byte == 9 for byte in text):
-        return f"it starts with {text.decode('ascii')[:40]!r}" + (" (an HTML page, not the archive)" if text[:1] == b"<" else "")
+        html = " (an HTML page, not the archive)" if text.startswith(b"<") else ""
+        return f"it starts with {text.decode('ascii')[:40]!r}{html}"
     return f"it starts with the bytes {head[:8].hex(' ')}"
 
 
