@@ -91,20 +91,30 @@ ARCHIVES: dict[str, tuple[Archive, ...]] = {
         ),
         Archive(
             # PASCAL in Detail's merged annotations, the copy PyTorch-Encoding,
-            # mmsegmentation and torchvision-style loaders download.
+            # mmsegmentation and gluon-cv download. No primary source publishes a
+            # checksum; this SHA-1 is the one the widely used converters verify by default:
+            # https://github.com/zhanghang1989/PyTorch-Encoding/blob/master/scripts/prepare_pcontext.py
+            # https://github.com/dmlc/gluon-cv/blob/master/scripts/datasets/pascal_context.py
+            # An MD5 (3c2d0c0656b7be9eb61928ffe885d8ce) circulates only in torchvision-style
+            # forks (torchvision itself has no PASCAL-Context loader) and is not checked.
             key="trainval_merged",
             filename="trainval_merged.json",
             url="https://codalabuser.blob.core.windows.net/public/trainval_merged.json",
-            algorithm="md5",
-            checksum="3c2d0c0656b7be9eb61928ffe885d8ce",
+            algorithm="sha1",
+            checksum="169325d9f7e9047537fedca7b04de4dddf10b881",
             extract=False,
         ),
     ),
     "coco_stuff": (
         Archive(
+            # The official README (https://github.com/nightrome/cocostuff10k#dataset) links
+            # http://calvin.inf.ed.ac.uk/...; the host serves that folder over https too
+            # (public scripts fetch https://calvin.inf.ed.ac.uk/wp-content/uploads/data/
+            # cocostuffdataset/ with `curl -f`; not checkable from the build machines). With
+            # no checksum published, https is what protects the first, trusted download.
             key="cocostuff-10k",
             filename="cocostuff-10k-v1.1.zip",
-            url="http://calvin.inf.ed.ac.uk/wp-content/uploads/data/cocostuffdataset/cocostuff-10k-v1.1.zip",
+            url="https://calvin.inf.ed.ac.uk/wp-content/uploads/data/cocostuffdataset/cocostuff-10k-v1.1.zip",
             algorithm=TOFU_ALGORITHM,
             checksum=None,  # none published: trust on first use
             extract=True,

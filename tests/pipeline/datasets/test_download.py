@@ -135,8 +135,10 @@ def test_registry_has_official_urls_and_checksums():
     assert names["ADEChallengeData2016.zip"].checksum == "219e1696abb36c8ba3a3afe7fb2f4b4606a897c7"
     assert names["ADEChallengeData2016.zip"].algorithm == "sha1"
     assert names["VOCtrainval_03-May-2010.tar"].checksum == "da459979d0c395079b5c75ee67908abb"
-    assert names["trainval_merged.json"].checksum == "3c2d0c0656b7be9eb61928ffe885d8ce"
-    assert names["cocostuff-10k-v1.1.zip"].checksum is None  # trust on first use
+    assert names["trainval_merged.json"].checksum == "169325d9f7e9047537fedca7b04de4dddf10b881"
+    assert names["trainval_merged.json"].algorithm == "sha1"  # as PyTorch-Encoding and gluon-cv publish it
+    assert names["cocostuff-10k-v1.1.zip"].checksum is None  # trust on first use ...
+    assert names["cocostuff-10k-v1.1.zip"].url.startswith("https://calvin.inf.ed.ac.uk/")  # ... over https
     assert all(a.url.endswith("/" + a.filename) for a in names.values())
     for archive in names.values():  # the algorithm matches the checksum's length
         assert archive.checksum is None or len(archive.checksum) == hashlib.new(archive.algorithm).digest_size * 2
