@@ -41,15 +41,17 @@ from pipeline.io import atomic_dir
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
 STAMP_NAME = ".grar-extracted"  # written last inside the folder: which archive (and checksum) it holds
 
-# Caps against zip/tar bombs, generous for the real archives. Their figures (estimates
-# from the published sizes and split counts; the archives themselves could not be
-# fetched here): ADEChallengeData2016.zip 923 MB, ~44,400 members (20,210 + 2,000
-# images and as many PNG labels), ~1 GB unpacked; VOCtrainval_03-May-2010.tar 1.3 GB,
-# ~40,000 members (~21,000 JPEGs, their XML annotations, segmentation PNGs, lists),
-# as large unpacked; cocostuff-10k-v1.1.zip 2.0 GB, ~20,000 members (10,000 JPEGs and
-# .mat files), ~2.1 GB unpacked. JPEG, PNG and MATLAB v5 data barely compress (about
-# 1:1), text and XML members about 5:1 to 20:1; deflate tops out near 1,032:1, which is
-# what bombs use.
+# Caps against zip/tar bombs, generous for the real archives. Their figures are
+# estimates from the published download sizes and split counts (the archives cannot be
+# fetched from the build machines, so member counts were not listed):
+#   ADEChallengeData2016.zip     923 MB   ~44,400 members: 20,210 + 2,000 JPEGs, as many
+#                                         PNG labels, 2 text files; ~1 GB unpacked
+#   VOCtrainval_03-May-2010.tar  1.3 GB   ~20,000-45,000 members: JPEGs, one XML each,
+#                                         segmentation PNGs, lists; as large unpacked (tar)
+#   cocostuff-10k-v1.1.zip       2.0 GB   ~20,000 members: 10,000 JPEGs and 10,000 .mat
+#                                         files; ~2-2.5 GB unpacked
+# JPEG, PNG and MATLAB v5 data barely compress (about 1:1), text and XML about 5:1 to
+# 20:1; deflate tops out near 1,032:1, which is what bombs use.
 MAX_MEMBERS = 250_000  # > 5x the largest real count
 MAX_TOTAL_BYTES = 32 * 1024**3  # 32 GiB: > 10x the largest real archive unpacked
 MAX_RATIO = 200  # uncompressed / compressed size of a member (of a whole tar): 10x the most any real text gets
