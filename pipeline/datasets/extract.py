@@ -58,10 +58,8 @@ MAX_RATIO = 200  # uncompressed / compressed size of a member (of a whole tar): 
 RATIO_FLOOR = 1024**2  # members under 1 MiB unpacked may compress better (empty or repetitive text files)
 BLOCK = 4096  # disk space a member takes beyond its bytes, at most (one file-system block)
 FREE_MARGIN = 256 * 1024**2  # what extraction leaves free on the target's file system
-ZIP_METHODS = {
-    zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate", zipfile.ZIP_BZIP2: "bzip2",
-    zipfile.ZIP_LZMA: "lzma",
-}  # what Python's zipfile reads; others: 9 = Deflate64 (Windows' zip for large files), 93 = zstd, 99 = AES
+ZIP_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA)  # what zipfile reads
+OTHER_ZIP_METHODS = {9: "Deflate64, as Windows zips large files", 93: "Zstandard", 99: "AES encryption"}
 
 
 @dataclass(frozen=True)
@@ -185,7 +183,8 @@ def zip_members(archive: zipfile.ZipFile) -> list[Member]:
         if info.flag_bits & 0x1:
             members.append(Member(info.filename, "file", **sizes, unreadable="is encrypted (password-protected)"))
         elif info.compress_type not in ZIP_METHODS:
-            why = f"uses compression method {info.compress_type}, which Python's zipfile cannot read"
+            known = f" ({OTHER_ZIP_METHODS[info.compress_type]})" if info.compress_type in OTHER_ZIP_METHODS else ""
+            why = f"uses compression method {info.compress_type}{known}, which Python's zipfile cannot read"
             members.append(Member(info.filename, "file", **sizes, unreadable=why))
         elif stat.S_ISLNK(info.external_attr >> 16):
             if info.file_size > BLOCK:  # a link's data is a path: never read a large one into memory
