@@ -76,10 +76,25 @@ def convert(root: Path, out_dir: Path, workers: int) -> None:
 
 
 def read_list(path: Path) -> list[str]:
-    """The image stems of an ``imageLists`` file; a missing or empty list raises ``DataError``."""
+    """The image stems of an ``imageLists`` file, one a line.
+
+    A missing or empty list, or a stem that is a path (``../../etc/passwd`` would be
+    read from outside ``images/`` and ``annotations/``), raises ``DataError``.
+    """
     if not path.is_file():
         raise DataError(f"{path}: image list not found")
-    stems = path.read_text(encoding="utf-8").split()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(f"{path}: cannot read the image list ({err})") from None
+    stems = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        stem = line.strip()
+        if not stem:
+            continue
+        if "/" in stem or "\\" in stem or stem in (".", "..") or "\x00" in stem:
+            raise DataError(f"{path}: line {number}: {stem!r} is not an image stem (a path; it would leave images/)")
+        stems.append(stem)
     if not stems:
         raise DataError(f"{path}: empty split: the list names no image")
     return stems

@@ -6,8 +6,9 @@ official URLs and checksums. ``download_dataset`` fetches each into
 named after the archive (``.../ade20k/ADEChallengeData2016/``):
 
 - **Resumable.** Bytes arrive in ``<file>.part``; a later attempt asks the server
-  for the rest with an HTTP ``Range`` request (a server that ignores it is read
-  from the start). A dropped connection or a timeout is retried a few times.
+  for the rest with an HTTP ``Range`` request (a server that ignores it, or answers
+  with another range than asked, is read from the start). A dropped connection or
+  a timeout is retried a few times; a full disk stops with the ``.part`` kept.
 - **Verified before use.** A finished ``.part`` is hashed; only a match is renamed
   to ``<file>``. A mismatch deletes it and raises ``DataError`` with the expected
   and actual checksums. An existing ``<file>`` is re-hashed at every call.
@@ -17,14 +18,18 @@ named after the archive (``.../ade20k/ADEChallengeData2016/``):
 - **Mirror.** ``data.mirror`` (``https://host/path``, ``http://...`` or
   ``file:///path``) replaces the official host and path; the file name is kept:
   ``<mirror>/<file name>``.
-- **Trust on first use (TOFU).** COCO-Stuff-10k publishes no checksum. Its first
-  download records the SHA-256 it computes in ``<file>.sha256`` beside the archive
-  and says so loudly; every later use verifies against that file. Keep the file
-  (or compare its value with a colleague's copy) — deleting it restarts the trust.
+- **Trust on first use (TOFU).** COCO-Stuff-10k publishes no checksum. Once its
+  first download has extracted successfully, the SHA-256 of the archive is recorded
+  in ``<file>.sha256`` beside it, loudly; every later use verifies against that
+  file. A download that is no zip or tar (an HTML error page a mirror serves with
+  status 200) is deleted and named, and nothing is recorded. Keep the file (or
+  compare its value with a colleague's copy) — deleting it restarts the trust.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import http.client
 import os
@@ -32,13 +37,14 @@ import re
 import socket
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
 from pipeline.config import Params
 from pipeline.datasets.common import byte_bar
-from pipeline.datasets.extract import STAMP_NAME, archive_stem, extract_archive
+from pipeline.datasets.extract import STAMP_NAME, archive_stem, describe_start, extract_archive, is_archive
 from pipeline.errors import ConfigError, DataError
 from pipeline.io import write_text_atomic
 from pipeline.paths import download_dir
@@ -85,20 +91,30 @@ ARCHIVES: dict[str, tuple[Archive, ...]] = {
         ),
         Archive(
             # PASCAL in Detail's merged annotations, the copy PyTorch-Encoding,
-            # mmsegmentation and torchvision-style loaders download.
+            # mmsegmentation and gluon-cv download. No primary source publishes a
+            # checksum; this SHA-1 is the one the widely used converters verify by default:
+            # https://github.com/zhanghang1989/PyTorch-Encoding/blob/master/scripts/prepare_pcontext.py
+            # https://github.com/dmlc/gluon-cv/blob/master/scripts/datasets/pascal_context.py
+            # An MD5 (3c2d0c0656b7be9eb61928ffe885d8ce) circulates only in torchvision-style
+            # forks (torchvision itself has no PASCAL-Context loader) and is not checked.
             key="trainval_merged",
             filename="trainval_merged.json",
             url="https://codalabuser.blob.core.windows.net/public/trainval_merged.json",
-            algorithm="md5",
-            checksum="3c2d0c0656b7be9eb61928ffe885d8ce",
+            algorithm="sha1",
+            checksum="169325d9f7e9047537fedca7b04de4dddf10b881",
             extract=False,
         ),
     ),
     "coco_stuff": (
         Archive(
+            # The official README (https://github.com/nightrome/cocostuff10k#dataset) links
+            # http://calvin.inf.ed.ac.uk/...; the host serves that folder over https too
+            # (public scripts fetch https://calvin.inf.ed.ac.uk/wp-content/uploads/data/
+            # cocostuffdataset/ with `curl -f`; not checkable from the build machines). With
+            # no checksum published, https is what protects the first, trusted download.
             key="cocostuff-10k",
             filename="cocostuff-10k-v1.1.zip",
-            url="http://calvin.inf.ed.ac.uk/wp-content/uploads/data/cocostuffdataset/cocostuff-10k-v1.1.zip",
+            url="https://calvin.inf.ed.ac.uk/wp-content/uploads/data/cocostuffdataset/cocostuff-10k-v1.1.zip",
             algorithm=TOFU_ALGORITHM,
             checksum=None,  # none published: trust on first use
             extract=True,
@@ -184,14 +200,14 @@ def fetch(
     """Make ``target`` a verified copy of ``archive``; return its checksum.
 
     An existing, verified ``target`` is kept without any request unless ``force``.
+    With no checksum published or recorded yet, nothing is verified or recorded here:
+    ``download_dataset`` records it once the archive has extracted.
     """
     url = resolve_url(archive, mirror)
     if target.exists() and not force:
         expected = expected_checksum(archive, target)
         actual = file_digest(target, archive.algorithm)
         if expected is None or actual == expected:
-            if expected is None:
-                record_tofu(target, actual)
             return actual
         print(f"{target}: checksum mismatch (expected {archive.algorithm} {expected}, got {actual}); downloading again")
         target.unlink()
@@ -215,15 +231,14 @@ def verify_part(archive: Archive, part: Path, target: Path, url: str) -> str:
     actual = file_digest(part, archive.algorithm)
     expected = expected_checksum(archive, target)
     if expected is not None and actual != expected:
+        looks = f"; {describe_start(part)}" if archive.extract and not is_archive(part) else ""
         part.unlink()
         origin = "published" if archive.checksum else f"recorded at first use in {tofu_record(target)}"
         raise DataError(
-            f"{url}: corrupt download, deleted: {archive.algorithm} expected {expected} ({origin}), got {actual} "
-            f"(a wrong mirror file, or damaged in transit: run the command again)"
+            f"{url}: corrupt download, deleted: {archive.algorithm} expected {expected} ({origin}), got {actual}"
+            f"{looks} (a wrong mirror file, or damaged in transit: run the command again)"
         )
     os.replace(part, target)
-    if expected is None:
-        record_tofu(target, actual)
     return actual
 
 
@@ -232,7 +247,7 @@ def record_tofu(target: Path, digest: str) -> None:
     record = tofu_record(target)
     write_text_atomic(record, f"{digest}  {target.name}\n")
     print(
-        f"{target.name}: no official checksum is published; TRUST ON FIRST USE: recorded "
+        f"{target.name}: no official checksum is published; TRUST ON FIRST USE: it extracted, so recorded "
         f"{TOFU_ALGORITHM} {digest} in {record}. Later runs verify against it; keep that file."
     )
 
@@ -263,16 +278,46 @@ def transfer(url: str, part: Path, timeout: float) -> None:
     with response:
         if offset and response.status != 206:  # the server ignored Range: read from the start
             offset = 0
+        elif offset and resumed_at(response) != offset:
+            # a 206 for another range than asked: appending it would corrupt the part, so start over
+            print(f"{url}: asked to resume at byte {offset}, the server answered "
+                  f"{response.headers.get('Content-Range')!r}; downloading from the start")
+            part.unlink()
+            response.close()
+            return transfer(url, part, timeout)
         length = response.headers.get("Content-Length")
         total = offset + int(length) if length is not None else None
         received = offset
-        with open(part, "ab" if offset else "wb") as out, byte_bar(total, part.name, initial=offset) as bar:
+        with writing(part, url), open(part, "ab" if offset else "wb") as out, byte_bar(
+            total, part.name, initial=offset
+        ) as bar:
             while block := read_block(response, received):
                 out.write(block)
                 received += len(block)
                 bar.update(len(block))
     if total is not None and received < total:
         raise TransferInterrupted(f"connection closed after {received} of {total} bytes")
+
+
+def resumed_at(response: http.client.HTTPResponse) -> int | None:
+    """The first byte a 206 answer holds, from its ``Content-Range: bytes FIRST-LAST/SIZE`` (None if absent)."""
+    match = re.fullmatch(r"bytes (\d+)-\d+/(\d+|\*)", response.headers.get("Content-Range", "").strip())
+    return int(match.group(1)) if match else None
+
+
+@contextlib.contextmanager
+def writing(part: Path, url: str) -> Iterator[None]:
+    """Turn a failed write to ``part`` (a full disk, above all) into one line; ``part`` is kept for a resume."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            size = part.stat().st_size if part.exists() else 0
+            raise DataError(
+                f"{part}: disk full ({err.strerror}) after {size:,} bytes of {url}; the partial download is kept: "
+                f"free some space on that file system and run the command again to resume"
+            ) from None
+        raise DataError(f"{part}: download failed while writing ({err.strerror or err})") from None
 
 
 def read_block(response: http.client.HTTPResponse, received: int) -> bytes:
@@ -287,7 +332,7 @@ def copy_local(source: Path, part: Path, offset: int, url: str) -> None:
     """The ``file://`` case of ``transfer``: copy the rest of ``source`` from ``offset``."""
     if not source.is_file():
         raise DataError(f"{url}: no such file {source}")
-    with open(source, "rb") as src, open(part, "ab" if offset else "wb") as out, byte_bar(
+    with writing(part, url), open(source, "rb") as src, open(part, "ab" if offset else "wb") as out, byte_bar(
         source.stat().st_size, part.name, initial=offset
     ) as bar:
         src.seek(offset)
@@ -303,14 +348,25 @@ def download_dataset(params: Params, name: str, force: bool = False) -> list[Pat
     for archive in archives_for(name):
         target = root / archive.filename
         digest = fetch(archive, target, params.data.mirror, force=force)
-        if not archive.extract:
+        untrusted = archive.checksum is None and not tofu_record(target).exists()
+        if archive.extract:
+            if untrusted and not is_archive(target):
+                looks = describe_start(target)
+                target.unlink()
+                url = resolve_url(archive, params.data.mirror)
+                raise DataError(
+                    f"{target}: from {url}, is not a zip or tar archive: {looks}; deleted, no checksum recorded "
+                    f"(check the URL or data.mirror, then run the command again)"
+                )
+            folder = root / archive_stem(archive.filename)
+            stamp = f"{archive.filename} {archive.algorithm} {digest}"
+            stamp_file = folder / STAMP_NAME
+            if force or not stamp_file.exists() or stamp_file.read_text(encoding="utf-8") != stamp:
+                extract_archive(target, folder, stamp)
+            results.append(folder)
+        else:
             results.append(target)
-            continue
-        folder = root / archive_stem(archive.filename)
-        stamp = f"{archive.filename} {archive.algorithm} {digest}"
-        stamp_file = folder / STAMP_NAME
-        if force or not stamp_file.exists() or stamp_file.read_text(encoding="utf-8") != stamp:
-            extract_archive(target, folder, stamp)
-        results.append(folder)
+        if untrusted:  # only now that it extracted: an archive that fails to is never trusted
+            record_tofu(target, digest)
     return results
 

@@ -97,17 +97,24 @@ def read_annotations(json_path: Path, images: Path) -> tuple[list[Sample], np.nd
             if int(ann["category_id"]) not in known:
                 raise DataError(f"{json_path}: annotation {ann.get('id')} has unknown category_id {ann['category_id']}")
             by_image.setdefault(int(ann["image_id"]), []).append((int(ann["category_id"]), ann["segmentation"]))
-        samples = [
-            Sample(
-                split=img["phase"],
-                image=images / img["file_name"],
-                height=int(img["height"]),
-                width=int(img["width"]),
-                segments=tuple(by_image.get(int(img["image_id"]), ())),
-                source=f"{json_path} image {img['file_name']}",
+        samples = []
+        for img in data["images"]:
+            name = img["file_name"]
+            if not isinstance(name, str) or "/" in name or "\\" in name or name in ("", ".", "..") or "\x00" in name:
+                raise DataError(
+                    f"{json_path}: image {img.get('image_id')}: file_name {name!r} is not a file name "
+                    f"(a path; it would leave {images})"
+                )
+            samples.append(
+                Sample(
+                    split=img["phase"],
+                    image=images / name,
+                    height=int(img["height"]),
+                    width=int(img["width"]),
+                    segments=tuple(by_image.get(int(img["image_id"]), ())),
+                    source=f"{json_path} image {name}",
+                )
             )
-            for img in data["images"]
-        ]
     except FileNotFoundError:
         raise DataError(f"{json_path}: file not found") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:

@@ -20,6 +20,7 @@ class ArchiveServer:
 
     ``drop_once``: names whose first GET is cut after half the body (the connection closes).
     ``ignore_range``: answer Range requests with the whole file (HTTP 200), as some servers do.
+    ``range_start``: answer Range requests with a 206 from this byte instead of the one asked for (a broken proxy).
     """
 
     def __init__(self) -> None:
@@ -27,6 +28,7 @@ class ArchiveServer:
         self.requests: list[tuple[str, str | None]] = []
         self.drop_once: set[str] = set()
         self.ignore_range = False
+        self.range_start: int | None = None
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), RangeHandler)
         self.httpd.daemon_threads = True
         self.httpd.owner = self  # type: ignore[attr-defined]
@@ -55,7 +57,7 @@ class RangeHandler(BaseHTTPRequestHandler):
         start = 0
         match = re.fullmatch(r"bytes=(\d+)-", requested or "")
         if match and not server.ignore_range:
-            start = int(match.group(1))
+            start = int(match.group(1)) if server.range_start is None else server.range_start
             if start >= len(data):
                 self.send_response(416)
                 self.send_header("Content-Range", f"bytes */{len(data)}")

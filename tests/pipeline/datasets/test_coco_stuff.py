@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,9 @@ import pytest
 import scipy.io
 from PIL import Image
 
+from pipeline.config import with_overrides
 from pipeline.datasets import coco_stuff
+from pipeline.datasets.download import download_dataset
 from pipeline.datasets.prepare import prepare_dataset
 from pipeline.errors import DataError
 
@@ -119,3 +122,19 @@ def test_bad_files_name_the_file(tmp_path):
     (root / "imageLists" / "test.txt").write_text("\n")
     with pytest.raises(DataError, match=r"test\.txt: empty split"):
         coco_stuff.convert(root, tmp_path / "out", workers=1)
+
+
+def test_list_entry_leaving_the_folder_is_refused_from_the_downloaded_archive(server, params, tmp_path):
+    root = write_miniature(tmp_path / "src")
+    (root / "imageLists" / "train.txt").write_text(f"{TRAIN}\n../../../../etc/passwd\n")
+    with zipfile.ZipFile(tmp_path / "cocostuff-10k-v1.1.zip", "w") as zf:  # the official layout, no top folder
+        for path in sorted(root.rglob("*")):
+            zf.write(path, path.relative_to(root).as_posix())
+    server.files["m/cocostuff-10k-v1.1.zip"] = (tmp_path / "cocostuff-10k-v1.1.zip").read_bytes()
+    params = with_overrides(params, {"data.mirror": f"{server.base}/m"})
+    download_dataset(params, "coco_stuff")
+    listed = Path(params.data.downloads) / "coco_stuff" / "cocostuff-10k-v1.1" / "imageLists" / "train.txt"
+    message = rf"^{listed}: line 2: '(\.\./){{4}}etc/passwd' is not an image stem \(a path; it would leave images/\)$"
+    with pytest.raises(DataError, match=message):
+        prepare_dataset(params, "coco_stuff")
+    assert not (Path(params.data.root) / "coco_stuff").exists()

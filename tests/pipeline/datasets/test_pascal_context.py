@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +13,9 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from pipeline.config import with_overrides
 from pipeline.datasets import pascal_context
+from pipeline.datasets.download import ARCHIVES, download_dataset
 from pipeline.datasets.prepare import prepare_dataset
 from pipeline.errors import DataError
 
@@ -163,3 +168,29 @@ def test_missing_image_empty_split_and_bad_json(tmp_path):
     json_path.write_text("{not json")
     with pytest.raises(DataError, match=r"trainval_merged\.json: not valid JSON"):
         pascal_context.convert(voc, json_path, tmp_path / "out", workers=1)
+
+
+def test_file_name_leaving_the_folder_is_refused_from_the_downloaded_archives(server, params, tmp_path, monkeypatch):
+    images = [
+        {"image_id": 2008000001, "file_name": "2008_000001.jpg", "height": 5, "width": 7, "phase": "train"},
+        {"image_id": 7, "file_name": "../../../../../etc/passwd", "height": 4, "width": 6, "phase": "val"},
+    ]
+    voc, json_path = write_miniature(tmp_path / "src", annotations=[], images=images)
+    with tarfile.open(tmp_path / "VOCtrainval_03-May-2010.tar", "w") as tf:  # the official layout: VOCdevkit/VOC2010/
+        tf.add(voc / "VOCdevkit", arcname="VOCdevkit")
+    served = {"VOC2010": tmp_path / "VOCtrainval_03-May-2010.tar", "trainval_merged": json_path}
+    published = []
+    for archive in ARCHIVES["pascal_context"]:  # the miniatures' checksums stand in for the published ones
+        data = served[archive.key].read_bytes()
+        server.files[f"m/{archive.filename}"] = data
+        published.append(dataclasses.replace(archive, checksum=hashlib.new(archive.algorithm, data).hexdigest()))
+    monkeypatch.setitem(ARCHIVES, "pascal_context", tuple(published))
+    params = with_overrides(params, {"data.mirror": f"{server.base}/m"})
+    download_dataset(params, "pascal_context")
+    downloaded = Path(params.data.downloads) / "pascal_context" / "trainval_merged.json"
+    jpegs = downloaded.parent / "VOCtrainval_03-May-2010" / "VOCdevkit" / "VOC2010" / "JPEGImages"
+    leaves = rf"is not a file name \(a path; it would leave {jpegs}\)$"
+    message = rf"^{downloaded}: image 7: file_name '(\.\./){{5}}etc/passwd' {leaves}"
+    with pytest.raises(DataError, match=message):
+        prepare_dataset(params, "pascal_context")
+    assert not (Path(params.data.root) / "pascal_context").exists()
