@@ -79,6 +79,7 @@ from pipeline.distributed import (
 from pipeline.errors import ConfigError, DataError
 from pipeline.evaluation import evaluate_model, scores
 from pipeline.io import atomic_path, write_text_atomic
+from pipeline.lock import locked_run
 from pipeline.losses import Criterion
 from pipeline.paths import dataset_dir, stats_dir
 from pipeline.rundir import (
@@ -478,6 +479,7 @@ def cpu_threads() -> None:
 # ---------------------------------------------------------------- the run
 
 
+@locked_run  # one trainer per run folder (pipeline.lock): pipeline.lock.Locked when another process trains it
 def run_cell(params: Params, run_dir: Path) -> dict[str, Any]:
     """Train ``params`` into ``run_dir`` (resuming), evaluate on the val split, write ``metrics.json`` last.
 

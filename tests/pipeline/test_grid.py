@@ -10,6 +10,7 @@ import os
 import pickle
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -150,10 +151,13 @@ def test_the_index_records_every_run_as_the_contract_says(params, tmp_path):
     assert index["grid"] == "g"
     assert [entry["cell"] for entry in index["cells"]] == ["fcn", "fcn", "ppm", "ppm", "grar", "grar"]
     first, last = index["cells"][0], index["cells"][-1]
-    assert set(first) == {"cell", "seed", "config_hash", "run_dir", "state", "job_id", "log", "metrics"}
+    assert set(first) == {"cell", "seed", "config_hash", "run_dir", "state", "job_id", "log", "reason", "submission",
+                          "metrics"}
     assert first["run_dir"] == str(states[0].run.run_dir) and first["config_hash"] == states[0].run.config_hash
     assert (first["state"], first["job_id"], first["log"], first["metrics"]["miou"]) == ("done", None, None, 0.5)
+    assert (first["reason"], first["submission"]) == (None, None)
     assert (last["state"], last["metrics"], last["seed"]) == ("failed", None, 1)
+    assert last["reason"] == "RuntimeError: grar exploded"  # the last line of error.txt
     assert last["log"] == str(states[-1].run.run_dir / "error.txt")
 
 
@@ -216,10 +220,10 @@ def test_a_failing_squeue_is_an_error_and_wait_gives_up_after_some_attempts(para
 
 def test_the_last_job_of_a_run_wins_and_a_queued_one_before_all(params, monkeypatch):
     run = grid.expand(params, "g")[0]
-    records = [("7_0", "a"), ("12_3", "b"), ("9", "c")]
-    assert grid.latest_job(records, {}) == ("12_3", "b")
-    assert grid.latest_job(records, {"7_0": "PENDING", "12_3": "FAILED", "9": "COMPLETED"}) == ("7_0", "a")
-    assert grid.cell_state(run, None, ("12_3", "b"), {"12_3": "CANCELLED"}).state == "failed"
+    records = [("7_0", "a", None), ("12_3", "b", None), ("9", "c", None)]
+    assert grid.latest_job(records, {}) == ("12_3", "b", None)
+    assert grid.latest_job(records, {"7_0": "PENDING", "12_3": "FAILED", "9": "COMPLETED"}) == ("7_0", "a", None)
+    assert grid.cell_state(run, None, ("12_3", "b", None), {"12_3": "CANCELLED"}).state == "failed"
 
 
 def test_runs_queued_in_slurm_are_not_submitted_again(params, tmp_path, monkeypatch):
@@ -243,6 +247,64 @@ def test_shared_runs_of_several_grids_train_once(params):
     assert states["h"][0].run.run_dir == states["g"][0].run.run_dir
 
 
+GATED_TRAINER = """
+import sys, time, yaml
+from pathlib import Path
+from test_grid import FakeTrainer
+from pipeline import grid
+from pipeline.config import validate
+
+params, gate = validate(yaml.safe_load(Path(sys.argv[1]).read_text())), Path(sys.argv[2])
+
+class Gated(FakeTrainer):
+    # Training fcn waits for the test's go-ahead, so the two processes overlap on the shared runs.
+    def __call__(self, params, run_dir):
+        if params.model.head == "fcn":
+            (gate / f"started-{params.seed}").touch()
+            deadline = time.monotonic() + 120
+            while not (gate / "release").exists() and time.monotonic() < deadline:
+                time.sleep(0.01)
+        return super().__call__(params, run_dir)
+
+grid.train_grids(params, poll_s=0.05, cell_fn=Gated())
+print(*(f"{s.run.cell}/{s.run.seed}:{s.state}" for states in grid.status_all(params, list(params.grid.grids)).values()
+        for s in states))
+"""
+
+
+def test_two_processes_training_overlapping_grids_train_each_shared_run_once(tmp_path):
+    """Two ``train_grids`` (local executor) at once, grids sharing fcn: each run trains once, both end done."""
+    grids = {"a": {"a": [GRIDS["g"][0], GRIDS["g"][1]]}, "b": {"b": [GRIDS["g"][0], GRIDS["h"][1]]}}
+    processes = {}
+    for name, grid_set in grids.items():
+        params_file = tmp_path / f"{name}.yaml"
+        params_file.write_text(yaml.safe_dump(grid_params(tmp_path, **{"grid.grids": grid_set}).model_dump(mode="json")))
+        processes[name] = subprocess.Popen(
+            [sys.executable, "-c", GATED_TRAINER, str(params_file), str(tmp_path)], cwd=Path(__file__).parent,
+            env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, stderr=open(tmp_path / f"{name}.err", "w"),
+            text=True)
+    try:
+        deadline = time.monotonic() + 120
+        # fcn seed 0 and seed 1 started: one in each process (a process blocks in its first fcn), and the
+        # process that started the second one skipped the first, which the other one trains.
+        while not ((tmp_path / "started-0").exists() and (tmp_path / "started-1").exists()):
+            assert time.monotonic() < deadline, "the two processes did not both start training"
+            assert all(process.poll() is None for process in processes.values())
+            time.sleep(0.01)
+    finally:
+        (tmp_path / "release").touch()
+    outputs = {name: process.communicate(timeout=120)[0].split() for name, process in processes.items()}
+    assert [process.returncode for process in processes.values()] == [0, 0], \
+        [(tmp_path / f"{name}.err").read_text() for name in processes]
+    assert outputs == {"a": ["fcn/0:done", "fcn/1:done", "ppm/0:done", "ppm/1:done"],
+                       "b": ["fcn/0:done", "fcn/1:done", "danet/0:done", "danet/1:done"]}
+    runs = sorted((tmp_path / "runs").glob("*-s*"))
+    assert [run.name.split("-")[0] for run in runs] == ["danet", "danet", "fcn", "fcn", "ppm", "ppm"]
+    assert [(run / "calls.txt").read_text().count("\n") for run in runs] == [1] * 6
+    skips = "".join((tmp_path / f"{name}.err").read_text() for name in processes).count("running elsewhere (")
+    assert skips in (1, 2)
+
+
 def test_wait_names_every_failed_run_with_its_log(params, tmp_path):
     grid.submit(params, "g", FakeTrainer(fail=frozenset({"grar"})))
     with pytest.raises(grid.GridFailed) as caught:
@@ -250,7 +312,8 @@ def test_wait_names_every_failed_run_with_its_log(params, tmp_path):
     lines = str(caught.value).splitlines()
     assert lines[0] == "4 run(s) not done:"
     for seed, line in enumerate(lines[1:3]):
-        assert line.startswith(f"  g/grar seed {seed}: failed, log ") and line.endswith("error.txt")
+        assert line.startswith(f"  g/grar seed {seed}: failed (RuntimeError: grar exploded), log ")
+        assert line.endswith("error.txt")
     assert lines[3:] == [f"  h/danet seed {seed}: not submitted (grar grid submit h)" for seed in (0, 1)]
     assert json.loads((tmp_path / "runs" / "grids" / "h.json").read_text())["cells"][0]["state"] == "done"
 
@@ -318,7 +381,7 @@ def test_grid_list_and_status(params_file, capsys):
     assert main(["grid", "status", "g", "--params", str(params_file)]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("grid g: 6 runs: 6 pending, 0 running, 0 done, 0 failed (index ")
-    assert out[1].split() == ["cell", "seed", "state", "mIoU", "%", "job", "log", "/", "run", "folder"]
+    assert out[1].split() == ["cell", "seed", "state", "mIoU", "%", "job", "log", "/", "run", "folder", "reason"]
     assert out[2].split() == ["fcn", "0", "pending", "-", "-", "-"]
 
 
@@ -327,7 +390,8 @@ def test_grid_submit_and_wait_exit_codes(params_file, tmp_path, monkeypatch, cap
     assert main(["grid", "submit", "h", "--params", str(params_file)]) == 1
     captured = capsys.readouterr()
     error = captured.err.split("grar: error: ")[1]
-    assert error.startswith("2 run(s) not done:\n  h/fcn-again seed 0: failed, log ") and "danet" not in error
+    assert error.startswith("2 run(s) not done:\n  h/fcn-again seed 0: failed (RuntimeError: fcn exploded), log ")
+    assert "danet" not in error
     rows = [line.split() for line in captured.out.splitlines()[2:]]
     assert [row[:4] for row in rows] == [["fcn-again", "0", "failed", "-"], ["fcn-again", "1", "failed", "-"],
                                          ["danet", "0", "done", "12.50"], ["danet", "1", "done", "13.50"]]

@@ -7,6 +7,7 @@ Python cannot import a test module); the requeue test trains for real.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -51,7 +52,8 @@ def test_a_grid_is_one_job_array_whose_metrics_are_collected(slurm_cluster, by_v
         ("pending", f"{array}_{task}", True) for task in range(3)]
     script = (tmp_path / "logs" / "g" / f"{array}_submission.sh").read_text()
     assert "#SBATCH --array=0-2%2" in script and "#SBATCH --cpus-per-task=1" in script
-    assert "#SBATCH --job-name=grar-g" in script
+    name = submission.states[0].submission["name"]
+    assert re.fullmatch(r"grar-g-[0-9a-f]{8}", name) and f"#SBATCH --job-name={name}" in script
 
     states = grid.wait(params, ["g"], poll_s=0.5)["g"]
     assert [(s.run.cell, s.state, s.job_id, s.metrics["miou"]) for s in states] == [
@@ -65,7 +67,8 @@ def test_a_grid_is_one_job_array_whose_metrics_are_collected(slurm_cluster, by_v
 def test_a_failing_cell_is_reported_with_its_log_and_resubmission_runs_only_it(slurm_cluster, by_value, tmp_path):
     params = slurm_params(tmp_path)
     first = grid.submit(params, "g", FakeTrainer(fail=frozenset({"ppm"})))
-    with pytest.raises(grid.GridFailed, match=r"1 run\(s\) not done:\n  g/ppm seed 0: failed, log ") as caught:
+    with pytest.raises(grid.GridFailed, match=r"1 run\(s\) not done:\n  g/ppm seed 0: failed \(RuntimeError: ppm "
+                                              r"exploded\), log ") as caught:
         grid.wait(params, ["g"], poll_s=0.5)
     failed = grid.status(params, "g")[1]
     assert (failed.state, failed.job_id, failed.log) == ("failed", first.job_ids[1], str(caught.value).split()[-1])
