@@ -244,6 +244,9 @@ def cell_state(run: Run, metrics: dict | None, job: tuple[str, str | None, dict 
     if metrics is not None:
         return CellState(run, "done", job_id, log, metrics, submission=submission)
     slurm_state = slurm.get(job_id, "UNKNOWN") if job_id is not None else None
+    if holder is not None and holder.job and holder.job == job_id and slurm_state not in \
+            RUNNING_STATES | PENDING_STATES | DOUBTFUL_STATES:
+        holder = None  # its own job, which SLURM has ended (cancelled, timed out...): its process is going
     if holder is not None:  # another process (or its own job) trains it now
         reason = None if slurm_state in RUNNING_STATES else f"running elsewhere ({holder.describe()})"
         return CellState(run, "running", job_id, log, active=True, reason=reason, submission=submission)

@@ -62,6 +62,20 @@ class FakeTrainer:
         return metrics
 
 
+@dataclass(frozen=True)
+class BlockedTrainer(FakeTrainer):
+    """``FakeTrainer`` that first writes ``run_dir/started`` and waits (at most 5 minutes) for file ``gate``."""
+
+    gate: str = ""
+
+    def __call__(self, params: Params, run_dir: Path) -> dict:
+        (run_dir / "started").touch()
+        deadline = time.monotonic() + 300
+        while not Path(self.gate).exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return super().__call__(params, run_dir)
+
+
 def calls(state: grid.CellState) -> int:
     """How often the trainer was called for a run."""
     path = state.run.run_dir / "calls.txt"
@@ -182,14 +196,16 @@ def test_status_reads_recorded_slurm_jobs_and_never_writes(params, tmp_path, mon
 
 @pytest.fixture
 def fake_slurm(tmp_path, monkeypatch):
-    """``squeue`` and ``scontrol`` on PATH as scripts: a cluster without accounting whose squeue prints
-    ``tmp_path/squeue.txt`` (or fails with its message when ``tmp_path/squeue.fail`` exists)."""
+    """``squeue`` and ``scontrol`` on PATH as scripts: a cluster without accounting whose squeue appends its
+    arguments to ``tmp_path/squeue.args`` and prints ``tmp_path/squeue.txt`` (``squeue-names.txt`` when asked
+    by job name), or fails with the message of ``tmp_path/squeue.fail`` when that exists."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     scripts = {
         "scontrol": "echo 'AccountingStorageType   = accounting_storage/none'",
-        "squeue": f"if [ -e {tmp_path}/squeue.fail ]; then cat {tmp_path}/squeue.fail >&2; exit 1; fi\n"
-                  f"cat {tmp_path}/squeue.txt",
+        "squeue": f"echo \"$*\" >> {tmp_path}/squeue.args\n"
+                  f"if [ -e {tmp_path}/squeue.fail ]; then cat {tmp_path}/squeue.fail >&2; exit 1; fi\n"
+                  f"case \"$*\" in *--name=*) cat {tmp_path}/squeue-names.txt;; *) cat {tmp_path}/squeue.txt;; esac",
     }
     for name, body in scripts.items():
         (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
@@ -198,11 +214,109 @@ def fake_slurm(tmp_path, monkeypatch):
     return tmp_path
 
 
-def test_slurm_states_come_from_one_squeue_call(fake_slurm):
+def test_slurm_states_come_from_one_squeue_call_naming_the_jobs(fake_slurm):
     (fake_slurm / "squeue.txt").write_text("5_0|RUNNING|vm\n5_1|COMPLETED|vm\n5_[2-3]|PENDING|\n")
     assert grid.slurm_states(["5_1", "5_0", "5_2", "5_3", "9"]) == {
         "5_0": "RUNNING", "5_1": "COMPLETED", "5_2": "PENDING", "5_3": "PENDING", "9": "PURGED"}
     assert grid.slurm_states([]) == {}
+    # The jobs by id, any user's (not --me): the arrays of the asked tasks.
+    assert (fake_slurm / "squeue.args").read_text() == \
+        "--array --noheader --states=all --format=%i|%T|%N --jobs=5,9\n"
+
+
+def test_jobs_squeue_no_longer_knows_at_all_are_purged(fake_slurm):
+    (fake_slurm / "squeue.fail").write_text("slurm_load_jobs error: Invalid job id specified\n")
+    assert grid.slurm_states(["5_0", "9"]) == {"5_0": "PURGED", "9": "PURGED"}
+
+
+@pytest.mark.parametrize(("slurm_state", "reason"), [
+    ("CANCELLED", "CANCELLED"), ("TIMEOUT", "TIMEOUT"), ("OUT_OF_MEMORY", "OUT_OF_MEMORY"),
+    ("NODE_FAIL", "NODE_FAIL"), ("PREEMPTED", "PREEMPTED"), ("BOOT_FAIL", "BOOT_FAIL"),
+    ("PURGED", "lost (SLURM does not know the job)"), ("UNKNOWN", "lost (SLURM does not know the job)"),
+    ("FAILED", "RuntimeError: boom"), ("COMPLETED", "COMPLETED without metrics.json"),
+])
+def test_a_job_that_ended_without_metrics_fails_with_the_slurm_state_as_reason(params, slurm_state, reason):
+    run = grid.expand(params, "g")[0]
+    run.run_dir.mkdir(parents=True)
+    (run.run_dir / "error.txt").write_text("Traceback (most recent call last):\n  ...\nRuntimeError: boom\n\n")
+    state = grid.cell_state(run, None, ("7_0", "l", None), {"7_0": slurm_state}, expired=frozenset({"7_0"}))
+    assert (state.state, state.reason, state.active, state.log) == ("failed", reason, False, "l")
+
+
+def test_wait_fails_jobs_unknown_or_preempted_for_lost_polls_polls_and_waits_on_the_others(params, monkeypatch):
+    runs = grid.expand(params, "g")[:3]
+    for run in runs:
+        run.run_dir.mkdir(parents=True)
+    grid.write_index(params, "g", [grid.CellState(run, "pending", f"7_{i}", None) for i, run in enumerate(runs)])
+    # 7_0 never listed; 7_1 PREEMPTED and not requeued; 7_2 preempted twice, then requeued (PENDING) and run.
+    polls = [{"7_0": "UNKNOWN", "7_1": "PREEMPTED", "7_2": "PREEMPTED"},
+             {"7_0": "UNKNOWN", "7_1": "PREEMPTED", "7_2": "PREEMPTED"},
+             {"7_0": "UNKNOWN", "7_1": "PREEMPTED", "7_2": "PENDING"},
+             {"7_0": "UNKNOWN", "7_1": "PREEMPTED"}]
+    asked = []
+
+    def answers(job_ids):
+        asked.append(sorted(job_ids))
+        if len(asked) == 3:
+            FakeTrainer()(runs[2].params, runs[2].run_dir)  # 7_2 runs and finishes before the 4th poll
+        return polls[min(len(asked), len(polls)) - 1]
+
+    monkeypatch.setattr(grid, "slurm_states", answers)
+    monkeypatch.setattr(grid, "LOST_POLLS", 4)
+    monkeypatch.setattr(grid.Patience.__init__, "__defaults__", (4,))
+    assert [(s.state, s.reason, s.active) for s in grid.status(params, "g")[:3]] == [
+        ("pending", "SLURM state UNKNOWN", True), ("pending", "SLURM state PREEMPTED", True),
+        ("pending", "SLURM state PREEMPTED", True)]  # one look cannot tell: pending, with the state
+    asked.clear()
+    with pytest.raises(grid.GridFailed) as caught:
+        grid.wait(params, ["g"], poll_s=0.001)
+    assert asked == [["7_0", "7_1", "7_2"]] * 3 + [["7_0", "7_1"]]  # the 4th poll fails 7_0 and 7_1
+    lines = str(caught.value).splitlines()
+    assert lines[1:3] == ["  g/fcn seed 0: failed (lost (SLURM does not know the job)), log (none)",
+                          "  g/fcn seed 1: failed (PREEMPTED), log (none)"]
+    entries = json.loads((params_runs(params) / "grids" / "g.json").read_text())["cells"]
+    assert [(e["state"], e["reason"]) for e in entries[:3]] == [
+        ("failed", "lost (SLURM does not know the job)"), ("failed", "PREEMPTED"), ("done", None)]
+
+
+def params_runs(params: Params) -> Path:
+    return Path(params.grid.runs)
+
+
+def test_wait_with_a_timeout_names_what_still_runs(params, params_file, monkeypatch, capsys):
+    runs = grid.expand(params, "g")[:2]
+    for run in runs:
+        run.run_dir.mkdir(parents=True)
+    grid.write_index(params, "g", [grid.CellState(runs[0], "pending", "7_0", None),
+                                   grid.CellState(runs[1], "pending", "7_1", None)])
+    monkeypatch.setattr(grid, "slurm_states", lambda ids: {"7_0": "RUNNING", "7_1": "PENDING"})
+    with pytest.raises(grid.WaitTimeout) as caught:
+        grid.wait(params, ["g"], poll_s=0.01, timeout_s=0.02)
+    assert str(caught.value) == ("grid g: timed out after 0.02 s with 2 run(s) not finished: "
+                                 "g/fcn seed 0 (running, job 7_0), g/fcn seed 1 (pending, job 7_1)")
+    assert main(["grid", "wait", "g", "--params", str(params_file), "--poll", "0.01", "--timeout", "0.02"]) == 1
+    assert capsys.readouterr().err.splitlines()[-1] == f"grar: error: {caught.value}"
+    assert main(["grid", "wait", "g", "--params", str(params_file), "--timeout", "-1"]) == 2
+    assert capsys.readouterr().err == "grar: error: --timeout -1.0: must be > 0 seconds\n"
+
+
+def test_jobs_of_a_submit_killed_after_sbatch_are_found_by_their_name(params, fake_slurm):
+    runs = grid.expand(params, "g")[:3]
+    for run in runs:
+        run.run_dir.mkdir(parents=True)
+    token = {"name": "grar-g-0123abcd", "log_dir": "logs/g"}
+    # What submit wrote before sbatch: tokens, no job ids (it was killed before writing them).
+    grid.write_index(params, "g", [grid.CellState(run, "pending", submission={**token, "task": i})
+                                   for i, run in enumerate(runs[:2])])
+    (fake_slurm / "squeue-names.txt").write_text("12|0|grar-g-0123abcd\n12|1|grar-g-0123abcd\n13|0|other\n")
+    (fake_slurm / "squeue.txt").write_text("12_0|RUNNING|vm\n12_1|PENDING|\n")
+    states = grid.status(params, "g")[:3]
+    assert [(s.state, s.job_id, s.log, s.active) for s in states] == [
+        ("running", "12_0", "logs/g/12_0_0_log.err", True), ("pending", "12_1", "logs/g/12_1_0_log.err", True),
+        ("pending", None, None, False)]
+    assert grid.runs_to_submit(states) == [runs[2]]  # the found jobs are not submitted again
+    (fake_slurm / "squeue-names.txt").write_text("")  # never submitted (killed before sbatch), or long gone
+    assert [(s.state, s.job_id, s.active) for s in grid.status(params, "g")[:2]] == [("pending", None, False)] * 2
 
 
 def test_a_failing_squeue_is_an_error_and_wait_gives_up_after_some_attempts(params, fake_slurm, monkeypatch):

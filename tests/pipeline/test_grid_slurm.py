@@ -17,7 +17,7 @@ import cloudpickle
 import pytest
 import torch
 import yaml
-from test_grid import GRIDS, FakeTrainer, calls, grid_params
+from test_grid import GRIDS, BlockedTrainer, FakeTrainer, calls, grid_params
 from tiny_run import make_project, tiny
 
 from pipeline import grid
@@ -92,6 +92,20 @@ def test_status_from_another_process_finds_the_jobs_of_the_index(slurm_cluster, 
     result = subprocess.run([sys.executable, "-c", script], input=yaml.safe_dump(params.model_dump(mode="json")),
                             capture_output=True, text=True, timeout=60)
     assert result.stdout.split() == ["done", submission.job_ids[0]], result.stderr
+
+
+def test_a_cancelled_job_ends_the_wait_with_its_run_failed_as_cancelled(slurm_cluster, by_value, tmp_path):
+    params = slurm_params(tmp_path, **{"grid.grids": {"g": GRIDS["g"][:1]}})
+    (job_id,) = grid.submit(params, "g", BlockedTrainer(gate=str(tmp_path / "never"))).job_ids
+    run = grid.expand(params, "g")[0]
+    poll(lambda: (run.run_dir / "started").exists(), "the job to start training")
+    (running,) = grid.status(params, "g")
+    assert (running.state, running.job_id, running.reason) == ("running", job_id, None)  # its own job holds the lock
+    subprocess.run(["scancel", job_id], check=True, timeout=30)
+    with pytest.raises(grid.GridFailed, match=r"g/fcn seed 0: failed \(CANCELLED\), log "):
+        grid.wait(params, ["g"], poll_s=0.5, timeout_s=120)
+    (failed,) = grid.status(params, "g")
+    assert (failed.state, failed.job_id, failed.reason, failed.active) == ("failed", job_id, "CANCELLED", False)
 
 
 # --- requeue and resume, with real training -------------------------------------------------------

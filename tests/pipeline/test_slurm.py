@@ -89,6 +89,15 @@ def test_squeue_rows_become_states_and_unlisted_jobs_are_purged():
     assert [watcher.is_done(j, mode="cache") for j in ("5_0", "5_1", "5_2")] == [True, False, True]
 
 
+def test_without_accounting_the_watcher_asks_squeue_for_its_jobs_by_id():
+    watcher = SlurmStateWatcher()
+    watcher._use_squeue = True
+    for job_id in ("5_0", "5_1", "7"):
+        watcher.register_job(job_id)
+    assert watcher._make_command() == [
+        "squeue", "--array", "--noheader", "--states=all", "--format=%i|%T|%N", "--jobs=5,7"]
+
+
 def test_with_accounting_the_watcher_reads_sacct_as_submitit_does():
     watcher = SlurmStateWatcher()
     watcher._use_squeue = False
