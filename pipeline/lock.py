@@ -246,7 +246,7 @@ class FileLock:
             self.path.unlink(missing_ok=True)
 
 
-_held: dict[Path, FileLock] = {}  # the locks this process holds: taking one again nests
+_held: dict[tuple[Path, int], FileLock] = {}  # the locks each thread of this process holds: taking one again nests
 _held_guard = threading.Lock()
 
 
@@ -256,11 +256,13 @@ def acquire(prefix: Path, what: str, wait: bool = False, poll_s: float = POLL_S)
 
     ``wait``: poll until it is free (its holder ends, or its heartbeat stops for
     ``STALE_S``) instead of raising. Nested in a block of this process holding
-    the same lock, it holds it already.
+    the same lock (in the same thread), it holds it already; another thread of
+    this process is refused (or waits) like any other process.
     """
     prefix = Path(os.path.abspath(prefix))
+    key = (prefix, threading.get_ident())
     with _held_guard:
-        nested = _held.get(prefix)
+        nested = _held.get(key)
     if nested is not None and nested.held():
         yield nested
         return
@@ -271,12 +273,12 @@ def acquire(prefix: Path, what: str, wait: bool = False, poll_s: float = POLL_S)
         time.sleep(poll_s)
     lock = FileLock(prefix, taken, me)
     with _held_guard:
-        _held[prefix] = lock
+        _held[key] = lock
     try:
         yield lock
     finally:
         with _held_guard:
-            _held.pop(prefix, None)
+            _held.pop(key, None)
         lock.release()
 
 

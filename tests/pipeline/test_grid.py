@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline import grid
+from pipeline import grid, lock
 from pipeline.cli import main
 from pipeline.collect import collect_grids
 from pipeline.config import Params, load_params, with_overrides
@@ -417,6 +417,31 @@ def test_two_processes_training_overlapping_grids_train_each_shared_run_once(tmp
     assert [(run / "calls.txt").read_text().count("\n") for run in runs] == [1] * 6
     skips = "".join((tmp_path / f"{name}.err").read_text() for name in processes).count("running elsewhere (")
     assert skips in (1, 2)
+
+
+def test_a_run_another_process_trains_is_running_skipped_by_submit_and_pending_once_its_holder_died(
+        params, capsys):
+    run = grid.expand(params, "h")[0]
+    holder = subprocess.Popen(["sleep", "60"])
+    me = lock.Holder.me()
+    run.run_dir.mkdir(parents=True)
+    (run.run_dir / "grar.lock.0").write_text(json.dumps(
+        {"host": me.host, "pidns": me.pidns, "pid": holder.pid, "job": "", "since": 0.0, "token": "t"}))
+    (run.run_dir / "error.txt").write_text("RuntimeError: an earlier attempt\n")  # failed before, training again
+    try:
+        elsewhere = f"running elsewhere ({me.host}, pid {holder.pid}, since 1970-01-01 00:00:00 UTC)"
+        (state, *_) = grid.status(params, "h")
+        assert (state.state, state.active, state.reason) == ("running", True, elsewhere)
+        submission = grid.submit(params, "h", FakeTrainer())
+        assert submission.ran == 3 and calls(submission.states[0]) == 0
+        assert [s.state for s in submission.states] == ["running", "done", "done", "done"]
+        assert f"h/fcn-again seed 0: skipped, {elsewhere}" in capsys.readouterr().err
+    finally:
+        holder.kill()
+        holder.wait()
+    (state, *_) = grid.status(params, "h")  # its holder died: failed as before, and submitted again
+    assert (state.state, state.active, state.reason) == ("failed", False, "RuntimeError: an earlier attempt")
+    assert grid.submit(params, "h", FakeTrainer()).ran == 1 and calls(state) == 1
 
 
 def test_wait_names_every_failed_run_with_its_log(params, tmp_path):

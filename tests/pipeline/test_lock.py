@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -51,11 +52,24 @@ def test_a_lock_is_a_generation_file_removed_on_release(tmp_path, outside_slurm)
         written = json.loads(held.path.read_text())
         assert (written["pid"], written["host"], written["token"]) == (os.getpid(), held.holder.host, held.holder.token)
         assert lock.live_holder(prefix) == held.holder
-        with lock.acquire(prefix, "run") as nested:  # the same process: nested, the same lock
+        with lock.acquire(prefix, "run") as nested:  # the same thread: nested, the same lock
             assert nested is held
         assert held.held()
+        refused = []
+        thread = threading.Thread(target=lambda: refused.append(try_in_thread(prefix)))
+        thread.start()
+        thread.join()
+        assert refused == [f"run: running elsewhere ({held.holder.describe()})"]  # another thread is refused
     assert sorted(os.listdir(tmp_path / "run")) == []
     assert lock.live_holder(prefix) is None
+
+
+def try_in_thread(prefix: Path) -> str:
+    try:
+        with lock.acquire(prefix, "run"):
+            return "taken"
+    except lock.Locked as err:
+        return str(err)
 
 
 def test_a_lock_whose_holder_died_on_this_host_is_taken_over(tmp_path, outside_slurm):
