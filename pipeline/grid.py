@@ -83,6 +83,7 @@ HASH_CHARS = 10  # of the config hash in a run folder's name
 ERROR_FILE = "error.txt"  # the traceback of a run that raised
 DEFAULT_POLL_S = 10.0
 QUERY_ATTEMPTS = 10  # wait gives up after so many failed queries in a row
+INDEX_LOCK_S = 300.0  # waiting longer than this for the indexes' lock is an error naming its holder
 LOST_POLLS = 6  # wait fails a job that is UNKNOWN to SLURM or PREEMPTED (not requeued) in so many polls in a row
 SLURM_JOB_ID = re.compile(r"^\d+(_\d+)?$")  # "123" or "123_4" (array task); debug jobs have none
 # SLURM job states (squeue/sacct) of a job that will still run: running, or waiting to.
@@ -384,9 +385,10 @@ def write_index(params: Params, grid: str, states: list[CellState]) -> Path:
 
 
 def index_lock(params: Params):
-    """The lock of the grid indexes (``<grid.runs>/grids/grar.lock``), waited for: one writer at a time."""
+    """The lock of the grid indexes (``<grid.runs>/grids/grar.lock``): one writer at a time, waited for at
+    most ``INDEX_LOCK_S`` seconds (then ``Locked`` naming its holder)."""
     return acquire(grid_indexes_dir(params) / "grar.lock", f"grid indexes in {grid_indexes_dir(params)}", wait=True,
-                   poll_s=0.2)
+                   poll_s=0.2, timeout_s=INDEX_LOCK_S)
 
 
 # --- running --------------------------------------------------------------------------------------

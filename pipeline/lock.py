@@ -251,11 +251,12 @@ _held_guard = threading.Lock()
 
 
 @contextlib.contextmanager
-def acquire(prefix: Path, what: str, wait: bool = False, poll_s: float = POLL_S) -> Iterator[FileLock]:
+def acquire(prefix: Path, what: str, wait: bool = False, poll_s: float = POLL_S,
+            timeout_s: float | None = None) -> Iterator[FileLock]:
     """Hold lock ``prefix`` for the block; ``Locked`` naming its holder when a live process has it.
 
     ``wait``: poll until it is free (its holder ends, or its heartbeat stops for
-    ``STALE_S``) instead of raising. Nested in a block of this process holding
+    ``STALE_S``) instead of raising, for at most ``timeout_s`` seconds when given. Nested in a block of this process holding
     the same lock (in the same thread), it holds it already; another thread of
     this process is refused (or waits) like any other process.
     """
@@ -267,8 +268,9 @@ def acquire(prefix: Path, what: str, wait: bool = False, poll_s: float = POLL_S)
         yield nested
         return
     me = Holder.me()
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
     while isinstance(taken := try_acquire(prefix, me), Holder):
-        if not wait:
+        if not wait or (deadline is not None and time.monotonic() >= deadline):
             raise Locked(what, taken)
         time.sleep(poll_s)
     lock = FileLock(prefix, taken, me)

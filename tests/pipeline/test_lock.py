@@ -10,6 +10,7 @@ import threading
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -97,6 +98,17 @@ def test_a_live_holder_keeps_its_lock_and_is_named(tmp_path, outside_slurm):
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+def test_waiting_for_a_live_holder_gives_up_after_the_timeout(tmp_path, outside_slurm, monkeypatch):
+    write_lock(tmp_path / "grar.lock.0", holder(host="node-17", pid=1))
+    pauses = []
+    monkeypatch.setattr(lock, "time", SimpleNamespace(time=time.time, sleep=pauses.append,
+                                                      monotonic=iter([0.0, 0.5, 1.0, 1.5]).__next__))
+    with pytest.raises(lock.Locked, match=r"^run: running elsewhere \(node-17, pid 1, since 1970"):
+        with lock.acquire(tmp_path / "grar.lock", "run", wait=True, poll_s=0.5, timeout_s=1.0):
+            pass
+    assert pauses == [0.5]  # busy at 0.5 s: one pause; busy again at 1.0 s, the deadline: gave up
 
 
 def test_a_holder_elsewhere_is_stale_only_once_its_heartbeat_is_older_than_the_timeout(tmp_path, outside_slurm):
