@@ -30,21 +30,24 @@ polls in a row is failed, and ``timeout_s`` bounds the whole wait.
 
 The index ``<grid.runs>/grids/<grid>.json`` (written atomically by ``submit``
 and ``wait`` under the indexes' lock ``<grid.runs>/grids/grar.lock``, so that
-concurrent writers lose nothing; ``status`` only reads) records each run's state, metrics and the
-SLURM job id and log of its last submission, so any later process (``grar grid
+concurrent writers lose nothing; ``status`` only reads) records each run's
+state, its failure reason, metrics, and the SLURM job id, log and submission
+token of its last submission, so any later process (``grar grid
 status`` on the login node, the next ``dvc repro``) finds the jobs again and
 asks ``squeue`` (or ``sacct`` where the cluster keeps accounting) for their
 state, through ``pipeline.slurm.SlurmStateWatcher``. The job ids of every
 grid's index are consulted: a run shared by two grids is submitted once.
 
 Executors (``executor.kind``): ``local`` trains in this process, one run after
-another, skipping a run that another process trains (its lock is live); ``slurm`` submits the runs that are neither done nor queued as ONE job
-array per grid (``pipeline.slurm.make_executor``: partition, GPUs and tasks per
-node, time limit, array parallelism, extra sbatch options from
-``executor.slurm``; the array is named by a fresh submission token written into
-the index before ``sbatch``, so the jobs of a ``submit`` killed before it wrote
-their ids are found by name and never submitted twice); ``debug`` is submitit's debug executor (in-process, pdb on
-error). Submitting again runs only the missing and failed runs.
+another, skipping a run that another process trains (its lock is live);
+``slurm`` submits the runs that are neither done nor queued as ONE job array
+per grid (``pipeline.slurm.make_executor``: partition, GPUs and tasks per node,
+time limit, array parallelism, extra sbatch options from ``executor.slurm``;
+the array is named by a fresh submission token written into the index before
+``sbatch``, so the jobs of a ``submit`` killed before it wrote their ids are
+found by name and never submitted twice); ``debug`` is submitit's debug
+executor (in-process, pdb on error). Submitting again runs only the missing
+and failed runs.
 """
 
 from __future__ import annotations
@@ -482,8 +485,8 @@ def submit(params: Params, grid: str, cell_fn: CellFn | None = None) -> Submissi
                 tqdm.write(f"{run.label}: skipped, {err}", file=sys.stderr)
             except Exception as err:  # noqa: BLE001 - recorded in error.txt; the other runs go on
                 started += 1
-                tqdm.write(f"{run.label}: failed ({type(err).__name__}: {err}); traceback in {run.run_dir / ERROR_FILE}",
-                           file=sys.stderr)
+                tqdm.write(f"{run.label}: failed ({type(err).__name__}: {err}); "
+                           f"traceback in {run.run_dir / ERROR_FILE}", file=sys.stderr)
             record(params, [grid])
     elif todo:
         jobs = make_executor(params.executor, grid_logs_dir(params, grid), f"grar-{grid}").map_array(

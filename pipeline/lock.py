@@ -26,7 +26,9 @@ Limits: the clocks of the hosts sharing a folder (NFS sets mtimes from the
 server's clock) must agree to well within ``STALE_S``; a holder frozen (SIGSTOP,
 a hung mount) for longer than ``STALE_S`` loses its lock, and its heartbeat
 then reports that on stderr; a pid reused on the same host keeps a dead
-holder's lock until its heartbeat times out.
+holder's lock until its heartbeat times out; in a job of several tasks only
+rank 0 takes a run's lock (``locked_run``), so when it finds the run locked
+the other tasks wait at the rendezvous until the job's time limit.
 """
 
 from __future__ import annotations
@@ -134,7 +136,8 @@ def read_holder(path: Path) -> tuple[Holder, float] | None:
         return None
     except (OSError, ValueError, TypeError) as err:
         # Written complete by link(): unreadable means someone else's file; never trust or delete it silently.
-        raise GrarError(f"{path}: not a grar lock file ({err}); remove it if no grar process uses this folder") from None
+        raise GrarError(f"{path}: not a grar lock file ({err}); "
+                        "remove it if no grar process uses this folder") from None
 
 
 def stale(holder: Holder, mtime: float, now: float | None = None) -> bool:
@@ -256,9 +259,10 @@ def acquire(prefix: Path, what: str, wait: bool = False, poll_s: float = POLL_S,
     """Hold lock ``prefix`` for the block; ``Locked`` naming its holder when a live process has it.
 
     ``wait``: poll until it is free (its holder ends, or its heartbeat stops for
-    ``STALE_S``) instead of raising, for at most ``timeout_s`` seconds when given. Nested in a block of this process holding
-    the same lock (in the same thread), it holds it already; another thread of
-    this process is refused (or waits) like any other process.
+    ``STALE_S``) instead of raising, for at most ``timeout_s`` seconds when
+    given. Nested in a block of this process holding the same lock (in the
+    same thread), it holds it already; another thread of this process is
+    refused (or waits) like any other process.
     """
     prefix = Path(os.path.abspath(prefix))
     key = (prefix, threading.get_ident())

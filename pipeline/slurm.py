@@ -11,7 +11,9 @@
   one raises ``ConfigError`` (callers branch on the kind first).
 
 Job states are asked for by job id (``squeue --jobs``, ``sacct -j``), so they
-can be read by any user, not only the one who submitted. Job states without accounting. submitit asks ``sacct`` for the state of a job
+can be read by any user, not only the one who submitted.
+
+Job states without accounting. submitit asks ``sacct`` for the state of a job
 that has not written its result yet; on a cluster without slurmdbd (like the
 local test cluster, see ``pipeline.slurm_cluster``) ``sacct`` fails and submitit
 logs "Bypassing sacct error" on every poll. Our jobs use ``SlurmStateWatcher``

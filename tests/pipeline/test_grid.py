@@ -392,11 +392,12 @@ def test_two_processes_training_overlapping_grids_train_each_shared_run_once(tmp
     processes = {}
     for name, grid_set in grids.items():
         params_file = tmp_path / f"{name}.yaml"
-        params_file.write_text(yaml.safe_dump(grid_params(tmp_path, **{"grid.grids": grid_set}).model_dump(mode="json")))
-        processes[name] = subprocess.Popen(
-            [sys.executable, "-c", GATED_TRAINER, str(params_file), str(tmp_path)], cwd=Path(__file__).parent,
-            env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, stderr=open(tmp_path / f"{name}.err", "w"),
-            text=True)
+        params = grid_params(tmp_path, **{"grid.grids": grid_set})
+        params_file.write_text(yaml.safe_dump(params.model_dump(mode="json")))
+        with open(tmp_path / f"{name}.err", "w") as err:
+            processes[name] = subprocess.Popen(
+                [sys.executable, "-c", GATED_TRAINER, str(params_file), str(tmp_path)], cwd=Path(__file__).parent,
+                env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, stderr=err, text=True)
     try:
         deadline = time.monotonic() + 120
         # fcn seed 0 and seed 1 started: one in each process (a process blocks in its first fcn), and the
