@@ -74,7 +74,7 @@ from tqdm import tqdm
 from pipeline.config import GridCell, Params, with_overrides
 from pipeline.errors import ClusterError, ConfigError, DataError, GrarError
 from pipeline.io import write_text_atomic
-from pipeline.lock import Holder, Locked, acquire, run_holder, run_lock
+from pipeline.lock import Holder, Locked, acquire, create_exclusive, run_holder, run_lock
 from pipeline.paths import grid_index, grid_indexes_dir, grid_logs_dir, runs_dir
 from pipeline.rundir import CHECKPOINT_FILE, config_hash, finished_metrics
 from pipeline.slurm import SQUEUE_UNKNOWN_JOBS, SlurmStateWatcher, jobs_named, make_executor
@@ -83,6 +83,7 @@ CellFn = Callable[[Params, Path], dict]
 
 STATES = ("pending", "running", "done", "failed")
 HASH_CHARS = 10  # of the config hash in a run folder's name
+FOLDERS = ".folders"  # <grid.runs>/.folders/<config hash>: the name of the config's run folder, set once
 ERROR_FILE = "error.txt"  # the traceback of a run that raised
 DEFAULT_POLL_S = 10.0
 QUERY_ATTEMPTS = 10  # wait gives up after so many failed queries in a row
@@ -501,11 +502,34 @@ def submit(params: Params, grid: str, cell_fn: CellFn | None = None) -> Submissi
 
 
 def runs_to_submit(states: list[CellState]) -> list[Run]:
-    """The runs of ``states`` nobody runs (pending or failed, not active), once each; their folders created."""
+    """The runs of ``states`` nobody runs (pending or failed, not active), once each, in their settled
+    folders (``settle_run_dir``), created."""
     todo = list({s.run.run_dir: s.run for s in states if s.state in ("pending", "failed") and not s.active}.values())
+    todo = list({run.config_hash: settle_run_dir(run) for run in todo}.values())
     for run in todo:
         run.run_dir.mkdir(parents=True, exist_ok=True)  # claims the folder for the other grids' expansion
     return todo
+
+
+def settle_run_dir(run: Run) -> Run:
+    """``run`` in the one folder of its config: the first process to submit the config names it, atomically.
+
+    Two processes expanding grids that name the same config differently (``fcn``,
+    ``fcn-again``) before either folder exists would choose two folders; the
+    first to create ``<grid.runs>/.folders/<hash>`` (exclusive create) fixes
+    the name, and the other trains there too, after it, under the folder's lock.
+    """
+    record = run.run_dir.parent / FOLDERS / run.config_hash
+    if create_exclusive(record, run.run_dir.name + "\n"):
+        return run
+    try:
+        name = record.read_text(encoding="utf-8").strip()
+    except OSError as err:
+        raise DataError(f"{record}: cannot read the run folder of this config ({err.strerror or err})") from None
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*-" + run.config_hash[:HASH_CHARS], name):
+        raise DataError(f"{record}: not the name of a run folder of config {run.config_hash[:HASH_CHARS]} "
+                        f"({name!r}); delete it to let the next submit name the folder")
+    return dataclasses.replace(run, run_dir=run.run_dir.parent / name)
 
 
 def submit_slurm(params: Params, grid: str, cell_fn: CellFn | None) -> Submission:
@@ -517,16 +541,21 @@ def submit_slurm(params: Params, grid: str, cell_fn: CellFn | None) -> Submissio
         return Submission(states, [], 0)
     token = f"grar-{grid}-{uuid.uuid4().hex[:8]}"
     logs = grid_logs_dir(params, grid)
-    task = {run.run_dir: i for i, run in enumerate(todo)}
-    tokens = {run_dir: {"name": token, "task": i, "log_dir": portable(logs)} for run_dir, i in task.items()}
+    settled = {run.config_hash: run for run in todo}
+    tokens = {run.config_hash: {"name": token, "task": i, "log_dir": portable(logs)} for i, run in enumerate(todo)}
+
+    def moved(s: CellState) -> Run:
+        return dataclasses.replace(s.run, run_dir=settled[s.run.config_hash].run_dir)
+
     # Recorded before sbatch: killed after it, the next status finds the array by its name.
-    write_index(params, grid, [dataclasses.replace(s, submission=tokens[s.run.run_dir], job_id=None, log=None)
-                               if s.run.run_dir in task else s for s in states])
+    write_index(params, grid, [CellState(moved(s), "pending", submission=tokens[s.run.config_hash])
+                               if s.run.config_hash in settled else s for s in states])
     jobs = make_executor(params.executor, logs, token).map_array(
         CellJob(cell_fn), [run.params for run in todo], [run.run_dir for run in todo])
-    submitted = {run.run_dir: (j.job_id, portable(j.paths.stderr)) for run, j in zip(todo, jobs, strict=True)}
-    states = [CellState(s.run, "pending", *submitted[s.run.run_dir], active=True, submission=tokens[s.run.run_dir])
-              if s.run.run_dir in submitted else s for s in states]
+    submitted = {run.config_hash: (j.job_id, portable(j.paths.stderr)) for run, j in zip(todo, jobs, strict=True)}
+    states = [CellState(moved(s), "pending", *submitted[s.run.config_hash], active=True,
+                        submission=tokens[s.run.config_hash])
+              if s.run.config_hash in submitted else s for s in states]
     write_index(params, grid, states)
     return Submission(states, [j.job_id for j in jobs], len(todo))
 

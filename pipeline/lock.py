@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import errno
 import json
 import os
 import re
@@ -179,7 +178,7 @@ def try_acquire(prefix: Path, holder: Holder) -> Path | Holder:
             return found[1]
         generation = 0 if found is None else int(found[0].name.rsplit(".", 1)[1]) + 1
         path = prefix.with_name(f"{prefix.name}.{generation}")
-        if not create_exclusive(path, holder):
+        if not create_exclusive(path, json.dumps(asdict(holder)) + "\n"):
             continue  # someone else took this generation first: look again
         if generations(prefix)[-1:] != [generation]:  # a higher one appeared (we raced a cleanup): not ours
             path.unlink(missing_ok=True)
@@ -190,14 +189,15 @@ def try_acquire(prefix: Path, holder: Holder) -> Path | Holder:
         return path
 
 
-def create_exclusive(path: Path, holder: Holder) -> bool:
-    """Create ``path`` holding ``holder``'s JSON, complete, only if it does not exist (write + ``os.link``)."""
+def create_exclusive(path: Path, text: str) -> bool:
+    """Create ``path`` holding ``text``, complete, only if it does not exist (write + ``os.link``): ``False``
+    when it exists. Atomic on NFSv3+ and Lustre too."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    private = path.with_name(f".{path.name}.{holder.token}.tmp")
+    private = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     fd = os.open(private, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(json.dumps(asdict(holder)) + "\n")
+            handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
         try:

@@ -127,6 +127,20 @@ def test_identical_configs_share_one_run_folder_across_grids_and_cell_names(para
     assert grid.expand(params, "h")[1].run_dir.name.startswith("fcn-again-s1-")  # seed 1 of fcn: not on disk
 
 
+def test_a_config_two_processes_name_differently_settles_in_the_folder_submitted_first(params, tmp_path):
+    g, h = grid.expand(params, "g"), grid.expand(params, "h")  # two processes: nothing claimed, nothing on disk
+    assert h[0].run_dir.name.startswith("fcn-again-s0-") and g[0].run_dir.name.startswith("fcn-s0-")
+    pending = [grid.CellState(run, "pending") for run in h[:1]]
+    assert grid.runs_to_submit(pending) == [h[0]]
+    (run,) = grid.runs_to_submit([grid.CellState(g[0], "pending")])
+    assert run.run_dir == h[0].run_dir and run.cell == "fcn"  # fcn trains in the folder fcn-again named
+    assert sorted(path.name for path in (tmp_path / "runs").iterdir()) == [".folders", h[0].run_dir.name]
+    (tmp_path / "runs" / ".folders" / g[1].config_hash).write_text("../elsewhere\n")
+    with pytest.raises(DataError, match=r"\.folders/[0-9a-f]{64}: not the name of a run folder of config "
+                                        rf"{g[1].config_hash[:10]} \('\.\./elsewhere'\); delete it"):
+        grid.runs_to_submit([grid.CellState(g[1], "pending")])
+
+
 def test_executor_and_grid_settings_leave_the_run_folders_alone(params, tmp_path):
     moved = with_overrides(params, {"executor.kind": "slurm", "grid.seeds": [1, 0], "executor.slurm.mem_gb": 3})
     assert {run.run_dir for run in grid.expand(moved, "g")} == {run.run_dir for run in grid.expand(params, "g")}
@@ -388,7 +402,8 @@ print(*(f"{s.run.cell}/{s.run.seed}:{s.state}" for states in grid.status_all(par
 
 def test_two_processes_training_overlapping_grids_train_each_shared_run_once(tmp_path):
     """Two ``train_grids`` (local executor) at once, grids sharing fcn: each run trains once, both end done."""
-    grids = {"a": {"a": [GRIDS["g"][0], GRIDS["g"][1]]}, "b": {"b": [GRIDS["g"][0], GRIDS["h"][1]]}}
+    # b names the shared config fcn-again: the two processes expand it to two folders, one is settled on.
+    grids = {"a": {"a": [GRIDS["g"][0], GRIDS["g"][1]]}, "b": {"b": GRIDS["h"]}}
     processes = {}
     for name, grid_set in grids.items():
         params_file = tmp_path / f"{name}.yaml"
@@ -412,10 +427,12 @@ def test_two_processes_training_overlapping_grids_train_each_shared_run_once(tmp
     assert [process.returncode for process in processes.values()] == [0, 0], \
         [(tmp_path / f"{name}.err").read_text() for name in processes]
     assert outputs == {"a": ["fcn/0:done", "fcn/1:done", "ppm/0:done", "ppm/1:done"],
-                       "b": ["fcn/0:done", "fcn/1:done", "danet/0:done", "danet/1:done"]}
+                       "b": ["fcn-again/0:done", "fcn-again/1:done", "danet/0:done", "danet/1:done"]}
     runs = sorted((tmp_path / "runs").glob("*-s*"))
     assert [run.name.split("-")[0] for run in runs] == ["danet", "danet", "fcn", "fcn", "ppm", "ppm"]
     assert [(run / "calls.txt").read_text().count("\n") for run in runs] == [1] * 6
+    assert sorted(path.name[:10] for path in (tmp_path / "runs" / ".folders").iterdir()) == \
+        sorted(run.name[-10:] for run in runs)  # every config's folder, named once
     skips = "".join((tmp_path / f"{name}.err").read_text() for name in processes).count("running elsewhere (")
     assert skips in (1, 2)
 
