@@ -235,7 +235,9 @@ class FileLock:
                 os.utime(self.path)  # mtime = now (the server's clock on NFS)
 
     def held(self) -> bool:
-        """Whether the lock file is still ours."""
+        """Whether the lock is still ours: our file, with our token, is the highest generation."""
+        if generations(self.prefix)[-1:] != [int(self.path.name.rsplit(".", 1)[1])]:
+            return False  # taken over (we were frozen past STALE_S), even if our file is still there
         with contextlib.suppress(GrarError):
             found = read_holder(self.path)
             return found is not None and found[0].token == self.holder.token

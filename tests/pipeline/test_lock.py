@@ -140,12 +140,14 @@ def test_the_heartbeat_keeps_the_lock_fresh_and_notices_a_takeover(tmp_path, out
         while held.path.stat().st_mtime == old:
             assert time.monotonic() < deadline, "the heartbeat never touched the lock"
             time.sleep(0.01)
-        write_lock(held.path, holder(host="node-17", token="other"))  # taken over while we were frozen
+        taker = held.path.with_name("grar.lock.1")
+        write_lock(taker, holder(host="node-17", token="other"))  # taken over while we were frozen
         while not held.lost:
             assert time.monotonic() < deadline, "the heartbeat never noticed"
             time.sleep(0.01)
     assert capsys.readouterr().err.startswith(f"grar: warning: lost the lock {held.path}")
-    assert json.loads(held.path.read_text())["token"] == "other"  # not ours: left in place
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["grar.lock.0", "grar.lock.1"]  # neither removed
+    assert json.loads(taker.read_text())["token"] == "other"
 
 
 def test_a_file_that_is_not_a_lock_is_an_error_naming_it(tmp_path, outside_slurm):
