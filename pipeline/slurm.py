@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 import typing as tp
 from pathlib import Path
 
@@ -114,6 +115,30 @@ class SlurmStateWatcher(SlurmInfoWatcher):
         if not self._use_squeue:
             return command
         return squeue_command({job_id.split("_")[0] for job_id in self._registered - self._finished})
+
+    def update(self) -> None:
+        """submitit's poll; with squeue, an answer "Invalid job id" (it knows none of the jobs any more) reads
+        as "none listed", so the jobs become PURGED (finished) instead of the poll being skipped forever."""
+        command = self._make_command()
+        if command is None:
+            return
+        if not self._use_squeue:
+            super().update()
+            return
+        self._num_calls += 1
+        try:
+            output: str | None = subprocess.run(command, capture_output=True, text=True, timeout=120,
+                                                check=True).stdout
+        except subprocess.CalledProcessError as err:
+            output = "" if SQUEUE_UNKNOWN_JOBS in (err.stderr or "") else None
+        except (OSError, subprocess.SubprocessError):
+            output = None  # as submitit does: keep the states known so far, ask again at the next poll
+        if output is not None:
+            self._info_dict.update(self.read_info(output))
+        self._last_status_check = time.time()
+        for job_id in self._registered - self._finished:
+            if self.is_done(job_id, mode="cache"):
+                self._finished.add(job_id)
 
     def read_info(self, string: bytes | str) -> dict[str, dict[str, str]]:
         if not self._use_squeue:
