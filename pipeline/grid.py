@@ -17,26 +17,43 @@ States (``status``), read fresh from the run folders and SLURM, never cached:
 * ``pending``  its SLURM job waits in the queue (also after a requeue), or it
                was never submitted (``active`` False: nothing will run it);
 * ``failed``   its job ended without metrics.json, or, without a job, the run
-               folder holds ``error.txt`` (the traceback ``CellJob`` wrote).
+               folder holds ``error.txt`` (the traceback ``CellJob`` wrote);
+               ``reason`` says why in one line: the SLURM state (CANCELLED,
+               TIMEOUT, OUT_OF_MEMORY, NODE_FAIL, PREEMPTED...), ``lost`` for
+               a job SLURM does not know, else the last line of ``error.txt``.
+
+A run whose folder lock (``pipeline.lock``) is live is ``running``, whatever
+its job says: another process trains it (a failed local run trained again
+shows as running). ``wait`` ends in bounded time for every SLURM outcome: a job
+that stays UNKNOWN (not listed) or PREEMPTED without requeue for ``LOST_POLLS``
+polls in a row is failed, and ``timeout_s`` bounds the whole wait.
 
 The index ``<grid.runs>/grids/<grid>.json`` (written atomically by ``submit``
-and ``wait``; ``status`` only reads) records each run's state, metrics and the
-SLURM job id and log of its last submission, so any later process (``grar grid
+and ``wait`` under the indexes' lock ``<grid.runs>/grids/grar.lock``, so that
+concurrent writers lose nothing; ``status`` only reads) records each run's
+state, its failure reason, metrics, and the SLURM job id, log and submission
+token of its last submission, so any later process (``grar grid
 status`` on the login node, the next ``dvc repro``) finds the jobs again and
 asks ``squeue`` (or ``sacct`` where the cluster keeps accounting) for their
 state, through ``pipeline.slurm.SlurmStateWatcher``. The job ids of every
 grid's index are consulted: a run shared by two grids is submitted once.
 
 Executors (``executor.kind``): ``local`` trains in this process, one run after
-another; ``slurm`` submits the runs that are neither done nor queued as ONE job
-array per grid (``pipeline.slurm.make_executor``: partition, GPUs and tasks per
-node, time limit, array parallelism, extra sbatch options from
-``executor.slurm``); ``debug`` is submitit's debug executor (in-process, pdb on
-error). Submitting again runs only the missing and failed runs.
+another, skipping a run that another process trains (its lock is live);
+``slurm`` submits the runs that are neither done nor queued as ONE job array
+per grid (``pipeline.slurm.make_executor``: partition, GPUs and tasks per node,
+time limit, array parallelism, extra sbatch options from ``executor.slurm``;
+the array is named by a fresh submission token written into the index before
+``sbatch``, so the jobs of a ``submit`` killed before it wrote their ids are
+found by name and never submitted twice); ``debug`` is submitit's debug
+executor (in-process, pdb on error). Submitting again runs only the missing
+and failed runs.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -45,6 +62,7 @@ import subprocess
 import sys
 import time
 import traceback
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,30 +74,41 @@ from tqdm import tqdm
 from pipeline.config import GridCell, Params, with_overrides
 from pipeline.errors import ClusterError, ConfigError, DataError, GrarError
 from pipeline.io import write_text_atomic
+from pipeline.lock import Holder, Locked, acquire, create_exclusive, run_holder, run_lock
 from pipeline.paths import grid_index, grid_indexes_dir, grid_logs_dir, runs_dir
 from pipeline.rundir import CHECKPOINT_FILE, config_hash, finished_metrics
-from pipeline.slurm import SlurmStateWatcher, make_executor
+from pipeline.slurm import SQUEUE_UNKNOWN_JOBS, SlurmStateWatcher, jobs_named, make_executor
 
 CellFn = Callable[[Params, Path], dict]
 
 STATES = ("pending", "running", "done", "failed")
 HASH_CHARS = 10  # of the config hash in a run folder's name
+FOLDERS = ".folders"  # <grid.runs>/.folders/<config hash>: the name of the config's run folder, set once
 ERROR_FILE = "error.txt"  # the traceback of a run that raised
 DEFAULT_POLL_S = 10.0
 QUERY_ATTEMPTS = 10  # wait gives up after so many failed queries in a row
+INDEX_LOCK_S = 300.0  # waiting longer than this for the indexes' lock is an error naming its holder
+LOST_POLLS = 6  # wait fails a job that is UNKNOWN to SLURM or PREEMPTED (not requeued) in so many polls in a row
 SLURM_JOB_ID = re.compile(r"^\d+(_\d+)?$")  # "123" or "123_4" (array task); debug jobs have none
 # SLURM job states (squeue/sacct) of a job that will still run: running, or waiting to.
 RUNNING_STATES = frozenset({"RUNNING", "COMPLETING", "CONFIGURING", "RESIZING", "SIGNALING", "STAGE_OUT"})
 PENDING_STATES = frozenset({
-    "PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "PREEMPTED", "SUSPENDED", "READY", "RESV_DEL_HOLD",
-    "UNKNOWN",  # sacct may not list a job yet right after sbatch
+    "PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "SUSPENDED", "READY", "RESV_DEL_HOLD",
 })
+# States that may pass (sacct lists a job only some time after sbatch; a preempted job may be requeued):
+# pending while they last fewer than LOST_POLLS polls of ``wait``, then failed ("lost", or the state).
+DOUBTFUL_STATES = frozenset({"UNKNOWN", "PREEMPTED"})
+LOST = ("UNKNOWN", "PURGED")  # SLURM does not know the job (any more): its failure reason is "lost"
 
 
 class GridFailed(GrarError):
     """Runs of a grid failed or were never submitted; the message names each with its log, one per line."""
 
     multiline = True
+
+
+class WaitTimeout(GrarError):
+    """``wait`` ran out of time; the message lists the runs still queued or running."""
 
 
 @dataclass(frozen=True)
@@ -107,14 +136,16 @@ class CellState:
     job_id: str | None = None
     log: str | None = None  # the job's stderr log, or error.txt of a failed in-process run
     metrics: dict | None = None  # metrics.json when done
-    active: bool = False  # a SLURM job will still run it (pending in the queue, or running)
+    active: bool = False  # a SLURM job or another process will still run it (pending in the queue, or running)
+    reason: str | None = None  # one line: why it failed (SLURM state, "lost", error.txt), or who trains it
+    submission: dict | None = None  # {"name": token, "task": i} of the SLURM array that was submitted for it
 
     def entry(self) -> dict[str, Any]:
         """The run's line of the grid index (run-folder contract)."""
         return {
             "cell": self.run.cell, "seed": self.run.seed, "config_hash": self.run.config_hash,
             "run_dir": str(self.run.run_dir), "state": self.state, "job_id": self.job_id, "log": self.log,
-            "metrics": self.metrics,
+            "reason": self.reason, "submission": self.submission, "metrics": self.metrics,
         }
 
 
@@ -174,34 +205,85 @@ def status(params: Params, grid: str) -> list[CellState]:
     return status_all(params, [grid])[grid]
 
 
-def status_all(params: Params, grids: Iterable[str]) -> dict[str, list[CellState]]:
-    """``status`` of several grids, expanded together (shared runs get one folder) with one SLURM query."""
+class Patience:
+    """How many polls of ``wait`` in a row each job has been in a ``DOUBTFUL_STATES`` state.
+
+    ``observe`` (once per poll) returns the jobs that have been so for
+    ``polls`` polls: ``cell_state`` then fails them instead of waiting on.
+    """
+
+    def __init__(self, polls: int = LOST_POLLS) -> None:
+        self.polls = polls
+        self.seen: dict[str, int] = {}
+
+    def observe(self, slurm: dict[str, str]) -> frozenset[str]:
+        self.seen = {job: self.seen.get(job, 0) + 1 for job, state in slurm.items() if state in DOUBTFUL_STATES}
+        return frozenset(job for job, polls in self.seen.items() if polls >= self.polls)
+
+
+def status_all(params: Params, grids: Iterable[str], patience: Patience | None = None) -> dict[str, list[CellState]]:
+    """``status`` of several grids, expanded together (shared runs get one folder) with one SLURM query.
+
+    ``patience`` (``wait``'s): fail the jobs that stayed UNKNOWN or PREEMPTED for its number of polls.
+    """
     claimed: dict[str, Path] = {}
     expanded = {grid: expand(params, grid, claimed) for grid in grids}
     done = {run.run_dir: finished_metrics(run.run_dir, run.config_hash) for runs in expanded.values() for run in runs}
     jobs = recorded_jobs(params, set(done))
-    slurm = slurm_states([job_id for run_dir, records in jobs.items() if done[run_dir] is None for job_id, _ in records])
+    slurm = slurm_states([job_id for run_dir, records in jobs.items() if done[run_dir] is None
+                          for job_id, _, _ in records])
+    expired = patience.observe(slurm) if patience is not None else frozenset()
+    holders = {run_dir: run_holder(run_dir) for run_dir, metrics in done.items() if metrics is None}
     return {
-        grid: [cell_state(run, done[run.run_dir], latest_job(jobs.get(run.run_dir, []), slurm), slurm)
+        grid: [cell_state(run, done[run.run_dir], latest_job(jobs.get(run.run_dir, []), slurm), slurm,
+                          holders.get(run.run_dir), expired)
                for run in runs]
         for grid, runs in expanded.items()
     }
 
 
-def cell_state(run: Run, metrics: dict | None, job: tuple[str, str | None] | None, slurm: dict[str, str]) -> CellState:
-    """The state of ``run`` from its metrics, its last SLURM job ``(job id, log)`` and the jobs' SLURM states."""
-    job_id, log = job if job is not None else (None, None)
+def cell_state(run: Run, metrics: dict | None, job: tuple[str, str | None, dict | None] | None,
+               slurm: dict[str, str], holder: Holder | None = None,
+               expired: frozenset[str] = frozenset()) -> CellState:
+    """The state of ``run`` from its metrics, its last SLURM job ``(job id, log, submission)``, the jobs'
+    SLURM states, the live holder of its lock, and the jobs ``wait`` stopped waiting for (``expired``)."""
+    job_id, log, submission = job if job is not None else (None, None, None)
     if metrics is not None:
-        return CellState(run, "done", job_id, log, metrics)
+        return CellState(run, "done", job_id, log, metrics, submission=submission)
+    slurm_state = slurm.get(job_id, "UNKNOWN") if job_id is not None else None
+    if holder is not None and holder.job and holder.job == job_id and slurm_state not in \
+            RUNNING_STATES | PENDING_STATES | DOUBTFUL_STATES:
+        holder = None  # its own job, which SLURM has ended (cancelled, timed out...): its process is going
+    if holder is not None:  # another process (or its own job) trains it now
+        reason = None if slurm_state in RUNNING_STATES else f"running elsewhere ({holder.describe()})"
+        return CellState(run, "running", job_id, log, active=True, reason=reason, submission=submission)
     if job_id is not None:
-        slurm_state = slurm.get(job_id, "UNKNOWN")
         if slurm_state in RUNNING_STATES:
-            return CellState(run, "running", job_id, log, active=True)
-        if slurm_state in PENDING_STATES:
-            return CellState(run, "pending", job_id, log, active=True)
-        return CellState(run, "failed", job_id, log or error_log(run))
+            return CellState(run, "running", job_id, log, active=True, submission=submission)
+        if slurm_state in PENDING_STATES or (slurm_state in DOUBTFUL_STATES and job_id not in expired):
+            reason = f"SLURM state {slurm_state}" if slurm_state in DOUBTFUL_STATES else None
+            return CellState(run, "pending", job_id, log, active=True, reason=reason, submission=submission)
+        reason = failure_reason(run, slurm_state)
+        return CellState(run, "failed", job_id, log or error_log(run), reason=reason, submission=submission)
     error = error_log(run)
-    return CellState(run, "failed", log=error) if error is not None else CellState(run, "pending")
+    if error is not None:
+        return CellState(run, "failed", log=error, reason=failure_reason(run, None), submission=submission)
+    return CellState(run, "pending", submission=submission)
+
+
+def failure_reason(run: Run, slurm_state: str | None) -> str:
+    """One line: ``lost`` for a job SLURM does not know, the SLURM state unless the job merely FAILED (or
+    there is none), else the last line of ``error.txt`` (the exception)."""
+    if slurm_state in LOST:
+        return "lost (SLURM does not know the job)"
+    if slurm_state not in (None, "FAILED"):
+        return slurm_state if slurm_state != "COMPLETED" else "COMPLETED without metrics.json"
+    error = run.run_dir / ERROR_FILE
+    try:
+        lines = [line.strip() for line in error.read_text(encoding="utf-8", errors="replace").splitlines()]
+    except OSError:
+        return slurm_state or "failed"
+    return next((line for line in reversed(lines) if line), slurm_state or "failed")
 
 
 def error_log(run: Run) -> str | None:
@@ -210,24 +292,45 @@ def error_log(run: Run) -> str | None:
     return str(error) if error.is_file() else None
 
 
-def recorded_jobs(params: Params, run_dirs: set[Path]) -> dict[Path, list[tuple[str, str | None]]]:
-    """The SLURM jobs (id, log) that any grid index records for the runs in ``run_dirs``."""
+def recorded_jobs(params: Params, run_dirs: set[Path]) -> dict[Path, list[tuple[str, str | None, dict | None]]]:
+    """The SLURM jobs (id, log, submission) that any grid index records for the runs in ``run_dirs``.
+
+    An entry with a submission token but no job id (``submit`` was killed after
+    ``sbatch``) gets the job SLURM knows under that name (``jobs_named``).
+    """
     folder = grid_indexes_dir(params)
-    jobs: dict[Path, list[tuple[str, str | None]]] = {}
-    for path in sorted(folder.glob("*.json")) if folder.is_dir() and run_dirs else []:
-        for entry in read_index(path):
-            job_id, run_dir = entry.get("job_id"), Path(str(entry.get("run_dir")))
-            if run_dir in run_dirs and isinstance(job_id, str) and SLURM_JOB_ID.match(job_id):
-                jobs.setdefault(run_dir, []).append((job_id, entry.get("log")))
+    entries = [entry for path in (sorted(folder.glob("*.json")) if folder.is_dir() and run_dirs else [])
+               for entry in read_index(path) if Path(str(entry.get("run_dir"))) in run_dirs]
+    tokens = {entry["submission"]["name"] for entry in entries if entry.get("job_id") is None
+              and submission_of(entry) is not None}
+    named = jobs_named(tokens) if tokens and shutil.which("squeue") is not None else {}
+    jobs: dict[Path, list[tuple[str, str | None, dict | None]]] = {}
+    for entry in entries:
+        job_id, log, submission = entry.get("job_id"), entry.get("log"), submission_of(entry)
+        if job_id is None and submission is not None:
+            job_id = named.get(submission["name"], {}).get(submission["task"])
+            log = submission.get("log_dir") and str(Path(submission["log_dir"]) / f"{job_id}_0_log.err")
+        if isinstance(job_id, str) and SLURM_JOB_ID.match(job_id):
+            jobs.setdefault(Path(str(entry.get("run_dir"))), []).append((job_id, log, submission))
     return jobs
 
 
-def latest_job(records: list[tuple[str, str | None]], slurm: dict[str, str]) -> tuple[str, str | None] | None:
+def submission_of(entry: dict[str, Any]) -> dict | None:
+    """The ``submission`` of an index entry when well formed (``{"name": str, "task": int, ...}``)."""
+    submission = entry.get("submission")
+    if isinstance(submission, dict) and isinstance(submission.get("name"), str) \
+            and isinstance(submission.get("task"), int):
+        return submission
+    return None
+
+
+def latest_job(records: list[tuple[str, str | None, dict | None]], slurm: dict[str, str]
+               ) -> tuple[str, str | None, dict | None] | None:
     """Of the jobs recorded for one run: one that will still run, else the last submitted (highest id)."""
     if not records:
         return None
 
-    def key(record: tuple[str, str | None]) -> tuple[bool, tuple[int, ...]]:
+    def key(record: tuple[str, str | None, dict | None]) -> tuple[bool, tuple[int, ...]]:
         state = slurm.get(record[0], "UNKNOWN")
         return state in RUNNING_STATES | PENDING_STATES, tuple(int(part) for part in record[0].split("_"))
 
@@ -252,6 +355,11 @@ def slurm_states(job_ids: Iterable[str]) -> dict[str, str]:
     command = watcher._make_command()  # the watcher's own query, run here so that a failure is seen
     try:
         output = subprocess.run(command, capture_output=True, text=True, timeout=120, check=True).stdout
+    except subprocess.CalledProcessError as err:
+        if SQUEUE_UNKNOWN_JOBS not in (err.stderr or ""):
+            raise ClusterError(f"cannot read the state of SLURM jobs {', '.join(job_ids)}: {command[0]} failed "
+                               f"({(err.stderr or str(err)).strip()}); is the cluster up?") from None
+        output = ""  # squeue knows none of them any more
     except (OSError, subprocess.SubprocessError) as err:
         detail = getattr(err, "stderr", None) or err
         raise ClusterError(f"cannot read the state of SLURM jobs {', '.join(job_ids)}: {command[0]} failed "
@@ -276,10 +384,17 @@ def read_index(path: Path) -> list[dict[str, Any]]:
 
 
 def write_index(params: Params, grid: str, states: list[CellState]) -> Path:
-    """Write ``<grid.runs>/grids/<grid>.json`` atomically."""
+    """Write ``<grid.runs>/grids/<grid>.json`` atomically (hold ``index_lock`` around reading and writing)."""
     path = grid_index(params, grid)
     write_text_atomic(path, json.dumps({"grid": grid, "cells": [s.entry() for s in states]}, indent=2) + "\n")
     return path
+
+
+def index_lock(params: Params):
+    """The lock of the grid indexes (``<grid.runs>/grids/grar.lock``): one writer at a time, waited for at
+    most ``INDEX_LOCK_S`` seconds (then ``Locked`` naming its holder)."""
+    return acquire(grid_indexes_dir(params) / "grar.lock", f"grid indexes in {grid_indexes_dir(params)}", wait=True,
+                   poll_s=0.2, timeout_s=INDEX_LOCK_S)
 
 
 # --- running --------------------------------------------------------------------------------------
@@ -304,19 +419,24 @@ class CellJob(submitit.helpers.Checkpointable):
     def __call__(self, params: Params, run_dir: Path) -> dict:
         run_dir = Path(run_dir)
         main = job_rank() == 0
-        if main and (run_dir / CHECKPOINT_FILE).is_file():
-            restarts = os.environ.get("SLURM_RESTART_COUNT")
-            print(f"grar: {run_dir}: resuming from its {CHECKPOINT_FILE}"
-                  + (f" (job started {int(restarts) + 1} times)" if restarts else ""), file=sys.stderr, flush=True)
-        try:
-            result = (self.fn or run_cell)(params, run_dir)
-        except Exception:
+        # Rank 0 holds the run folder's lock over train + evaluate (``Locked``: another process trains it).
+        with run_lock(run_dir) if main else contextlib.nullcontext():
+            done = finished_metrics(run_dir, config_hash(params)) if main else None
+            if done is not None:  # trained by another process since this one looked
+                return done
+            if main and (run_dir / CHECKPOINT_FILE).is_file():
+                restarts = os.environ.get("SLURM_RESTART_COUNT")
+                print(f"grar: {run_dir}: resuming from its {CHECKPOINT_FILE}"
+                      + (f" (job started {int(restarts) + 1} times)" if restarts else ""), file=sys.stderr, flush=True)
+            try:
+                result = (self.fn or run_cell)(params, run_dir)
+            except Exception:
+                if main:
+                    write_text_atomic(run_dir / ERROR_FILE, traceback.format_exc())
+                raise
             if main:
-                write_text_atomic(run_dir / ERROR_FILE, traceback.format_exc())
-            raise
-        if main:
-            (run_dir / ERROR_FILE).unlink(missing_ok=True)
-        return result
+                (run_dir / ERROR_FILE).unlink(missing_ok=True)
+            return result
 
     def checkpoint(self, params: Params, run_dir: Path) -> submitit.helpers.DelayedSubmission:
         """The same call again: the requeued job resumes from ``run_dir/checkpoint.pt``."""
@@ -340,44 +460,115 @@ def submit(params: Params, grid: str, cell_fn: CellFn | None = None) -> Submissi
     """Run or submit every run of ``grid`` that is neither done nor queued (missing and failed ones).
 
     ``local``: trains them here, one after another; a failing run is recorded
-    (``error.txt``, state failed) and the others go on. ``slurm``: submits them as
-    one job array and returns at once. ``debug``: submitit's debug executor, run here.
-    The index is written afterwards (``local``: after every run).
+    (``error.txt``, state failed) and the others go on; a run another process
+    trains (its lock is live) is skipped and reported as running elsewhere.
+    ``slurm``: submits them as one job array and returns at once, holding the
+    indexes' lock from reading the states to recording the job ids, with the
+    array's name (a fresh token) recorded before ``sbatch``. ``debug``:
+    submitit's debug executor, run here. The index is written afterwards
+    (``local``: after every run).
     """
+    if params.executor.kind == "slurm":
+        with index_lock(params):
+            return submit_slurm(params, grid, cell_fn)
     states = status(params, grid)
-    todo = list({s.run.run_dir: s.run for s in states if s.state in ("pending", "failed") and not s.active}.values())
-    for run in todo:
-        run.run_dir.mkdir(parents=True, exist_ok=True)  # claims the folder for the other grids' expansion
+    todo = runs_to_submit(states)
+    for s in states:
+        if s.active and s.job_id is None:
+            print(f"{s.run.label}: skipped, {s.reason}", file=sys.stderr, flush=True)
     job = CellJob(cell_fn)
-    kind = params.executor.kind
-    job_ids: list[str] = []
-    if kind == "local":
+    started = 0
+    if params.executor.kind == "local":
         for run in tqdm(todo, desc=f"grid {grid}", unit="run", disable=None):
             tqdm.write(f"{run.label}: training into {run.run_dir}", file=sys.stderr)
             try:
                 job(run.params, run.run_dir)
+                started += 1
+            except Locked as err:
+                tqdm.write(f"{run.label}: skipped, {err}", file=sys.stderr)
             except Exception as err:  # noqa: BLE001 - recorded in error.txt; the other runs go on
-                tqdm.write(f"{run.label}: failed ({type(err).__name__}: {err}); traceback in {run.run_dir / ERROR_FILE}",
-                           file=sys.stderr)
-            write_index(params, grid, status(params, grid))
+                started += 1
+                tqdm.write(f"{run.label}: failed ({type(err).__name__}: {err}); "
+                           f"traceback in {run.run_dir / ERROR_FILE}", file=sys.stderr)
+            record(params, [grid])
     elif todo:
-        executor = make_executor(params.executor, grid_logs_dir(params, grid), f"grar-{grid}")
-        jobs = executor.map_array(job, [run.params for run in todo], [run.run_dir for run in todo])
-        if kind == "debug":
-            for run, debug_job in zip(todo, jobs, strict=True):
-                try:
-                    debug_job.result()
-                except Exception as err:  # noqa: BLE001 - recorded in error.txt; the other runs go on
-                    print(f"{run.label}: failed ({type(err).__name__}: {err})", file=sys.stderr)
-        else:
-            job_ids = [j.job_id for j in jobs]
-            submitted = {run.run_dir: (j.job_id, portable(j.paths.stderr)) for run, j in zip(todo, jobs, strict=True)}
-            states = [CellState(s.run, "pending", *submitted[s.run.run_dir], active=True)
-                      if s.run.run_dir in submitted else s for s in states]
-    if kind != "slurm":
-        states = status(params, grid)
+        jobs = make_executor(params.executor, grid_logs_dir(params, grid), f"grar-{grid}").map_array(
+            job, [run.params for run in todo], [run.run_dir for run in todo])
+        started = len(todo)
+        for run, debug_job in zip(todo, jobs, strict=True):
+            try:
+                debug_job.result()
+            except Exception as err:  # noqa: BLE001 - recorded in error.txt; the other runs go on
+                print(f"{run.label}: failed ({type(err).__name__}: {err})", file=sys.stderr)
+    return Submission(record(params, [grid])[grid], [], started)
+
+
+def runs_to_submit(states: list[CellState]) -> list[Run]:
+    """The runs of ``states`` nobody runs (pending or failed, not active), once each, in their settled
+    folders (``settle_run_dir``), created."""
+    todo = list({s.run.run_dir: s.run for s in states if s.state in ("pending", "failed") and not s.active}.values())
+    todo = list({run.config_hash: settle_run_dir(run) for run in todo}.values())
+    for run in todo:
+        run.run_dir.mkdir(parents=True, exist_ok=True)  # claims the folder for the other grids' expansion
+    return todo
+
+
+def settle_run_dir(run: Run) -> Run:
+    """``run`` in the one folder of its config: the first process to submit the config names it, atomically.
+
+    Two processes expanding grids that name the same config differently (``fcn``,
+    ``fcn-again``) before either folder exists would choose two folders; the
+    first to create ``<grid.runs>/.folders/<hash>`` (exclusive create) fixes
+    the name, and the other trains there too, after it, under the folder's lock.
+    """
+    record = run.run_dir.parent / FOLDERS / run.config_hash
+    if create_exclusive(record, run.run_dir.name + "\n"):
+        return run
+    try:
+        name = record.read_text(encoding="utf-8").strip()
+    except OSError as err:
+        raise DataError(f"{record}: cannot read the run folder of this config ({err.strerror or err})") from None
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*-" + run.config_hash[:HASH_CHARS], name):
+        raise DataError(f"{record}: not the name of a run folder of config {run.config_hash[:HASH_CHARS]} "
+                        f"({name!r}); delete it to let the next submit name the folder")
+    return dataclasses.replace(run, run_dir=run.run_dir.parent / name)
+
+
+def submit_slurm(params: Params, grid: str, cell_fn: CellFn | None) -> Submission:
+    """``submit`` with ``executor.kind`` slurm; the caller holds ``index_lock``."""
+    states = status(params, grid)
+    todo = runs_to_submit(states)
+    if not todo:
+        write_index(params, grid, states)
+        return Submission(states, [], 0)
+    token = f"grar-{grid}-{uuid.uuid4().hex[:8]}"
+    logs = grid_logs_dir(params, grid)
+    settled = {run.config_hash: run for run in todo}
+    tokens = {run.config_hash: {"name": token, "task": i, "log_dir": portable(logs)} for i, run in enumerate(todo)}
+
+    def moved(s: CellState) -> Run:
+        return dataclasses.replace(s.run, run_dir=settled[s.run.config_hash].run_dir)
+
+    # Recorded before sbatch: killed after it, the next status finds the array by its name.
+    write_index(params, grid, [CellState(moved(s), "pending", submission=tokens[s.run.config_hash])
+                               if s.run.config_hash in settled else s for s in states])
+    jobs = make_executor(params.executor, logs, token).map_array(
+        CellJob(cell_fn), [run.params for run in todo], [run.run_dir for run in todo])
+    submitted = {run.config_hash: (j.job_id, portable(j.paths.stderr)) for run, j in zip(todo, jobs, strict=True)}
+    states = [CellState(moved(s), "pending", *submitted[s.run.config_hash], active=True,
+                        submission=tokens[s.run.config_hash])
+              if s.run.config_hash in submitted else s for s in states]
     write_index(params, grid, states)
-    return Submission(states, job_ids, len(todo))
+    return Submission(states, [j.job_id for j in jobs], len(todo))
+
+
+def record(params: Params, grids: list[str], patience: Patience | None = None) -> dict[str, list[CellState]]:
+    """Under the indexes' lock, read the states of ``grids`` afresh and write their indexes."""
+    with index_lock(params):
+        states = status_all(params, grids, patience)
+        for grid, grid_states in states.items():
+            write_index(params, grid, grid_states)
+    return states
 
 
 def portable(path: Path) -> str:
@@ -388,17 +579,24 @@ def portable(path: Path) -> str:
         return str(path)
 
 
-def wait(params: Params, grids: list[str], poll_s: float = DEFAULT_POLL_S) -> dict[str, list[CellState]]:
+def wait(params: Params, grids: list[str], poll_s: float = DEFAULT_POLL_S,
+         timeout_s: float | None = None) -> dict[str, list[CellState]]:
     """Block (with a progress bar) until no run of ``grids`` has a job still to run, write their indexes.
 
-    Raises ``GridFailed`` naming every failed run with its log, and every run that
-    was never submitted; returns the states when all are done.
+    Every poll reads the states and writes the indexes under the indexes' lock,
+    so a concurrent ``submit`` loses no job id. A job UNKNOWN to SLURM or
+    PREEMPTED without requeue for ``LOST_POLLS`` polls is failed. Raises
+    ``GridFailed`` naming every failed run with its log, and every run that was
+    never submitted; ``WaitTimeout`` listing the runs still queued or running
+    after ``timeout_s`` seconds; returns the states when all are done.
     """
     name, last, failures = f"grid {' '.join(grids)}", "", 0
+    patience = Patience()
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
     with tqdm(desc=name, unit="run", disable=None) as progress:
         while True:
             try:
-                states = status_all(params, grids)
+                states = record(params, grids, patience)
             except ClusterError as err:  # slurmctld busy or restarting: try again, for a while
                 failures += 1
                 if failures >= QUERY_ATTEMPTS:
@@ -418,9 +616,12 @@ def wait(params: Params, grids: list[str], poll_s: float = DEFAULT_POLL_S) -> di
             last = line
             if not any(s.active for s in runs.values()):
                 break
+            if deadline is not None and time.monotonic() + poll_s > deadline:
+                left = [f"{s.run.label} ({s.state}" + (f", job {s.job_id}" if s.job_id else "") + ")"
+                        for s in runs.values() if s.active]
+                raise WaitTimeout(f"{name}: timed out after {timeout_s:g} s with {len(left)} run(s) not finished: "
+                                  + ", ".join(left))
             time.sleep(poll_s)
-    for grid, grid_states in states.items():
-        write_index(params, grid, grid_states)
     check_complete(states)
     return states
 
@@ -431,7 +632,7 @@ def check_complete(states: dict[str, list[CellState]]) -> None:
     for grid, grid_states in states.items():
         for s in grid_states:
             if s.state == "failed":
-                problems.append(f"{s.run.label}: failed, log {s.log or '(none)'}")
+                problems.append(f"{s.run.label}: failed ({s.reason}), log {s.log or '(none)'}")
             elif s.state == "pending" and not s.active:
                 problems.append(f"{s.run.label}: not submitted (grar grid submit {grid})")
     if problems:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import Params
+from pipeline.lock import RUN_LOCK
 from pipeline.paths import DATASET_MARKER
 from pipeline.errors import DataError
 
@@ -81,8 +82,11 @@ def _read_fingerprint(marker: Path, _mtime_ns: int, _size: int) -> str | None:
 
 
 def is_run_folder(folder: Path) -> bool:
-    """Whether grar wrote ``folder``: its ``RUN_MARKER``, or (older grar) a checkpoint or finished metrics."""
-    return any((folder / name).is_file() for name in (RUN_MARKER, CHECKPOINT_FILE, METRICS_FILE))
+    """Whether grar wrote ``folder``: its ``RUN_MARKER``, its lock (``pipeline.lock``: a run killed before the
+    marker), or (older grar) a checkpoint or finished metrics."""
+    if any((folder / name).is_file() for name in (RUN_MARKER, CHECKPOINT_FILE, METRICS_FILE)):
+        return True
+    return any(path.name.startswith(f"{RUN_LOCK}.") for path in folder.iterdir())
 
 
 def read_log(path: Path) -> list[dict[str, str]]:

@@ -10,6 +10,9 @@
 * ``local`` has no executor: the caller runs the work in-process, so asking for
   one raises ``ConfigError`` (callers branch on the kind first).
 
+Job states are asked for by job id (``squeue --jobs``, ``sacct -j``), so they
+can be read by any user, not only the one who submitted.
+
 Job states without accounting. submitit asks ``sacct`` for the state of a job
 that has not written its result yet; on a cluster without slurmdbd (like the
 local test cluster, see ``pipeline.slurm_cluster``) ``sacct`` fails and submitit
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 import typing as tp
 from pathlib import Path
 
@@ -30,12 +34,44 @@ import submitit
 from submitit.slurm.slurm import SlurmInfoWatcher
 
 from pipeline.config import ExecutorConfig
-from pipeline.errors import ConfigError
+from pipeline.errors import ClusterError, ConfigError
 
 # State of a job that squeue no longer lists: it ended more than MinJobAge seconds ago
 # (a finished state for submitit; the job's result pickle, if any, tells its outcome).
 PURGED = "PURGED"
-SQUEUE_COMMAND = ["squeue", "--me", "--array", "--noheader", "--states=all", "--format=%i|%T|%N"]
+# The jobs are named (--jobs=...): the query answers for any user's jobs, not only the caller's.
+SQUEUE_COMMAND = ["squeue", "--array", "--noheader", "--states=all", "--format=%i|%T|%N"]
+# squeue's answer when none of the asked job ids is known any more (it fails instead of listing nothing).
+SQUEUE_UNKNOWN_JOBS = "Invalid job id specified"
+
+
+def squeue_command(job_ids: tp.Iterable[str]) -> list[str]:
+    """The squeue query of ``job_ids`` (array ids, or ``<array>_<task>``): id, state, nodes per array task."""
+    return [*SQUEUE_COMMAND, "--jobs=" + ",".join(sorted(set(job_ids)))]
+
+
+def jobs_named(names: tp.Iterable[str]) -> dict[str, dict[int, str]]:
+    """The array tasks SLURM knows under each job name: ``{name: {task index: "<array>_<task>"}}``.
+
+    How a ``submit`` killed between ``sbatch`` and writing the job ids finds
+    its jobs again. ``ClusterError`` when squeue fails.
+    """
+    names = sorted(set(names))
+    if not names:
+        return {}
+    command = ["squeue", "--array", "--noheader", "--states=all", "--format=%F|%K|%j", "--name=" + ",".join(names)]
+    try:
+        output = subprocess.run(command, capture_output=True, text=True, timeout=120, check=True).stdout
+    except (OSError, subprocess.SubprocessError) as err:
+        detail = getattr(err, "stderr", None) or err
+        raise ClusterError(f"cannot look up SLURM jobs named {', '.join(names)}: squeue failed "
+                           f"({str(detail).strip()}); is the cluster up?") from None
+    found: dict[str, dict[int, str]] = {}
+    for line in output.splitlines():
+        array, task, name = (line.split("|", 2) + ["", ""])[:3]
+        if name in names and task.strip().isdigit():
+            found.setdefault(name, {})[int(task)] = f"{array.strip()}_{task.strip()}"
+    return found
 
 
 def accounting_enabled(scontrol_config: str) -> bool:
@@ -76,7 +112,33 @@ class SlurmStateWatcher(SlurmInfoWatcher):
             return None
         if self._use_squeue is None:
             self._use_squeue = not cluster_has_accounting()
-        return list(SQUEUE_COMMAND) if self._use_squeue else command
+        if not self._use_squeue:
+            return command
+        return squeue_command({job_id.split("_")[0] for job_id in self._registered - self._finished})
+
+    def update(self) -> None:
+        """submitit's poll; with squeue, an answer "Invalid job id" (it knows none of the jobs any more) reads
+        as "none listed", so the jobs become PURGED (finished) instead of the poll being skipped forever."""
+        command = self._make_command()
+        if command is None:
+            return
+        if not self._use_squeue:
+            super().update()
+            return
+        self._num_calls += 1
+        try:
+            output: str | None = subprocess.run(command, capture_output=True, text=True, timeout=120,
+                                                check=True).stdout
+        except subprocess.CalledProcessError as err:
+            output = "" if SQUEUE_UNKNOWN_JOBS in (err.stderr or "") else None
+        except (OSError, subprocess.SubprocessError):
+            output = None  # as submitit does: keep the states known so far, ask again at the next poll
+        if output is not None:
+            self._info_dict.update(self.read_info(output))
+        self._last_status_check = time.time()
+        for job_id in self._registered - self._finished:
+            if self.is_done(job_id, mode="cache"):
+                self._finished.add(job_id)
 
     def read_info(self, string: bytes | str) -> dict[str, dict[str, str]]:
         if not self._use_squeue:

@@ -80,6 +80,7 @@ from pipeline.distributed import (
 from pipeline.errors import ConfigError, DataError
 from pipeline.evaluation import evaluate_model, scores
 from pipeline.io import atomic_path, check_new_output, write_text_atomic
+from pipeline.lock import locked_run
 from pipeline.losses import Criterion
 from pipeline.paths import dataset_dir, stats_dir
 from pipeline.rundir import (
@@ -538,7 +539,17 @@ def run_cell(params: Params, run_dir: Path) -> dict[str, Any]:
     done = finished_metrics(run_dir, digest)
     if done is not None:
         return done
-    check_new_output(run_dir, folder=True, ours=is_run_folder, what="run folder")
+    check_new_output(run_dir, folder=True, ours=is_run_folder, what="run folder")  # before the lock writes there
+    return train_and_evaluate(params, run_dir)
+
+
+@locked_run  # one trainer per run folder (pipeline.lock): pipeline.lock.Locked when another process trains it
+def train_and_evaluate(params: Params, run_dir: Path) -> dict[str, Any]:
+    """``run_cell``'s work, under the run folder's lock (see ``run_cell``)."""
+    digest = config_hash(params)
+    done = finished_metrics(run_dir, digest)  # finished by the process whose lock we waited for
+    if done is not None:
+        return done
     check_checkpoint_config(run_dir / CHECKPOINT_FILE, digest)
     cpu_threads()
     with distributed(resolve_device(params.train.device)) as ranks:

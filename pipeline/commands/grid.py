@@ -22,17 +22,25 @@ when that folder holds metrics.json.
                  not queued; prints the job ids. Submitting again runs only the
                  missing and failed runs.
   status NAME    one line per run: cell, seed, state (pending / running / done /
-                 failed), mIoU when done, the log when it failed; from any shell
-                 (job ids are read from grid.runs/grids/NAME.json, states from
-                 squeue or sacct)
+                 failed), mIoU when done, the log and the reason (SLURM state,
+                 "lost", or the error's last line) when it failed; from any
+                 shell (job ids are read from grid.runs/grids/NAME.json, states
+                 from squeue or sacct). A run another process trains (its
+                 folder's lock is live) is running.
   wait NAME      block with a progress bar until no run is queued or running,
-                 record the results in the grid index, print the status
+                 record the results in the grid index, print the status; a job
+                 SLURM no longer knows, or PREEMPTED and not requeued, for 6
+                 polls in a row is failed; --timeout bounds the wait
 
 `dvc repro` (stage train) does submit + wait for every grid; runs submitted
 earlier with `grar grid submit` are waited for, not submitted again.
 
+A run that another process trains is skipped by submit (local executor) and
+waited for by wait.
+
 Exit codes: 0 fine, 1 a run failed or was never submitted (submit with a local
-executor, wait), 2 bad arguments or parameters (e.g. an unknown grid)."""
+executor, wait), or wait timed out, 2 bad arguments or parameters (e.g. an
+unknown grid)."""
 
 ACTIONS = ("list", "submit", "status", "wait")
 
@@ -42,6 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", nargs="?", metavar="NAME", help="grid name (grar grid list shows them)")
     parser.add_argument("--poll", type=float, default=10.0, metavar="SECONDS",
                         help="wait: seconds between two looks at the queue (default: 10)")
+    parser.add_argument("--timeout", type=float, metavar="SECONDS",
+                        help="wait: give up after SECONDS (exit 1, naming the runs still queued or running)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -53,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"grar grid {args.action} needs a grid NAME; grids: {', '.join(params.grid.grids)}")
     if args.poll <= 0:
         raise ConfigError(f"--poll {args.poll}: must be > 0 seconds")
+    if args.timeout is not None and args.timeout <= 0:
+        raise ConfigError(f"--timeout {args.timeout}: must be > 0 seconds")
     from pipeline import grid
 
     grid.grid_cells(params, args.name)  # an unknown name fails before anything starts
@@ -61,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.action == "wait":
         try:
-            states = grid.wait(params, [args.name], args.poll)[args.name]
+            states = grid.wait(params, [args.name], args.poll, args.timeout)[args.name]
         except grid.GridFailed:
             print(status_text(params, args.name, grid.status(params, args.name)))
             raise
@@ -87,16 +99,17 @@ def list_text(params: Params) -> str:
 
 
 def status_text(params: Params, name: str, states: list) -> str:
-    """A table, one run per line: cell, seed, state, mIoU (%) when done, job id, log (or run folder when done)."""
+    """A table, one run per line: cell, seed, state, mIoU (%) when done, job id, log (or run folder when done),
+    reason (why it failed, or who trains it)."""
     from pipeline.grid import STATES
     from pipeline.paths import grid_index
 
     counts = ", ".join(f"{sum(s.state == state for s in states)} {state}" for state in STATES)
-    rows = [("cell", "seed", "state", "mIoU %", "job", "log / run folder")]
+    rows = [("cell", "seed", "state", "mIoU %", "job", "log / run folder", "reason")]
     for s in states:
         miou = f"{100 * s.metrics['miou']:.2f}" if s.metrics is not None else "-"
         where = str(s.run.run_dir) if s.state == "done" else (s.log or "-")
-        rows.append((s.run.cell, str(s.run.seed), s.state, miou, s.job_id or "-", where))
+        rows.append((s.run.cell, str(s.run.seed), s.state, miou, s.job_id or "-", where, s.reason or ""))
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
     table = ["  ".join(value.ljust(width) for value, width in zip(row, widths, strict=True)).rstrip() for row in rows]
     return "\n".join([f"grid {name}: {len(states)} runs: {counts} (index {grid_index(params, name)})", *table])

@@ -30,6 +30,12 @@ weights an uninterrupted run has. A folder holding a checkpoint or a finished
 run of different parameters is refused. A finished run (metrics.json present)
 is not trained again: its scores are printed.
 
+One process trains a run folder at a time (its lock, grar.lock.N, works on
+NFS and Lustre too; README "Locks"): on a folder another process trains, the
+command stops with "running elsewhere (host, pid, since ...)", or with --wait
+waits for it to finish and then prints its scores (or resumes it, had it
+stopped).
+
 The default folder, <grid.runs>/adhoc-<hash10>, is named by the hash of the
 parameters that change the model, so the same configuration always lands in
 the same folder.
@@ -50,11 +56,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="total iterations of the poly schedule (sets train.schedules.<train.dataset>.iterations; "
         "part of the configuration, so it changes the hash and the default folder)",
     )
+    parser.add_argument(
+        "--wait", action="store_true",
+        help="when another process trains the run folder, wait for it instead of stopping with an error",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     from pipeline.config import with_overrides
     from pipeline.errors import ConfigError
+    from pipeline.io import check_new_output
+    from pipeline.lock import run_lock
+    from pipeline.rundir import is_run_folder
     from pipeline.paths import runs_dir
     from pipeline.train import Interrupted, config_hash, run_cell
 
@@ -65,8 +78,10 @@ def run(args: argparse.Namespace) -> int:
         params = with_overrides(params, {f"train.schedules.{params.train.dataset}.iterations": args.iterations})
     out = args.out if args.out is not None else runs_dir(params) / f"adhoc-{config_hash(params)[:10]}"
     print(f"run folder: {out}", flush=True)
+    check_new_output(out, folder=True, ours=is_run_folder, what="run folder")  # before the lock writes there
     try:
-        metrics = run_cell(params, out)
+        with run_lock(out, wait=args.wait):  # run_cell takes it too: here only to wait when asked
+            metrics = run_cell(params, out)
     except Interrupted as stop:
         print(f"grar: {stop.message}", file=sys.stderr)
         return int(stop.code)

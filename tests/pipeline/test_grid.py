@@ -10,13 +10,14 @@ import os
 import pickle
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
 
-from pipeline import grid
+from pipeline import grid, lock
 from pipeline.cli import main
 from pipeline.collect import collect_grids
 from pipeline.config import Params, load_params, with_overrides
@@ -59,6 +60,20 @@ class FakeTrainer:
             f"iteration,lr,loss,ce,seconds\n1,0.03,{3 + seed},1,0.1\n2,0.01,{1 + seed},1,0.1\n", encoding="utf-8")
         write_text_atomic(run_dir / "metrics.json", json.dumps(metrics))
         return metrics
+
+
+@dataclass(frozen=True)
+class BlockedTrainer(FakeTrainer):
+    """``FakeTrainer`` that first writes ``run_dir/started`` and waits (at most 5 minutes) for file ``gate``."""
+
+    gate: str = ""
+
+    def __call__(self, params: Params, run_dir: Path) -> dict:
+        (run_dir / "started").touch()
+        deadline = time.monotonic() + 300
+        while not Path(self.gate).exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return super().__call__(params, run_dir)
 
 
 def calls(state: grid.CellState) -> int:
@@ -112,6 +127,20 @@ def test_identical_configs_share_one_run_folder_across_grids_and_cell_names(para
     assert grid.expand(params, "h")[1].run_dir.name.startswith("fcn-again-s1-")  # seed 1 of fcn: not on disk
 
 
+def test_a_config_two_processes_name_differently_settles_in_the_folder_submitted_first(params, tmp_path):
+    g, h = grid.expand(params, "g"), grid.expand(params, "h")  # two processes: nothing claimed, nothing on disk
+    assert h[0].run_dir.name.startswith("fcn-again-s0-") and g[0].run_dir.name.startswith("fcn-s0-")
+    pending = [grid.CellState(run, "pending") for run in h[:1]]
+    assert grid.runs_to_submit(pending) == [h[0]]
+    (run,) = grid.runs_to_submit([grid.CellState(g[0], "pending")])
+    assert run.run_dir == h[0].run_dir and run.cell == "fcn"  # fcn trains in the folder fcn-again named
+    assert sorted(path.name for path in (tmp_path / "runs").iterdir()) == [".folders", h[0].run_dir.name]
+    (tmp_path / "runs" / ".folders" / g[1].config_hash).write_text("../elsewhere\n")
+    with pytest.raises(DataError, match=r"\.folders/[0-9a-f]{64}: not the name of a run folder of config "
+                                        rf"{g[1].config_hash[:10]} \('\.\./elsewhere'\); delete it"):
+        grid.runs_to_submit([grid.CellState(g[1], "pending")])
+
+
 def test_executor_and_grid_settings_leave_the_run_folders_alone(params, tmp_path):
     moved = with_overrides(params, {"executor.kind": "slurm", "grid.seeds": [1, 0], "executor.slurm.mem_gb": 3})
     assert {run.run_dir for run in grid.expand(moved, "g")} == {run.run_dir for run in grid.expand(params, "g")}
@@ -150,10 +179,13 @@ def test_the_index_records_every_run_as_the_contract_says(params, tmp_path):
     assert index["grid"] == "g"
     assert [entry["cell"] for entry in index["cells"]] == ["fcn", "fcn", "ppm", "ppm", "grar", "grar"]
     first, last = index["cells"][0], index["cells"][-1]
-    assert set(first) == {"cell", "seed", "config_hash", "run_dir", "state", "job_id", "log", "metrics"}
+    assert set(first) == {"cell", "seed", "config_hash", "run_dir", "state", "job_id", "log", "reason", "submission",
+                          "metrics"}
     assert first["run_dir"] == str(states[0].run.run_dir) and first["config_hash"] == states[0].run.config_hash
     assert (first["state"], first["job_id"], first["log"], first["metrics"]["miou"]) == ("done", None, None, 0.5)
+    assert (first["reason"], first["submission"]) == (None, None)
     assert (last["state"], last["metrics"], last["seed"]) == ("failed", None, 1)
+    assert last["reason"] == "RuntimeError: grar exploded"  # the last line of error.txt
     assert last["log"] == str(states[-1].run.run_dir / "error.txt")
 
 
@@ -178,14 +210,16 @@ def test_status_reads_recorded_slurm_jobs_and_never_writes(params, tmp_path, mon
 
 @pytest.fixture
 def fake_slurm(tmp_path, monkeypatch):
-    """``squeue`` and ``scontrol`` on PATH as scripts: a cluster without accounting whose squeue prints
-    ``tmp_path/squeue.txt`` (or fails with its message when ``tmp_path/squeue.fail`` exists)."""
+    """``squeue`` and ``scontrol`` on PATH as scripts: a cluster without accounting whose squeue appends its
+    arguments to ``tmp_path/squeue.args`` and prints ``tmp_path/squeue.txt`` (``squeue-names.txt`` when asked
+    by job name), or fails with the message of ``tmp_path/squeue.fail`` when that exists."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     scripts = {
         "scontrol": "echo 'AccountingStorageType   = accounting_storage/none'",
-        "squeue": f"if [ -e {tmp_path}/squeue.fail ]; then cat {tmp_path}/squeue.fail >&2; exit 1; fi\n"
-                  f"cat {tmp_path}/squeue.txt",
+        "squeue": f"echo \"$*\" >> {tmp_path}/squeue.args\n"
+                  f"if [ -e {tmp_path}/squeue.fail ]; then cat {tmp_path}/squeue.fail >&2; exit 1; fi\n"
+                  f"case \"$*\" in *--name=*) cat {tmp_path}/squeue-names.txt;; *) cat {tmp_path}/squeue.txt;; esac",
     }
     for name, body in scripts.items():
         (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
@@ -194,11 +228,109 @@ def fake_slurm(tmp_path, monkeypatch):
     return tmp_path
 
 
-def test_slurm_states_come_from_one_squeue_call(fake_slurm):
+def test_slurm_states_come_from_one_squeue_call_naming_the_jobs(fake_slurm):
     (fake_slurm / "squeue.txt").write_text("5_0|RUNNING|vm\n5_1|COMPLETED|vm\n5_[2-3]|PENDING|\n")
     assert grid.slurm_states(["5_1", "5_0", "5_2", "5_3", "9"]) == {
         "5_0": "RUNNING", "5_1": "COMPLETED", "5_2": "PENDING", "5_3": "PENDING", "9": "PURGED"}
     assert grid.slurm_states([]) == {}
+    # The jobs by id, any user's (not --me): the arrays of the asked tasks.
+    assert (fake_slurm / "squeue.args").read_text() == \
+        "--array --noheader --states=all --format=%i|%T|%N --jobs=5,9\n"
+
+
+def test_jobs_squeue_no_longer_knows_at_all_are_purged(fake_slurm):
+    (fake_slurm / "squeue.fail").write_text("slurm_load_jobs error: Invalid job id specified\n")
+    assert grid.slurm_states(["5_0", "9"]) == {"5_0": "PURGED", "9": "PURGED"}
+
+
+@pytest.mark.parametrize(("slurm_state", "reason"), [
+    ("CANCELLED", "CANCELLED"), ("TIMEOUT", "TIMEOUT"), ("OUT_OF_MEMORY", "OUT_OF_MEMORY"),
+    ("NODE_FAIL", "NODE_FAIL"), ("PREEMPTED", "PREEMPTED"), ("BOOT_FAIL", "BOOT_FAIL"),
+    ("PURGED", "lost (SLURM does not know the job)"), ("UNKNOWN", "lost (SLURM does not know the job)"),
+    ("FAILED", "RuntimeError: boom"), ("COMPLETED", "COMPLETED without metrics.json"),
+])
+def test_a_job_that_ended_without_metrics_fails_with_the_slurm_state_as_reason(params, slurm_state, reason):
+    run = grid.expand(params, "g")[0]
+    run.run_dir.mkdir(parents=True)
+    (run.run_dir / "error.txt").write_text("Traceback (most recent call last):\n  ...\nRuntimeError: boom\n\n")
+    state = grid.cell_state(run, None, ("7_0", "l", None), {"7_0": slurm_state}, expired=frozenset({"7_0"}))
+    assert (state.state, state.reason, state.active, state.log) == ("failed", reason, False, "l")
+
+
+def test_wait_fails_jobs_unknown_or_preempted_for_lost_polls_polls_and_waits_on_the_others(params, monkeypatch):
+    runs = grid.expand(params, "g")[:3]
+    for run in runs:
+        run.run_dir.mkdir(parents=True)
+    grid.write_index(params, "g", [grid.CellState(run, "pending", f"7_{i}", None) for i, run in enumerate(runs)])
+    # 7_0 never listed; 7_1 PREEMPTED and not requeued; 7_2 preempted twice, then requeued (PENDING) and run.
+    polls = [{"7_0": "UNKNOWN", "7_1": "PREEMPTED", "7_2": "PREEMPTED"},
+             {"7_0": "UNKNOWN", "7_1": "PREEMPTED", "7_2": "PREEMPTED"},
+             {"7_0": "UNKNOWN", "7_1": "PREEMPTED", "7_2": "PENDING"},
+             {"7_0": "UNKNOWN", "7_1": "PREEMPTED"}]
+    asked = []
+
+    def answers(job_ids):
+        asked.append(sorted(job_ids))
+        if len(asked) == 3:
+            FakeTrainer()(runs[2].params, runs[2].run_dir)  # 7_2 runs and finishes before the 4th poll
+        return polls[min(len(asked), len(polls)) - 1]
+
+    monkeypatch.setattr(grid, "slurm_states", answers)
+    monkeypatch.setattr(grid, "LOST_POLLS", 4)
+    monkeypatch.setattr(grid.Patience.__init__, "__defaults__", (4,))
+    assert [(s.state, s.reason, s.active) for s in grid.status(params, "g")[:3]] == [
+        ("pending", "SLURM state UNKNOWN", True), ("pending", "SLURM state PREEMPTED", True),
+        ("pending", "SLURM state PREEMPTED", True)]  # one look cannot tell: pending, with the state
+    asked.clear()
+    with pytest.raises(grid.GridFailed) as caught:
+        grid.wait(params, ["g"], poll_s=0.001)
+    assert asked == [["7_0", "7_1", "7_2"]] * 3 + [["7_0", "7_1"]]  # the 4th poll fails 7_0 and 7_1
+    lines = str(caught.value).splitlines()
+    assert lines[1:3] == ["  g/fcn seed 0: failed (lost (SLURM does not know the job)), log (none)",
+                          "  g/fcn seed 1: failed (PREEMPTED), log (none)"]
+    entries = json.loads((params_runs(params) / "grids" / "g.json").read_text())["cells"]
+    assert [(e["state"], e["reason"]) for e in entries[:3]] == [
+        ("failed", "lost (SLURM does not know the job)"), ("failed", "PREEMPTED"), ("done", None)]
+
+
+def params_runs(params: Params) -> Path:
+    return Path(params.grid.runs)
+
+
+def test_wait_with_a_timeout_names_what_still_runs(params, params_file, monkeypatch, capsys):
+    runs = grid.expand(params, "g")[:2]
+    for run in runs:
+        run.run_dir.mkdir(parents=True)
+    grid.write_index(params, "g", [grid.CellState(runs[0], "pending", "7_0", None),
+                                   grid.CellState(runs[1], "pending", "7_1", None)])
+    monkeypatch.setattr(grid, "slurm_states", lambda ids: {"7_0": "RUNNING", "7_1": "PENDING"})
+    with pytest.raises(grid.WaitTimeout) as caught:
+        grid.wait(params, ["g"], poll_s=0.01, timeout_s=0.02)
+    assert str(caught.value) == ("grid g: timed out after 0.02 s with 2 run(s) not finished: "
+                                 "g/fcn seed 0 (running, job 7_0), g/fcn seed 1 (pending, job 7_1)")
+    assert main(["grid", "wait", "g", "--params", str(params_file), "--poll", "0.01", "--timeout", "0.02"]) == 1
+    assert capsys.readouterr().err.splitlines()[-1] == f"grar: error: {caught.value}"
+    assert main(["grid", "wait", "g", "--params", str(params_file), "--timeout", "-1"]) == 2
+    assert capsys.readouterr().err == "grar: error: --timeout -1.0: must be > 0 seconds\n"
+
+
+def test_jobs_of_a_submit_killed_after_sbatch_are_found_by_their_name(params, fake_slurm):
+    runs = grid.expand(params, "g")[:3]
+    for run in runs:
+        run.run_dir.mkdir(parents=True)
+    token = {"name": "grar-g-0123abcd", "log_dir": "logs/g"}
+    # What submit wrote before sbatch: tokens, no job ids (it was killed before writing them).
+    grid.write_index(params, "g", [grid.CellState(run, "pending", submission={**token, "task": i})
+                                   for i, run in enumerate(runs[:2])])
+    (fake_slurm / "squeue-names.txt").write_text("12|0|grar-g-0123abcd\n12|1|grar-g-0123abcd\n13|0|other\n")
+    (fake_slurm / "squeue.txt").write_text("12_0|RUNNING|vm\n12_1|PENDING|\n")
+    states = grid.status(params, "g")[:3]
+    assert [(s.state, s.job_id, s.log, s.active) for s in states] == [
+        ("running", "12_0", "logs/g/12_0_0_log.err", True), ("pending", "12_1", "logs/g/12_1_0_log.err", True),
+        ("pending", None, None, False)]
+    assert grid.runs_to_submit(states) == [runs[2]]  # the found jobs are not submitted again
+    (fake_slurm / "squeue-names.txt").write_text("")  # never submitted (killed before sbatch), or long gone
+    assert [(s.state, s.job_id, s.active) for s in grid.status(params, "g")[:2]] == [("pending", None, False)] * 2
 
 
 def test_a_failing_squeue_is_an_error_and_wait_gives_up_after_some_attempts(params, fake_slurm, monkeypatch):
@@ -216,10 +348,10 @@ def test_a_failing_squeue_is_an_error_and_wait_gives_up_after_some_attempts(para
 
 def test_the_last_job_of_a_run_wins_and_a_queued_one_before_all(params, monkeypatch):
     run = grid.expand(params, "g")[0]
-    records = [("7_0", "a"), ("12_3", "b"), ("9", "c")]
-    assert grid.latest_job(records, {}) == ("12_3", "b")
-    assert grid.latest_job(records, {"7_0": "PENDING", "12_3": "FAILED", "9": "COMPLETED"}) == ("7_0", "a")
-    assert grid.cell_state(run, None, ("12_3", "b"), {"12_3": "CANCELLED"}).state == "failed"
+    records = [("7_0", "a", None), ("12_3", "b", None), ("9", "c", None)]
+    assert grid.latest_job(records, {}) == ("12_3", "b", None)
+    assert grid.latest_job(records, {"7_0": "PENDING", "12_3": "FAILED", "9": "COMPLETED"}) == ("7_0", "a", None)
+    assert grid.cell_state(run, None, ("12_3", "b", None), {"12_3": "CANCELLED"}).state == "failed"
 
 
 def test_runs_queued_in_slurm_are_not_submitted_again(params, tmp_path, monkeypatch):
@@ -243,6 +375,93 @@ def test_shared_runs_of_several_grids_train_once(params):
     assert states["h"][0].run.run_dir == states["g"][0].run.run_dir
 
 
+GATED_TRAINER = """
+import sys, time, yaml
+from pathlib import Path
+from test_grid import FakeTrainer
+from pipeline import grid
+from pipeline.config import validate
+
+params, gate = validate(yaml.safe_load(Path(sys.argv[1]).read_text())), Path(sys.argv[2])
+
+class Gated(FakeTrainer):
+    # Training fcn waits for the test's go-ahead, so the two processes overlap on the shared runs.
+    def __call__(self, params, run_dir):
+        if params.model.head == "fcn":
+            (gate / f"started-{params.seed}").touch()
+            deadline = time.monotonic() + 120
+            while not (gate / "release").exists() and time.monotonic() < deadline:
+                time.sleep(0.01)
+        return super().__call__(params, run_dir)
+
+grid.train_grids(params, poll_s=0.05, cell_fn=Gated())
+print(*(f"{s.run.cell}/{s.run.seed}:{s.state}" for states in grid.status_all(params, list(params.grid.grids)).values()
+        for s in states))
+"""
+
+
+def test_two_processes_training_overlapping_grids_train_each_shared_run_once(tmp_path):
+    """Two ``train_grids`` (local executor) at once, grids sharing fcn: each run trains once, both end done."""
+    # b names the shared config fcn-again: the two processes expand it to two folders, one is settled on.
+    grids = {"a": {"a": [GRIDS["g"][0], GRIDS["g"][1]]}, "b": {"b": GRIDS["h"]}}
+    processes = {}
+    for name, grid_set in grids.items():
+        params_file = tmp_path / f"{name}.yaml"
+        params = grid_params(tmp_path, **{"grid.grids": grid_set})
+        params_file.write_text(yaml.safe_dump(params.model_dump(mode="json")))
+        with open(tmp_path / f"{name}.err", "w") as err:
+            processes[name] = subprocess.Popen(
+                [sys.executable, "-c", GATED_TRAINER, str(params_file), str(tmp_path)], cwd=Path(__file__).parent,
+                env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, stderr=err, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        # fcn seed 0 and seed 1 started: one in each process (a process blocks in its first fcn), and the
+        # process that started the second one skipped the first, which the other one trains.
+        while not ((tmp_path / "started-0").exists() and (tmp_path / "started-1").exists()):
+            assert time.monotonic() < deadline, "the two processes did not both start training"
+            assert all(process.poll() is None for process in processes.values())
+            time.sleep(0.01)
+    finally:
+        (tmp_path / "release").touch()
+    outputs = {name: process.communicate(timeout=120)[0].split() for name, process in processes.items()}
+    assert [process.returncode for process in processes.values()] == [0, 0], \
+        [(tmp_path / f"{name}.err").read_text() for name in processes]
+    assert outputs == {"a": ["fcn/0:done", "fcn/1:done", "ppm/0:done", "ppm/1:done"],
+                       "b": ["fcn-again/0:done", "fcn-again/1:done", "danet/0:done", "danet/1:done"]}
+    runs = sorted((tmp_path / "runs").glob("*-s*"))
+    assert [run.name.split("-")[0] for run in runs] == ["danet", "danet", "fcn", "fcn", "ppm", "ppm"]
+    assert [(run / "calls.txt").read_text().count("\n") for run in runs] == [1] * 6
+    assert sorted(path.name[:10] for path in (tmp_path / "runs" / ".folders").iterdir()) == \
+        sorted(run.name[-10:] for run in runs)  # every config's folder, named once
+    skips = "".join((tmp_path / f"{name}.err").read_text() for name in processes).count("running elsewhere (")
+    assert skips in (1, 2)
+
+
+def test_a_run_another_process_trains_is_running_skipped_by_submit_and_pending_once_its_holder_died(
+        params, capsys):
+    run = grid.expand(params, "h")[0]
+    holder = subprocess.Popen(["sleep", "60"])
+    me = lock.Holder.me()
+    run.run_dir.mkdir(parents=True)
+    (run.run_dir / "grar.lock.0").write_text(json.dumps(
+        {"host": me.host, "pidns": me.pidns, "pid": holder.pid, "job": "", "since": 0.0, "token": "t"}))
+    (run.run_dir / "error.txt").write_text("RuntimeError: an earlier attempt\n")  # failed before, training again
+    try:
+        elsewhere = f"running elsewhere ({me.host}, pid {holder.pid}, since 1970-01-01 00:00:00 UTC)"
+        (state, *_) = grid.status(params, "h")
+        assert (state.state, state.active, state.reason) == ("running", True, elsewhere)
+        submission = grid.submit(params, "h", FakeTrainer())
+        assert submission.ran == 3 and calls(submission.states[0]) == 0
+        assert [s.state for s in submission.states] == ["running", "done", "done", "done"]
+        assert f"h/fcn-again seed 0: skipped, {elsewhere}" in capsys.readouterr().err
+    finally:
+        holder.kill()
+        holder.wait()
+    (state, *_) = grid.status(params, "h")  # its holder died: failed as before, and submitted again
+    assert (state.state, state.active, state.reason) == ("failed", False, "RuntimeError: an earlier attempt")
+    assert grid.submit(params, "h", FakeTrainer()).ran == 1 and calls(state) == 1
+
+
 def test_wait_names_every_failed_run_with_its_log(params, tmp_path):
     grid.submit(params, "g", FakeTrainer(fail=frozenset({"grar"})))
     with pytest.raises(grid.GridFailed) as caught:
@@ -250,7 +469,8 @@ def test_wait_names_every_failed_run_with_its_log(params, tmp_path):
     lines = str(caught.value).splitlines()
     assert lines[0] == "4 run(s) not done:"
     for seed, line in enumerate(lines[1:3]):
-        assert line.startswith(f"  g/grar seed {seed}: failed, log ") and line.endswith("error.txt")
+        assert line.startswith(f"  g/grar seed {seed}: failed (RuntimeError: grar exploded), log ")
+        assert line.endswith("error.txt")
     assert lines[3:] == [f"  h/danet seed {seed}: not submitted (grar grid submit h)" for seed in (0, 1)]
     assert json.loads((tmp_path / "runs" / "grids" / "h.json").read_text())["cells"][0]["state"] == "done"
 
@@ -318,7 +538,7 @@ def test_grid_list_and_status(params_file, capsys):
     assert main(["grid", "status", "g", "--params", str(params_file)]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("grid g: 6 runs: 6 pending, 0 running, 0 done, 0 failed (index ")
-    assert out[1].split() == ["cell", "seed", "state", "mIoU", "%", "job", "log", "/", "run", "folder"]
+    assert out[1].split() == ["cell", "seed", "state", "mIoU", "%", "job", "log", "/", "run", "folder", "reason"]
     assert out[2].split() == ["fcn", "0", "pending", "-", "-", "-"]
 
 
@@ -327,7 +547,8 @@ def test_grid_submit_and_wait_exit_codes(params_file, tmp_path, monkeypatch, cap
     assert main(["grid", "submit", "h", "--params", str(params_file)]) == 1
     captured = capsys.readouterr()
     error = captured.err.split("grar: error: ")[1]
-    assert error.startswith("2 run(s) not done:\n  h/fcn-again seed 0: failed, log ") and "danet" not in error
+    assert error.startswith("2 run(s) not done:\n  h/fcn-again seed 0: failed (RuntimeError: fcn exploded), log ")
+    assert "danet" not in error
     rows = [line.split() for line in captured.out.splitlines()[2:]]
     assert [row[:4] for row in rows] == [["fcn-again", "0", "failed", "-"], ["fcn-again", "1", "failed", "-"],
                                          ["danet", "0", "done", "12.50"], ["danet", "1", "done", "13.50"]]

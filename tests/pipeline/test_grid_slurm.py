@@ -7,6 +7,7 @@ Python cannot import a test module); the requeue test trains for real.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -16,7 +17,7 @@ import cloudpickle
 import pytest
 import torch
 import yaml
-from test_grid import GRIDS, FakeTrainer, calls, grid_params
+from test_grid import GRIDS, BlockedTrainer, FakeTrainer, calls, grid_params
 from tiny_run import make_project, tiny
 
 from pipeline import grid
@@ -51,7 +52,8 @@ def test_a_grid_is_one_job_array_whose_metrics_are_collected(slurm_cluster, by_v
         ("pending", f"{array}_{task}", True) for task in range(3)]
     script = (tmp_path / "logs" / "g" / f"{array}_submission.sh").read_text()
     assert "#SBATCH --array=0-2%2" in script and "#SBATCH --cpus-per-task=1" in script
-    assert "#SBATCH --job-name=grar-g" in script
+    name = submission.states[0].submission["name"]
+    assert re.fullmatch(r"grar-g-[0-9a-f]{8}", name) and f"#SBATCH --job-name={name}" in script
 
     states = grid.wait(params, ["g"], poll_s=0.5)["g"]
     assert [(s.run.cell, s.state, s.job_id, s.metrics["miou"]) for s in states] == [
@@ -65,7 +67,8 @@ def test_a_grid_is_one_job_array_whose_metrics_are_collected(slurm_cluster, by_v
 def test_a_failing_cell_is_reported_with_its_log_and_resubmission_runs_only_it(slurm_cluster, by_value, tmp_path):
     params = slurm_params(tmp_path)
     first = grid.submit(params, "g", FakeTrainer(fail=frozenset({"ppm"})))
-    with pytest.raises(grid.GridFailed, match=r"1 run\(s\) not done:\n  g/ppm seed 0: failed, log ") as caught:
+    with pytest.raises(grid.GridFailed, match=r"1 run\(s\) not done:\n  g/ppm seed 0: failed \(RuntimeError: ppm "
+                                              r"exploded\), log ") as caught:
         grid.wait(params, ["g"], poll_s=0.5)
     failed = grid.status(params, "g")[1]
     assert (failed.state, failed.job_id, failed.log) == ("failed", first.job_ids[1], str(caught.value).split()[-1])
@@ -89,6 +92,20 @@ def test_status_from_another_process_finds_the_jobs_of_the_index(slurm_cluster, 
     result = subprocess.run([sys.executable, "-c", script], input=yaml.safe_dump(params.model_dump(mode="json")),
                             capture_output=True, text=True, timeout=60)
     assert result.stdout.split() == ["done", submission.job_ids[0]], result.stderr
+
+
+def test_a_cancelled_job_ends_the_wait_with_its_run_failed_as_cancelled(slurm_cluster, by_value, tmp_path):
+    params = slurm_params(tmp_path, **{"grid.grids": {"g": GRIDS["g"][:1]}})
+    (job_id,) = grid.submit(params, "g", BlockedTrainer(gate=str(tmp_path / "never"))).job_ids
+    run = grid.expand(params, "g")[0]
+    poll(lambda: (run.run_dir / "started").exists(), "the job to start training")
+    (running,) = grid.status(params, "g")
+    assert (running.state, running.job_id, running.reason) == ("running", job_id, None)  # its own job holds the lock
+    subprocess.run(["scancel", job_id], check=True, timeout=30)
+    with pytest.raises(grid.GridFailed, match=r"g/fcn seed 0: failed \(CANCELLED\), log "):
+        grid.wait(params, ["g"], poll_s=0.5, timeout_s=120)
+    (failed,) = grid.status(params, "g")
+    assert (failed.state, failed.job_id, failed.reason, failed.active) == ("failed", job_id, "CANCELLED", False)
 
 
 # --- requeue and resume, with real training -------------------------------------------------------

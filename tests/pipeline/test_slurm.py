@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import operator
+import os
 import shutil
 
 import pytest
@@ -87,6 +88,28 @@ def test_squeue_rows_become_states_and_unlisted_jobs_are_purged():
     }
     watcher._info_dict.update(info)
     assert [watcher.is_done(j, mode="cache") for j in ("5_0", "5_1", "5_2")] == [True, False, True]
+
+
+def test_without_accounting_the_watcher_asks_squeue_for_its_jobs_by_id():
+    watcher = SlurmStateWatcher()
+    watcher._use_squeue = True
+    for job_id in ("5_0", "5_1", "7"):
+        watcher.register_job(job_id)
+    assert watcher._make_command() == [
+        "squeue", "--array", "--noheader", "--states=all", "--format=%i|%T|%N", "--jobs=5,7"]
+
+
+def test_jobs_squeue_knows_none_of_any_more_are_purged_and_finished(tmp_path, monkeypatch):
+    (tmp_path / "squeue").write_text("#!/bin/sh\necho 'slurm_load_jobs error: Invalid job id specified' >&2\nexit 1\n")
+    (tmp_path / "squeue").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    watcher = SlurmStateWatcher()
+    watcher._use_squeue = True
+    for job_id in ("5_0", "7"):
+        watcher.register_job(job_id)
+    watcher.update()
+    assert {job_id: watcher.get_state(job_id) for job_id in ("5_0", "7")} == {"5_0": PURGED, "7": PURGED}
+    assert watcher._finished == {"5_0", "7"}  # a wait on them ends (submitit then reads their result files)
 
 
 def test_with_accounting_the_watcher_reads_sacct_as_submitit_does():

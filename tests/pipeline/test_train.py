@@ -6,6 +6,8 @@ import json
 import os
 import signal
 import subprocess
+import time
+from types import SimpleNamespace
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -15,6 +17,7 @@ import yaml
 from tiny_run import IMAGE_SIZE, VAL_IMAGES
 
 import pipeline.train as trainer
+from pipeline import lock
 from pipeline.cli import main
 from pipeline.config import with_overrides
 from pipeline.data import SegmentationDataset
@@ -330,6 +333,41 @@ def test_grar_train_command(tiny_project, tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     assert "Resuming: the checkpoint is written" in capsys.readouterr().out
+
+
+def test_a_run_folder_another_process_trains_is_refused_or_waited_for(tiny_project, tmp_path, monkeypatch, capsys):
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(tiny_project.model_dump(mode="json")))
+    out = tmp_path / "run"
+    holder = subprocess.Popen(["sleep", "60"])
+    me = lock.Holder.me()
+    out.mkdir()
+    (out / "grar.lock.0").write_text(json.dumps({
+        "host": me.host, "pidns": me.pidns, "pid": holder.pid, "job": "", "since": 0.0, "token": "other"}))
+    argv = ["train", "--params", str(params_file), "--out", str(out), "--iterations", "1",
+            "--set", "eval.multi_scale=false"]
+    try:
+        assert main(argv) == 1
+        assert capsys.readouterr().err == (f"grar: error: {out}: running elsewhere ({me.host}, pid {holder.pid}, "
+                                           "since 1970-01-01 00:00:00 UTC)\n")
+        with pytest.raises(lock.Locked):
+            run_cell(tiny_project, out)  # run_cell itself takes the lock
+        assert sorted(path.name for path in out.iterdir()) == ["grar.lock.0"]  # nothing trained
+
+        def holder_ends(_seconds: float) -> None:  # --wait polls: the holder ends during the first pause
+            holder.kill()
+            holder.wait()
+            pauses.append(_seconds)
+
+        pauses: list[float] = []
+        monkeypatch.setattr(lock, "time", SimpleNamespace(time=time.time, sleep=holder_ends))
+        assert main([*argv, "--wait"]) == 0
+    finally:
+        holder.kill()
+        holder.wait()
+    assert pauses == [lock.POLL_S]
+    assert "mIoU" in capsys.readouterr().out and (out / "metrics.json").is_file()
+    assert not list(out.glob("grar.lock*"))  # released
 
 
 def test_the_pretrained_backbone_is_loaded_and_not_needed_afterwards(tiny_project, tmp_path):
