@@ -135,6 +135,7 @@ class TrainConfig(Section):
     momentum: Annotated[float, Field(ge=0, lt=1)]
     weight_decay: NonNegativeFloat
     poly_power: PositiveFloat
+    head_lr_mult: PositiveFloat  # lr multiple of every parameter outside the backbone (PyTorch-Encoding: 10)
     loss: LossConfig
     checkpoint_every: PositiveInt
     device: Device

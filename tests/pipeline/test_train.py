@@ -30,6 +30,7 @@ from pipeline.train import (
     frequency_class_weights,
     load_checkpoint,
     load_run_model,
+    optimizer_groups,
     poly_lr,
     read_log,
     run_cell,
@@ -127,6 +128,27 @@ def test_log_has_every_term_and_their_weighted_sum(straight, tiny_project):
     assert state["num_classes"] == 24 and state["class_names"][0] == "bedroom.wall"
     assert set(state) == {"model", "criterion", "optimizer", "iteration", "rng", "params", "config_hash",
                           "num_classes", "class_names"}
+
+
+def test_backbone_and_head_groups_follow_the_schedule_at_their_multiples(tiny_project, tmp_path):
+    model = build_model(tiny_project, 24)
+    criterion = trainer.build_criterion(tiny_project.train.loss, 24, model.head.feature_channels)
+    step = trainer.TrainingStep(model, criterion)
+    groups = optimizer_groups(step, 10.0)
+    assert [(g["name"], g["lr_mult"]) for g in groups] == [("backbone", 1.0), ("head", 10.0)]
+    backbone = list(model.backbone.parameters())
+    assert [id(p) for p in groups[0]["params"]] == [id(p) for p in backbone]
+    others = [p for name, p in step.named_parameters() if not name.startswith("model.backbone.")]
+    assert [id(p) for p in groups[1]["params"]] == [id(p) for p in others]
+    assert any(name.startswith("criterion.") for name, _ in step.named_parameters())  # the SR-Loss classifier
+    assert any(name.startswith("model.aux_head.") for name, _ in step.named_parameters())
+    # a 3-iteration run at base lr 0.02, mult 3: the checkpoint holds both groups at the last poly lr x their mult
+    train(with_overrides(tiny_project, {"train.head_lr_mult": 3.0, "train.schedules.embedded.iterations": 3}), tmp_path)
+    saved = load_checkpoint(tmp_path / "checkpoint.pt")["optimizer"]["param_groups"]
+    assert [(g["name"], g["lr_mult"]) for g in saved] == [("backbone", 1.0), ("head", 3.0)]
+    last = poly_lr(0.02, 2, 3, 0.9)
+    assert [g["lr"] for g in saved] == pytest.approx([last, 3 * last], rel=1e-12)
+    assert len(saved[0]["params"]) == len(backbone) and len(saved[1]["params"]) == len(others)
 
 
 def test_stopped_and_resumed_run_ends_identical(tiny_project, straight, tmp_path):
