@@ -159,7 +159,8 @@ class EvalConfig(Section):
     multi_scale: bool
     scales: tuple[PositiveFloat, ...] = Field(min_length=1)  # the MS scales
     flip: bool  # MS also averages horizontally flipped predictions
-    window: PositiveInt | None  # sliding-window crop for large images; null = whole image
+    base_size: PositiveInt | None  # long side = base_size x scale (PyTorch-Encoding); null = the image's size x scale
+    window: PositiveInt | None  # sliding crop windows, stride 2/3 (PyTorch-Encoding); null = whole image
 
 
 class BenchConfig(Section):
