@@ -168,6 +168,7 @@ class BenchConfig(Section):
 
     out: str = Field(min_length=1)
     device: Literal["cpu", "cuda"]
+    dtype: Literal["float32", "bfloat16"]  # bfloat16: the forward under bfloat16 autocast
     channels: PositiveInt
     height: PositiveInt
     width: PositiveInt

@@ -392,7 +392,7 @@ def table3(inputs: Inputs) -> Table:
     paper = inputs.paper[3]
     table = header(paper, 3, inputs, (
         "Method", "paper Parameters (M)", "measured Parameters (M)", "paper Memory (M)", "measured Memory (MB)",
-        "paper Time (ms)", "measured Time (ms)") + METRIC_COLUMNS)
+        "paper Time (ms)", "measured Time (ms)", "measured FLOPs (G)") + METRIC_COLUMNS)
     bench = inputs.bench
     modules = {module["name"]: module for module in (bench or {}).get("modules", [])}
     if bench is not None:
@@ -401,9 +401,11 @@ def table3(inputs: Inputs) -> Table:
             f"{bench['threads']} threads, {bench['dtype']}{', compiled' if bench.get('compile') else ''}, "
             f"torch {bench['torch']}), input {'×'.join(map(str, bench['input']))}, head width {bench['head_width']}, "
             f"{bench['num_classes']} classes, median of {bench['repeats']} passes after {bench['warmup']} warm-up; "
-            f"memory: {bench['memory_method']}; parameters: {bench['params_method']}. The paper measured on a GPU.")
-        table.preamble.append(f"Parameters, memory and time: this project's module benchmark on {bench['device']} "
-                              f"[{marker}], beside the paper's GPU figures.")
+            f"memory: {bench['memory_method']}; parameters: {bench['params_method']}; "
+            f"FLOPs: {bench.get('flops_method', 'not measured')}. The paper measured on a GPU.")
+        table.preamble.append(f"Parameters, memory, time and FLOPs: this project's module benchmark on "
+                              f"{bench['device']} in {bench['dtype']} [{marker}], beside the paper's GPU figures "
+                              f"(the paper gives no FLOPs).")
     grid = inputs.grids.get("table3")
     cells = list(grid.cells) if grid is not None else []
     rows: list[tuple[dict[str, Any] | None, CellRuns | None, str]] = []
@@ -418,10 +420,12 @@ def table3(inputs: Inputs) -> Table:
         if module is not None:
             bench_cells = (Cell(f"{module['params'] / 1e6:.2f}", kind="measured", note=marker),
                            Cell(f"{module['peak_memory_bytes'] / 2 ** 20:.1f}", kind="measured", note=marker),
-                           Cell(f"{module['latency_ms_median']:.1f}", kind="measured", note=marker))
+                           Cell(f"{module['latency_ms_median']:.1f}", kind="measured", note=marker),
+                           Cell(f"{module['flops'] / 1e9:.2f}", kind="measured", note=marker) if "flops" in module
+                           else Cell(f"{NOT_RUN} (benchmark without FLOPs)", kind="missing"))
         else:
             why = f"{NOT_RUN} ({inputs.bench_path} missing)" if bench is None else f"{NOT_RUN} (not benchmarked)"
-            bench_cells = (Cell(why, kind="missing"),) * 3
+            bench_cells = (Cell(why, kind="missing"),) * 4
         name = row["method"] if row is not None else (f"FCN (baseline, {cells_of.cell})" if head == "fcn"
                                                       else cells_of.cell)
         miou = row["miou"] if row is not None else None
@@ -431,7 +435,7 @@ def table3(inputs: Inputs) -> Table:
             (Cell(name),
              paper_cell(row["parameters"]) if row else paper_cell(None), bench_cells[0],
              paper_cell(row["memory"], 0) if row else paper_cell(None), bench_cells[1],
-             paper_cell(row["time"], 0) if row else paper_cell(None), bench_cells[2],
+             paper_cell(row["time"], 0) if row else paper_cell(None), bench_cells[2], bench_cells[3],
              paper_cell(miou)) + measured(table, cells_of, "miou", miou, why_missing)
         )
     return table

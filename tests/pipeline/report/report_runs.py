@@ -104,13 +104,14 @@ class Runs:
 
 def bench_report() -> dict:
     """A module-benchmark JSON with the keys the report reads (pipeline.bench.benchmark_modules)."""
-    modules = [{"name": name, "params": params, "params_total": params + 1000, "peak_memory_bytes": memory,
-                "latency_ms_median": latency, "latency_ms": [latency], "paper": None}
-               for name, params, memory, latency in (("fcn", 9438208, 85098496, 403.9), ("grar", 2360000, 51590348,
-                                                                                          60.04))]
+    modules = [{"name": name, "params": params, "params_total": params + 1000, "flops": flops,
+                "peak_memory_bytes": memory, "latency_ms_median": latency, "latency_ms": [latency], "paper": None}
+               for name, params, flops, memory, latency in (("fcn", 9438208, 87_345_000_000, 85098496, 403.9),
+                                                            ("grar", 2360000, 21_834_000_000, 51590348, 60.04))]
     return {"device": "cpu", "device_name": "x86_64", "threads": 2, "torch": "2.14.1", "dtype": "float32",
             "compile": False, "input": [1, 2048, 68, 68], "head_width": 512, "num_classes": 59, "warmup": 1,
             "repeats": 3, "params_method": "module without classifiers", "memory_method": "profiler peak",
+            "flops_method": "FlopCounterMode",
             "latency_method": "median", "modules": modules}
 
 

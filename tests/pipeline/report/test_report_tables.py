@@ -133,11 +133,12 @@ def test_table3_bench_and_miou(params, runs, tmp_path):
     runs.done("table3", "grar", 0, 0.52)
     table = tables_of(params, bench_report())[2]
     grar = row(table, "GRAr (ours)")
-    assert texts(grar) == ["GRAr (ours)", "2.4", "2.36", "95", "49.2", "42", "60.0", "51.7", "52.00 (n=1)",
-                           "+0.30", "table3/grar · tiny_resnet"]
+    assert texts(grar) == ["GRAr (ours)", "2.4", "2.36", "95", "49.2", "42", "60.0", "21.83", "51.7",
+                           "52.00 (n=1)", "+0.30", "table3/grar · tiny_resnet"]
     assert grar[2].note == "m1" and "device cpu (x86_64, 2 threads, float32" in table.provenance[0][1]
+    assert "FLOPs: FlopCounterMode" in table.provenance[0][1] and "on cpu in float32" in table.preamble[-1]
     ppm = row(table, "PPM")
-    assert texts(ppm[2:3]) == ["not run (not benchmarked)"] and ppm[8].text.startswith("not run")
+    assert texts(ppm[2:3]) == ["not run (not benchmarked)"] and ppm[9].text.startswith("not run")
     assert texts(row(table, "FCN (baseline, fcn)")[1:3]) == ["— (no paper row)", "9.44"]
     no_bench = tables_of(params)[2]
     assert row(no_bench, "PPM")[2].text == "not run (artifacts/bench/modules.json missing)"
