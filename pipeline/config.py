@@ -74,7 +74,7 @@ class StatsConfig(Section):
     """Class co-occurrence statistics (section 3.2, Eq. 1)."""
 
     root: str = Field(min_length=1)
-    normalisation: Literal["printed", "conditional"]
+    normalisation: Literal["printed", "conditional", "row"]
     top_k: PositiveInt
     workers: PositiveInt
 
