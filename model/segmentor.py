@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 # Outputs holding class logits: upsampled to the input size (once, here). The
 # other outputs (e.g. "features" for the SR-Loss) stay at feature resolution.
-LOGITS = ("out", "coarse", "aux")
+LOGITS = ("out", "coarse", "aux", "pam", "cam")
 
 
 def resize(x: Tensor, size: tuple[int, int]) -> Tensor:

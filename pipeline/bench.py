@@ -24,7 +24,8 @@ in eval mode, under ``torch.inference_mode``, one after another in one process.
   2 FLOPs; convolutions, matrix products and attention, not elementwise ops,
   norms or pooling), before any compilation; they do not depend on the dtype.
 - GRAr's affinity is ``synthetic_affinity`` (timing does not depend on its
-  values); GRAr's switches are those of ``model.grar``.
+  values); GRAr's switches are those of ``model.grar``, DANet's build that of
+  ``model.danet``.
 """
 
 from __future__ import annotations
@@ -82,8 +83,10 @@ def synthetic_affinity(num_classes: int) -> Tensor:
     return affinity.fill_diagonal_(1.0)
 
 
-def benchmark_modules(bench: BenchConfig, grar: GrarConfig, heads: tuple[str, ...] = BENCH_HEADS) -> dict:
-    """Measure ``heads`` on one input in this process; returns the JSON-ready report."""
+def benchmark_modules(
+    bench: BenchConfig, grar: GrarConfig, heads: tuple[str, ...] = BENCH_HEADS, danet: str = "matched"
+) -> dict:
+    """Measure ``heads`` on one input in this process (DANet in the ``danet`` build); returns the JSON-ready report."""
     for name in heads:
         lookup(dict.fromkeys(BENCH_HEADS), name, "bench head")
     device = torch.device(bench.device)
@@ -96,7 +99,7 @@ def benchmark_modules(bench: BenchConfig, grar: GrarConfig, heads: tuple[str, ..
     modules = []
     for name in tqdm(heads, desc="bench modules", unit="module"):
         torch.manual_seed(0)
-        head = build_head(name, bench.channels, bench.num_classes, bench.head_width, grar, affinity)
+        head = build_head(name, bench.channels, bench.num_classes, bench.head_width, grar, affinity, danet=danet)
         head = head.to(device).eval()
         flops = count_flops(lambda: head(x))
         run = torch.compile(head) if bench.compile else head
@@ -133,6 +136,7 @@ def benchmark_modules(bench: BenchConfig, grar: GrarConfig, heads: tuple[str, ..
         + (", CUDA-synchronised" if device.type == "cuda" else ""),
         "affinity": "synthetic: uniform [0, 1) from torch.Generator seed 0, diagonal 1",
         "grar": grar.model_dump(),
+        "danet": danet,
         "modules": modules,
     }
 

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from model.backbones import BACKBONES, Backbone
 from model.heads import HEADS
+from model.heads.danet import DANetHead
 from model.heads.fcn import FCNHead
 from model.heads.grar import GRArHead
 from model.segmentor import Segmentor
@@ -24,7 +25,8 @@ from pipeline.config import GrarConfig, LossConfig, ModelConfig
 from pipeline.errors import ConfigError, DataError
 from pipeline.losses import Criterion
 
-CLASSIFIER_KEYS = ("fc.",)  # the ImageNet classifier of torchvision / timm weight files: not part of a backbone
+CLASSIFIER_KEYS = ("fc.",)
+DANET_BUILDS = {"matched": False, "reference": True}  # model.danet -> DANetHead(reference=...)  # the ImageNet classifier of torchvision / timm weight files: not part of a backbone
 
 
 def lookup(table: Mapping[str, Any], name: str, key: str) -> Any:
@@ -43,9 +45,15 @@ def build_head(
     grar: GrarConfig,
     affinity: Tensor | None = None,
     affinity_source: str = "affinity matrix",
+    danet: str = "matched",
 ) -> nn.Module:
-    """Head ``name`` sized from the backbone's channels and ``width``; GRAr gets ``affinity`` and its switches."""
+    """Head ``name`` sized from the backbone's channels and ``width``; GRAr gets ``affinity`` and its switches.
+
+    ``danet`` (``model.danet``): ``matched`` (Table 3's size) or ``reference`` (DANet's own code).
+    """
     head_class = lookup(HEADS, name, "model.head")
+    if head_class is DANetHead:
+        return DANetHead(in_channels, num_classes, width, reference=lookup(DANET_BUILDS, danet, "model.danet"))
     if head_class is not GRArHead:
         return head_class(in_channels, num_classes, width)
     if grar.edges == "graph" and affinity is None:
@@ -75,7 +83,8 @@ def build_segmentor(
     if config.pretrained is not None:
         load_backbone_weights(backbone, config.pretrained, config.backbone)
     head = build_head(
-        config.head, backbone.out_channels, num_classes, config.width, config.grar, affinity, affinity_source
+        config.head, backbone.out_channels, num_classes, config.width, config.grar, affinity, affinity_source,
+        config.danet,
     )
     aux_head = FCNHead(backbone.aux_channels, num_classes, config.width // 2) if config.aux else None
     return Segmentor(backbone, head, aux_head)
@@ -141,4 +150,4 @@ def build_criterion(
         raise ConfigError("train.loss.sr_class_weights: frequency needs the class weights from the statistics")
     if loss.sr_class_weights == "uniform":
         class_weights = None
-    return Criterion(num_classes, feature_channels, loss.aux, loss.coarse, loss.sr, class_weights)
+    return Criterion(num_classes, feature_channels, loss.aux, loss.coarse, loss.sr, class_weights, loss.danet)

@@ -97,16 +97,18 @@ class ModelConfig(Section):
     head: HeadName
     width: Annotated[int, Field(ge=16, multiple_of=16)]  # every head derives its widths from it (paper: 512)
     aux: bool
+    danet: Literal["matched", "reference"]  # DANet head: Table 3's size, or as DANet's code builds it
     grar: GrarConfig
 
 
 class LossConfig(Section):
-    """Weights of the loss terms: aux CE, coarse-mask CE (GRAr) and SR-Loss (Eq. 6)."""
+    """Weights of the loss terms: aux CE, coarse-mask CE (GRAr), SR-Loss (Eq. 6), DANet's branch CEs."""
 
     aux: NonNegativeFloat
     coarse: NonNegativeFloat
     sr: NonNegativeFloat
     sr_class_weights: Literal["uniform", "frequency"]
+    danet: NonNegativeFloat  # DANet (reference build): CE on the PAM-only and on the CAM-only logits, each
 
 
 class ScheduleConfig(Section):

@@ -24,7 +24,7 @@ CHECKPOINT_FILE = "checkpoint.pt"
 METRICS_FILE = "metrics.json"
 CONFUSION_FILE = "confusion.npy"
 CONFUSION_MS_FILE = "confusion_ms.npy"
-TERMS = ("ce", "aux", "coarse", "sr")
+TERMS = ("ce", "aux", "coarse", "sr", "danet")
 LOG_COLUMNS = ("iteration", "lr", "loss", *TERMS, "seconds")
 # Sections and keys that change neither the trained model nor its evaluation: left out of the config hash.
 # Worker counts only parallelise work whose result does not depend on them (per-sample seeding, deterministic

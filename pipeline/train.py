@@ -8,7 +8,7 @@ last. Files of a run folder:
 - ``config.yaml``: the resolved params, written at start;
 - ``train_log.csv``: one row per iteration: ``iteration`` (1-based: the row of
   iteration i is written after i steps), ``lr``, ``loss`` (the weighted total
-  that is minimised), the unweighted terms ``ce``, ``aux``, ``coarse``, ``sr``
+  that is minimised), the unweighted terms ``ce``, ``aux``, ``coarse``, ``sr``, ``danet``
   (empty when the run has no such term), ``seconds`` (wall time of the
   iteration, data loading included); a resumed run first cuts the file back
   to the checkpoint's iteration, so no iteration appears twice;
@@ -463,8 +463,8 @@ def run_iterations(
             ])
             reduced = all_sum(reduced, ranks).tolist()
             values = {"loss": reduced[0] / ranks.world_size}
-            values |= {k: v / ranks.world_size for k, v in zip(TERMS, reduced[1:5]) if k in terms}
-            stopping = [signum for signum, flag in zip(PREEMPTION_SIGNALS, reduced[5:]) if flag > 0]
+            values |= {k: v / ranks.world_size for k, v in zip(TERMS, reduced[1 : 1 + len(TERMS)]) if k in terms}
+            stopping = [signum for signum, flag in zip(PREEMPTION_SIGNALS, reduced[1 + len(TERMS) :]) if flag > 0]
             done = iteration + 1
             if log is not None:
                 log.append(done, lr, values, time.perf_counter() - started)
@@ -541,6 +541,7 @@ def run_cell(params: Params, run_dir: Path) -> dict[str, Any]:
                 "dataset": params.train.dataset,
                 "backbone": params.model.backbone,
                 "head": params.model.head,
+                "danet": params.model.danet,
                 "seed": params.seed,
                 "commit": source_commit(),
                 "config_hash": digest,

@@ -13,7 +13,7 @@ def bench(params: Params) -> None:
     """Measure every head (``pipeline.bench.benchmark_modules``), write the JSON, print the table."""
     from pipeline.bench import benchmark_modules, format_table
 
-    report = benchmark_modules(params.bench, params.model.grar)
+    report = benchmark_modules(params.bench, params.model.grar, danet=params.model.danet)
     write_text_atomic(params.bench.out, json.dumps(report, indent=2) + "\n")
     print(format_table(report))
 

@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     params = require_params(args)
     overrides = {"bench.device": args.device, "bench.compile": args.compile}
     params = with_overrides(params, {key: value for key, value in overrides.items() if value is not None})
-    report = benchmark_modules(params.bench, params.model.grar, tuple(args.heads))
+    report = benchmark_modules(params.bench, params.model.grar, tuple(args.heads), params.model.danet)
     print(format_table(report))
     fastest = lowest_latency(report)
     if fastest is not None:

@@ -64,8 +64,8 @@ EQ1_PRINTED, EQ1_CONDITIONAL, EQ1_ROW = "posneg-graph", "posneg-graph-conditiona
 
 # Table 3 (grid "table3", both profiles): cell -> the head it trains, which names its module-benchmark entry
 # and (through pipeline.bench.TABLE3_METHODS) its printed row; the FCN baseline has no printed row.
-TABLE3_CELLS: dict[str, str] = {"fcn": "fcn", "ppm": "ppm", "aspp": "aspp", "danet": "danet", "ocr": "ocr",
-                                "grar": "grar"}
+TABLE3_CELLS: dict[str, str] = {"fcn": "fcn", "ppm": "ppm", "aspp": "aspp", "danet": "danet",
+                                "danet-reference": "danet", "ocr": "ocr", "grar": "grar"}
 
 # Tables 4-6: the paper's own rows ("Ours", by printed backbone) -> the grid cell that reproduces them, on the
 # table's dataset, multi-scale + flip (the paper's 55.7 / 57.0 equal Table 1's MS rows). Every other printed
@@ -414,7 +414,8 @@ def table3(inputs: Inputs) -> Table:
             f"torch {bench['torch']}), input {'×'.join(map(str, bench['input']))}, head width {bench['head_width']}, "
             f"{bench['num_classes']} classes, median of {bench['repeats']} passes after {bench['warmup']} warm-up; "
             f"memory: {bench['memory_method']}; parameters: {bench['params_method']}; "
-            f"FLOPs: {bench.get('flops_method', 'not measured')}. The paper measured on a GPU.")
+            f"FLOPs: {bench.get('flops_method', 'not measured')}; DANet: the {bench.get('danet', 'matched')} build "
+            f"(model.danet). The paper measured on a GPU.")
         table.preamble.append(f"Parameters, memory, time and FLOPs: this project's module benchmark on "
                               f"{bench['device']} in {bench['dtype']} [{marker}], beside the paper's GPU figures "
                               f"(the paper gives no FLOPs).")
@@ -440,6 +441,10 @@ def table3(inputs: Inputs) -> Table:
             bench_cells = (Cell(why, kind="missing"),) * 4
         name = row["method"] if row is not None else (f"FCN (baseline, {cells_of.cell})" if head == "fcn"
                                                       else cells_of.cell)
+        if head == "danet":  # which build (model.danet) the row's runs used; the benchmark's is in its footnote
+            builds = sorted({str(run.provenance.get("danet")) for run in (cells_of.finished if cells_of else ())
+                             if run.provenance.get("danet")})
+            name += f" ({', '.join(builds)} build, {cells_of.cell})" if builds else ""
         miou = row["miou"] if row is not None else None
         why_missing = f"{NOT_RUN} (no cell of grid table3 trains {head})" if grid is not None \
             else f"{NOT_RUN} (no grid table3 in params)"

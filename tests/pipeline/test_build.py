@@ -125,7 +125,7 @@ def test_a_file_that_is_not_a_weight_file_is_a_clear_error(tmp_path):
 def test_criterion_from_params(params):
     criterion = build_criterion(params.train.loss, K, 16)
     assert criterion.weights == {"ce": 1.0, "aux": params.train.loss.aux, "coarse": params.train.loss.coarse,
-                                 "sr": params.train.loss.sr}
+                                 "sr": params.train.loss.sr, "danet": params.train.loss.danet}
     torch.testing.assert_close(criterion.sr.class_weights, torch.ones(K))
     frequency = with_overrides(params, {"train.loss.sr_class_weights": "frequency"}).train.loss
     with pytest.raises(ConfigError, match="frequency needs the class weights"):

@@ -116,7 +116,7 @@ def test_affinity_is_recomputed_with_the_cells_normalisation(tiny_project):
 
 def test_log_has_every_term_and_their_weighted_sum(straight, tiny_project):
     rows = read_log(straight / "train_log.csv")
-    assert list(rows[0]) == ["iteration", "lr", "loss", "ce", "aux", "coarse", "sr", "seconds"]
+    assert list(rows[0]) == ["iteration", "lr", "loss", "ce", "aux", "coarse", "sr", "danet", "seconds"]
     assert [int(r["iteration"]) for r in rows] == [1, 2, 3, 4, 5, 6]
     assert [float(r["lr"]) for r in rows] == pytest.approx([poly_lr(0.02, i, 6, 0.9) for i in range(6)], rel=1e-6)
     w = tiny_project.train.loss
@@ -225,13 +225,15 @@ def test_a_checkpoint_of_another_config_is_refused(tiny_project, straight, tmp_p
 
 @pytest.mark.parametrize("head,terms", [
     ("fcn", {"ce", "aux", "sr"}), ("ppm", {"ce", "aux", "sr"}), ("aspp", {"ce", "aux", "sr"}),
-    ("danet", {"ce", "aux", "sr"}), ("ocr", {"ce", "aux", "coarse", "sr"}), ("grar", {"ce", "aux", "coarse", "sr"}),
+    ("danet", {"ce", "aux", "sr"}), ("danet-reference", {"ce", "aux", "sr", "danet"}),
+    ("ocr", {"ce", "aux", "coarse", "sr"}), ("grar", {"ce", "aux", "coarse", "sr"}),
 ])
 def test_every_head_trains_and_logs_its_terms(tiny_project, tmp_path, head, terms):
-    params = with_overrides(tiny_project, {"model.head": head, "train.schedules.embedded.iterations": 2})
-    train(params, tmp_path)
+    head, _, build = head.partition("-")
+    overrides = {"model.head": head, "train.schedules.embedded.iterations": 2} | ({"model.danet": build} if build else {})
+    train(with_overrides(tiny_project, overrides), tmp_path)
     for row in read_log(tmp_path / "train_log.csv"):
-        assert {k for k in ("ce", "aux", "coarse", "sr") if row[k] != ""} == terms
+        assert {k for k in ("ce", "aux", "coarse", "sr", "danet") if row[k] != ""} == terms
         assert np.isfinite(float(row["loss"]))
 
 

@@ -39,7 +39,7 @@ class Runs:
     def done(self, grid: str, cell: str, seed: int, miou: float, ms: float | None = None, *,
              dataset: str = "embedded", profile: str = "embedded", backbone: str = "tiny_resnet",
              head: str = "grar", iterations: int = 7, confusion: bool = True,
-             matrix: np.ndarray | None = None) -> Path:
+             matrix: np.ndarray | None = None, danet: str | None = None) -> Path:
         """A finished run: metrics.json (fractions), train_log.csv, confusion.npy (and confusion_ms.npy with ms).
 
         ``matrix``: the confusion matrix to write (default: a fixed readable one).
@@ -53,7 +53,8 @@ class Runs:
             "iterations": iterations, "train_seconds": 12.5, "eval_seconds": 1.5,
             "provenance": {"profile": profile, "dataset": dataset, "backbone": backbone, "head": head,
                            "seed": seed, "commit": COMMIT, "config_hash": run_name(cell, seed, dataset)[-10:] * 6,
-                           "run_dir": str(path), "device": "cpu", "torch": "2.14.1"},
+                           "run_dir": str(path), "device": "cpu", "torch": "2.14.1"}
+            | ({"danet": danet} if danet is not None else {}),
         }
         rows = ["iteration,lr,loss,ce,aux,coarse,sr,seconds"]
         rows += [f"{i},{0.01 * (1 - i / iterations) ** 0.9:.6f},{2.0 / i:.4f},{1.5 / i:.4f},{0.3 / i:.4f},"

@@ -144,6 +144,10 @@ def test_table3_bench_and_miou(params, runs, tmp_path):
     ppm = row(table, "PPM")
     assert texts(ppm[2:3]) == ["not run (not benchmarked)"] and ppm[9].text.startswith("not run")
     assert texts(row(table, "FCN (baseline, fcn)")[1:3]) == ["— (no paper row)", "9.44"]
+    runs.done("table3", "danet", 0, 0.45, head="danet", danet="matched")
+    table = tables_of(params, bench_report())[2]
+    assert row(table, "DANet (matched build, danet)")[9].text == "45.00 (n=1)"
+    assert "DANet: the matched build (model.danet)" in table.provenance[0][1]
     no_bench = tables_of(params)[2]
     assert row(no_bench, "PPM")[2].text == "not run (artifacts/bench/modules.json missing)"
 
