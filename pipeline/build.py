@@ -25,8 +25,16 @@ from pipeline.config import GrarConfig, LossConfig, ModelConfig
 from pipeline.errors import ConfigError, DataError
 from pipeline.losses import Criterion
 
-CLASSIFIER_KEYS = ("fc.",)
-DANET_BUILDS = {"matched": False, "reference": True}  # model.danet -> DANetHead(reference=...)  # the ImageNet classifier of torchvision / timm weight files: not part of a backbone
+CLASSIFIER_KEYS = ("fc.",)  # the ImageNet classifier of torchvision / timm weight files: not part of a backbone
+DANET_BUILDS = {"matched": False, "reference": True}  # model.danet -> DANetHead(reference=...)
+# Whole-model checkpoints whose backbone sits under a prefix: mmsegmentation's segmentors ("backbone.",
+# beside "decode_head." / "auxiliary_head."), PyTorch-Encoding's BaseNet ("pretrained.", beside "head." /
+# "auxlayer.", encoding/models/base.py). Only the prefixed keys are kept, without the prefix.
+BACKBONE_PREFIXES = ("backbone.", "pretrained.")
+# mmsegmentation's ResNetV1c deep stem (mmseg/models/backbones/resnet.py: self.stem = Sequential(conv, norm,
+# relu, conv, norm, relu, conv, norm, relu)) -> this project's names (PyTorch-Encoding's: conv1.N, then bn1).
+MMSEG_STEM = {"stem.0.": "conv1.0.", "stem.1.": "conv1.1.", "stem.3.": "conv1.3.", "stem.4.": "conv1.4.",
+              "stem.6.": "conv1.6.", "stem.7.": "bn1."}
 
 
 def lookup(table: Mapping[str, Any], name: str, key: str) -> Any:
@@ -79,7 +87,10 @@ def build_segmentor(
     ``affinity`` (K, K) is the Eq. 1 matrix for GRAr with ``edges: graph``;
     ``affinity_source`` (e.g. its Parquet path) names it in errors.
     """
-    backbone: Backbone = lookup(BACKBONES, config.backbone, "model.backbone")()
+    try:
+        backbone: Backbone = lookup(BACKBONES, config.backbone, "model.backbone")(stem=config.stem)
+    except ValueError as err:
+        raise ConfigError(f"model.stem: {err}") from None
     if config.pretrained is not None:
         load_backbone_weights(backbone, config.pretrained, config.backbone)
     head = build_head(
@@ -91,11 +102,15 @@ def build_segmentor(
 
 
 def load_backbone_weights(backbone: Backbone, path: str | os.PathLike, name: str = "backbone") -> None:
-    """Load a local weight file of the backbone's source model (torchvision / timm) into ``backbone.body``.
+    """Load a local weight file of the backbone's source model into ``backbone.body``.
 
-    Accepted: a state dict, or a dict holding one under ``"state_dict"``; a
-    ``module.`` prefix (DataParallel) and the ImageNet classifier ``fc.*`` are
-    dropped. A missing file, a file that is not a state dict, or keys / shapes
+    Sources: torchvision / timm ImageNet weights, PyTorch-Encoding's
+    (``resnet50s``... with ``model.stem: deep``; whole segmentation models keep
+    their ``pretrained.*`` keys) and mmsegmentation's (``ResNetV1c`` with
+    ``model.stem: deep_v1c``; its ``stem.*`` keys are renamed, whole segmentors
+    keep their ``backbone.*`` keys). Accepted: a state dict, or a dict holding
+    one under ``"state_dict"``; a ``module.`` prefix (DataParallel) and the
+    ImageNet classifier ``fc.*`` are dropped. A missing file, a file that is not a state dict, or keys / shapes
     that do not match the backbone raise ``DataError`` naming the file: never a
     silent random initialisation.
     """
@@ -114,8 +129,7 @@ def load_backbone_weights(backbone: Backbone, path: str | os.PathLike, name: str
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(value, Tensor) for value in state.values()):
         raise DataError(f"{where}: expected a state dict (parameter name -> tensor)")
-    state = {key.removeprefix("module."): value for key, value in state.items()}
-    state = {key: value for key, value in state.items() if not key.startswith(CLASSIFIER_KEYS)}
+    state = backbone_state(state)
     expected = backbone.body.state_dict()
     # BatchNorm fills in num_batches_tracked when a file predates it.
     missing = sorted(key for key in set(expected) - set(state) if not key.endswith("num_batches_tracked"))
@@ -133,6 +147,20 @@ def load_backbone_weights(backbone: Backbone, path: str | os.PathLike, name: str
     if wrong:
         raise DataError(f"{where}: shapes do not match the {name} backbone: {_some(wrong)}")
     backbone.body.load_state_dict(state, strict=False)
+
+
+def backbone_state(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """A weight file's state dict with this project's backbone names (see ``load_backbone_weights``)."""
+    state = {key.removeprefix("module."): value for key, value in state.items()}
+    for prefix in BACKBONE_PREFIXES:
+        if any(key.startswith(prefix) for key in state):
+            state = {key.removeprefix(prefix): value for key, value in state.items() if key.startswith(prefix)}
+            break
+    renamed = {}
+    for key, value in state.items():
+        old = next((old for old in MMSEG_STEM if key.startswith(old)), None)
+        renamed[MMSEG_STEM[old] + key.removeprefix(old) if old else key] = value
+    return {key: value for key, value in renamed.items() if not key.startswith(CLASSIFIER_KEYS)}
 
 
 def _some(items: list[str], limit: int = 3) -> str:

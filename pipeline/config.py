@@ -93,12 +93,19 @@ class ModelConfig(Section):
     """Backbone, head and their options."""
 
     backbone: BackboneName
+    stem: Literal["standard", "deep", "deep_v1c"]  # 7x7 | PyTorch-Encoding resnet50s 64-64-128 | mmseg V1c 32-32-64
     pretrained: str | None
     head: HeadName
     width: Annotated[int, Field(ge=16, multiple_of=16)]  # every head derives its widths from it (paper: 512)
     aux: bool
     danet: Literal["matched", "reference"]  # DANet head: Table 3's size, or as DANet's code builds it
     grar: GrarConfig
+
+    @model_validator(mode="after")
+    def _stem_fits_the_backbone(self) -> ModelConfig:
+        if self.backbone == "resnest101" and self.stem != "standard":
+            raise ValueError(f"stem {self.stem!r}: resnest101 has its own deep stem; use standard")
+        return self
 
 
 class LossConfig(Section):
