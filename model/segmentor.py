@@ -149,16 +149,16 @@ def window_logits(
             bottom, right = min(top + window, ph), min(left + window, pw)
             crop = _pad(padded[..., top:bottom, left:right], window, window, pad_value)  # (B, C, window, window)
             out = forward(crop)[..., : bottom - top, : right - left]  # (B, K, bottom - top, right - left)
-            if logits is None:
-                logits = out.new_zeros((*out.shape[:2], ph, pw))
-                count = out.new_zeros((1, 1, ph, pw))
-            logits[..., top:bottom, left:right] += out
+            if logits is None:  # float32 sums, whatever autocast gives the crops
+                logits = out.new_zeros((*out.shape[:2], ph, pw), dtype=torch.float32)
+                count = out.new_zeros((1, 1, ph, pw), dtype=torch.float32)
+            logits[..., top:bottom, left:right] += out.float()
             count[..., top:bottom, left:right] += 1
     return (logits / count)[..., :height, :width]
 
 
 def _window_starts(length: int, window: int, stride: int) -> list[int]:
-    """Window offsets along an axis of ``length`` >= ``window``: 0, stride, ..., ceil((length - window) / stride) of them + 1."""
+    """Window offsets 0, stride, 2 stride... along an axis of ``length`` >= ``window``: ceil((length - window) / stride) + 1."""
     return [i * stride for i in range(math.ceil((length - window) / stride) + 1)]
 
 

@@ -71,13 +71,15 @@ def infer(model: Segmentor, images: Tensor, config: EvalConfig, multi: bool = Fa
 
     ``multi`` False: single scale (1.0, no flip); True: ``config.scales`` and
     ``config.flip``. Both with ``config.base_size`` and ``config.window``
-    (windows padded with black, as the reference). ``model`` must be in
-    eval mode; labels are ``infer(...).argmax(1)``.
+    (windows padded with black, as the reference), under the training's
+    autocast (bfloat16 on CUDA). ``model`` must be in eval mode and on the
+    images' device; labels are ``infer(...).argmax(1)``.
     """
     scales, flip = (config.scales, config.flip) if multi else ((1.0,), False)
-    return model.predict(
-        images, scales, flip, window=config.window, base_size=config.base_size, pad_value=BLACK
-    )
+    with amp(images.device):
+        return model.predict(
+            images, scales, flip, window=config.window, base_size=config.base_size, pad_value=BLACK
+        )
 
 
 @torch.no_grad()
@@ -102,10 +104,9 @@ def evaluate_model(
         images, labels = zip(*(dataset[index] for index in indices))
         images = torch.stack(images).to(device, memory_format=MEMORY_FORMAT)  # (B, 3, H, W)
         labels = torch.stack(labels).to(device)  # (B, H, W)
-        with amp(device):
-            single.update(labels, infer(model, images, config).argmax(dim=1))
-            if multi is not None:
-                multi.update(labels, infer(model, images, config, multi=True).argmax(dim=1))
+        single.update(labels, infer(model, images, config).argmax(dim=1))
+        if multi is not None:
+            multi.update(labels, infer(model, images, config, multi=True).argmax(dim=1))
     model.train(was_training)
     matrices = [single.matrix] + ([multi.matrix] if multi is not None else [])
     summed = all_sum(torch.from_numpy(np.stack(matrices)).to(device), ranks).cpu().numpy()  # (1 or 2, K, K)
