@@ -14,6 +14,21 @@ them. The state-dict keys of ``Backbone.body`` are those of the source model
 (torchvision / timm) without its ImageNet classifier ``fc``, so a local weight
 file of that model loads into ``body`` (``pipeline.build.load_backbone_weights``).
 All weights are randomly initialised here: this module does no I/O.
+
+Stems (``stem``, params ``model.stem``), for the ResNets and ``tiny_resnet``:
+``standard`` is torchvision's 7x7 conv; the two deep stems replace it by three
+3x3 convs (the first with stride 2), BN + ReLU between them, then ``bn1``:
+
+- ``deep``: PyTorch-Encoding's ``resnet50s`` / ``resnet101s``
+  (encoding/models/backbone/resnet.py, ``deep_stem=True, stem_width=64``):
+  widths 64, 64, 128, so layer1 starts from 128 channels;
+- ``deep_v1c``: mmsegmentation's ``ResNetV1c`` (mmseg/models/backbones/resnet.py,
+  ``make_stem`` with ``stem_channels=64``): widths 32, 32, 64.
+
+Both keep torchvision's key names ``conv1.0``, ``conv1.1``, ``conv1.3``,
+``conv1.4``, ``conv1.6``, ``bn1`` (PyTorch-Encoding's own);
+``pipeline.build.load_backbone_weights`` renames mmseg's ``stem.*`` to them.
+For ``tiny_resnet`` the widths scale with its 32-channel stem.
 """
 
 from __future__ import annotations
@@ -25,7 +40,7 @@ from torch import Tensor, nn
 from torchvision.models import resnet50 as tv_resnet50
 from torchvision.models import resnet101 as tv_resnet101
 from torchvision.models._utils import IntermediateLayerGetter
-from torchvision.models.resnet import Bottleneck, conv1x1
+from torchvision.models.resnet import Bottleneck, conv1x1, conv3x3
 
 DILATE_LAST_TWO = [False, True, True]  # layer2 strides, layer3/layer4 dilate: output stride 8
 RETURN_LAYERS = {"layer3": "layer3", "layer4": "layer4"}
@@ -34,6 +49,9 @@ RETURN_LAYERS = {"layer3": "layer3", "layer4": "layer4"}
 TINY_STEM = 32
 TINY_PLANES = (16, 32, 64, 128)  # Bottleneck planes; outputs are 4x: 64, 128, 256, 512
 TINY_BLOCKS = (1, 1, 2, 1)
+
+# Stem name (params ``model.stem``) -> (middle width, output width) as multiples of the standard stem's width.
+STEMS: dict[str, tuple[float, float] | None] = {"standard": None, "deep": (1, 2), "deep_v1c": (0.5, 1)}
 
 
 class Backbone(nn.Module):
@@ -65,18 +83,54 @@ def _from_torchvision(resnet: nn.Module) -> Backbone:
     )
 
 
-def resnet50() -> Backbone:
-    """Dilated ResNet-50 (torchvision), output stride 8: 1024 / 2048 channels."""
-    return _from_torchvision(tv_resnet50(weights=None, replace_stride_with_dilation=DILATE_LAST_TWO))
+def replace_stem(resnet: nn.Module, stem: str) -> nn.Module:
+    """Swap the 7x7 stem of a torchvision-style ResNet (``conv1``, ``bn1``, ``layer1``) for ``stem``, in place.
+
+    The stem widths are ``STEMS[stem]`` times the standard stem's; when the
+    output width changes, the first layer1 block's ``conv1`` and downsample
+    conv take the new width (as PyTorch-Encoding's ``inplanes = stem_width * 2``).
+    """
+    if stem not in STEMS:
+        raise ValueError(f"unknown stem {stem!r}; valid: {', '.join(STEMS)}")
+    if STEMS[stem] is None:
+        return resnet
+    base = resnet.conv1.out_channels
+    middle, out = (int(base * factor) for factor in STEMS[stem])
+    resnet.conv1 = nn.Sequential(
+        conv3x3(3, middle, stride=2), nn.BatchNorm2d(middle), nn.ReLU(inplace=True),
+        conv3x3(middle, middle), nn.BatchNorm2d(middle), nn.ReLU(inplace=True),
+        conv3x3(middle, out),
+    )
+    resnet.bn1 = nn.BatchNorm2d(out)
+    block = resnet.layer1[0]
+    if out != block.conv1.in_channels:
+        block.conv1 = conv1x1(out, block.conv1.out_channels)
+        block.downsample[0] = conv1x1(out, block.downsample[0].out_channels, block.downsample[0].stride)
+    for module in (*resnet.conv1.modules(), block.conv1, block.downsample[0]):
+        if isinstance(module, nn.Conv2d):  # torchvision's ResNet initialisation
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+    return resnet
 
 
-def resnet101() -> Backbone:
-    """Dilated ResNet-101 (torchvision), output stride 8: 1024 / 2048 channels."""
-    return _from_torchvision(tv_resnet101(weights=None, replace_stride_with_dilation=DILATE_LAST_TWO))
+def resnet50(stem: str = "standard") -> Backbone:
+    """Dilated ResNet-50 (torchvision), output stride 8: 1024 / 2048 channels; ``stem`` as above."""
+    return _from_torchvision(replace_stem(tv_resnet50(weights=None, replace_stride_with_dilation=DILATE_LAST_TWO), stem))
 
 
-def resnest101() -> Backbone:
-    """ResNeSt-101 (timm ``resnest101e``: deep stem of width 64, as in the ResNeSt paper), output stride 8."""
+def resnet101(stem: str = "standard") -> Backbone:
+    """Dilated ResNet-101 (torchvision), output stride 8: 1024 / 2048 channels; ``stem`` as above."""
+    return _from_torchvision(
+        replace_stem(tv_resnet101(weights=None, replace_stride_with_dilation=DILATE_LAST_TWO), stem)
+    )
+
+
+def resnest101(stem: str = "standard") -> Backbone:
+    """ResNeSt-101 (timm ``resnest101e``: deep stem of width 64, as in the ResNeSt paper), output stride 8.
+
+    Its stem is its own: ``stem`` must be ``standard`` (no replacement).
+    """
+    if stem != "standard":
+        raise ValueError(f"stem {stem!r}: resnest101 has its own deep stem; use standard")
     import timm  # imported here: timm's import is slow and only this backbone needs it
 
     body = timm.create_model(
@@ -86,7 +140,7 @@ def resnest101() -> Backbone:
     return Backbone(body, out_channels=out_channels, aux_channels=aux_channels, output_stride=8)
 
 
-def tiny_resnet() -> Backbone:
+def tiny_resnet(stem: str = "standard") -> Backbone:
     """A narrow dilated ResNet for the embedded profile (32 x 192 strips on 2 CPU cores).
 
     Same topology as torchvision's dilated ResNet (7x7 stem + max-pool, four
@@ -119,6 +173,7 @@ def tiny_resnet() -> Backbone:
     for module in body.modules():  # torchvision's ResNet initialisation
         if isinstance(module, nn.Conv2d):
             nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+    replace_stem(body, stem)
     return Backbone(
         IntermediateLayerGetter(body, RETURN_LAYERS),
         out_channels=TINY_PLANES[3] * Bottleneck.expansion,
@@ -127,8 +182,8 @@ def tiny_resnet() -> Backbone:
     )
 
 
-# Backbone name (params ``model.backbone``) -> constructor.
-BACKBONES: dict[str, Callable[[], Backbone]] = {
+# Backbone name (params ``model.backbone``) -> constructor (taking ``stem``).
+BACKBONES: dict[str, Callable[..., Backbone]] = {
     "tiny_resnet": tiny_resnet,
     "resnet50": resnet50,
     "resnet101": resnet101,

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 # Outputs holding class logits: upsampled to the input size (once, here). The
 # other outputs (e.g. "features" for the SR-Loss) stay at feature resolution.
-LOGITS = ("out", "coarse", "aux")
+LOGITS = ("out", "coarse", "aux", "pam", "cam")
 
 
 def resize(x: Tensor, size: tuple[int, int]) -> Tensor:
@@ -56,16 +59,21 @@ class Segmentor(nn.Module):
         flip: bool = False,
         window: int | None = None,
         stride: int | None = None,
+        base_size: int | None = None,
+        pad_value: tuple[float, ...] | float = 0.0,
     ) -> Tensor:
         """Class probabilities (B, K, H, W) at the input size; call ``eval()`` first.
 
         Single scale: ``scales=(1.0,)``, ``flip=False``. The "MS" column of
         Table 1: ``scales=(0.5, 0.75, 1.0, 1.25, 1.5, 1.75)``, ``flip=True``: the
         softmax of every scaled (and horizontally flipped) pass, averaged; a
-        pass's logits are resized once, from feature resolution straight to the
-        input size, and the auxiliary head is not run. With ``window`` set, each scaled image is
-        processed in ``window`` x ``window`` crops every ``stride`` pixels
-        (default 2/3 of the window) whose logits are averaged where they overlap.
+        pass's logits are resized once to the input size, and the auxiliary
+        head is not run. Each pass's size is ``scaled_size`` (``base_size``:
+        the long side becomes base_size x scale, as PyTorch-Encoding's
+        MultiEvalModule does; ``None``: the image's own size x scale). With
+        ``window`` set, each scaled image goes through ``window_logits``
+        (``window`` x ``window`` crops every ``stride`` pixels, default
+        int(2/3 window), padded with ``pad_value``).
         """
         if not scales or min(scales) <= 0:
             raise ValueError(f"scales must be positive, got {scales}")
@@ -73,13 +81,13 @@ class Segmentor(nn.Module):
         total = None  # (B, H, W, K): classes last, so the softmax and the sums read contiguous rows
         passes = 0
         for scale in scales:
-            scaled = resize(images, (max(1, round(size[0] * scale)), max(1, round(size[1] * scale))))
+            scaled = resize(images, scaled_size((size[0], size[1]), scale, base_size))
             for flipped in (False, True) if flip else (False,):
                 inputs = scaled.flip(-1) if flipped else scaled
                 if window is None:  # logits at 1/8 of the scaled image
                     logits = self.outputs(inputs, aux=False)["out"]  # (B, K, h, w)
-                else:
-                    logits = self._window_logits(inputs, window, stride)  # (B, K, h_s, w_s)
+                else:  # logits at the scaled image's size
+                    logits = window_logits(self._crop_logits, inputs, window, stride, pad_value)
                 if flipped:  # flipping commutes with the resize: flip the smaller tensor
                     logits = logits.flip(-1)
                 logits = resize(logits, size).float().permute(0, 2, 3, 1)  # (B, H, W, K)
@@ -88,28 +96,78 @@ class Segmentor(nn.Module):
                 passes += 1
         return (total / passes).permute(0, 3, 1, 2)  # (B, K, H, W)
 
-    def _window_logits(self, images: Tensor, window: int, stride: int | None) -> Tensor:
-        """Logits (B, K, H, W) of overlapping ``window`` crops of ``images``, averaged where they overlap."""
-        stride = stride if stride is not None else max(1, window * 2 // 3)
-        if window <= 0 or not 0 < stride <= window:
-            raise ValueError(f"sliding window needs window > 0 and 0 < stride <= window, got {window}, {stride}")
-        height, width = images.shape[-2:]
-        logits = count = None
-        for top in _window_starts(height, window, stride):
-            for left in _window_starts(width, window, stride):
-                crop = images[..., top : top + window, left : left + window]
-                out = self(crop)["out"]  # (B, K, <=window, <=window)
-                if logits is None:
-                    logits = out.new_zeros((*out.shape[:2], height, width))
-                    count = out.new_zeros((1, 1, height, width))
-                logits[..., top : top + window, left : left + window] += out
-                count[..., top : top + window, left : left + window] += 1
-        return logits / count
+    def _crop_logits(self, crop: Tensor) -> Tensor:
+        """Logits (B, K, h, w) of a crop at its own size, without the auxiliary head."""
+        return resize(self.outputs(crop, aux=False)["out"], crop.shape[-2:])
+
+
+def scaled_size(size: tuple[int, int], scale: float, base_size: int | None = None) -> tuple[int, int]:
+    """The (height, width) an image of ``size`` is resized to for one inference scale.
+
+    ``base_size`` None: round(side x scale), at least 1. Otherwise as
+    PyTorch-Encoding's ``MultiEvalModule.forward`` (encoding/models/base.py):
+    long side = ceil(base_size x scale), short side = int(short x long / old
+    long + 0.5), the aspect ratio kept.
+    """
+    height, width = size
+    if base_size is None:
+        return max(1, round(height * scale)), max(1, round(width * scale))
+    long = math.ceil(base_size * scale)
+    if height > width:
+        return long, max(1, int(width * long / height + 0.5))
+    return max(1, int(height * long / width + 0.5)), long
+
+
+def window_logits(
+    forward: Callable[[Tensor], Tensor],
+    images: Tensor,
+    window: int,
+    stride: int | None = None,
+    pad_value: tuple[float, ...] | float = 0.0,
+) -> Tensor:
+    """Logits (B, K, H, W) of ``images`` (B, C, H, W) from ``window`` x ``window`` crops, averaged where they overlap.
+
+    As PyTorch-Encoding's ``MultiEvalModule`` (encoding/models/base.py): the
+    image is padded at the bottom and right to at least ``window`` on each
+    side; windows start every ``stride`` pixels (default int(window x 2/3)),
+    ceil((padded - window) / stride) + 1 of them per axis; a window running
+    past the padded image is cut there and padded back to ``window`` (so
+    ``forward`` always sees ``window`` x ``window``); the logits of the padding
+    are dropped. ``pad_value`` is one value per channel (the reference pads
+    with black: -mean / std after normalisation). ``forward`` maps a crop
+    (B, C, window, window) to logits (B, K, window, window).
+    """
+    stride = stride if stride is not None else int(window * 2 / 3)
+    if window <= 0 or not 0 < stride <= window:
+        raise ValueError(f"sliding window needs window > 0 and 0 < stride <= window, got {window}, {stride}")
+    height, width = images.shape[-2:]
+    padded = _pad(images, max(height, window), max(width, window), pad_value)  # (B, C, ph, pw)
+    ph, pw = padded.shape[-2:]
+    logits = count = None
+    for top in _window_starts(ph, window, stride):
+        for left in _window_starts(pw, window, stride):
+            bottom, right = min(top + window, ph), min(left + window, pw)
+            crop = _pad(padded[..., top:bottom, left:right], window, window, pad_value)  # (B, C, window, window)
+            out = forward(crop)[..., : bottom - top, : right - left]  # (B, K, bottom - top, right - left)
+            if logits is None:  # float32 sums, whatever autocast gives the crops
+                logits = out.new_zeros((*out.shape[:2], ph, pw), dtype=torch.float32)
+                count = out.new_zeros((1, 1, ph, pw), dtype=torch.float32)
+            logits[..., top:bottom, left:right] += out.float()
+            count[..., top:bottom, left:right] += 1
+    return (logits / count)[..., :height, :width]
 
 
 def _window_starts(length: int, window: int, stride: int) -> list[int]:
-    """Start offsets of windows covering ``length``: every ``stride``, the last flush with the end."""
-    if length <= window:
-        return [0]
-    starts = list(range(0, length - window, stride))
-    return starts + [length - window]
+    """Window offsets 0, stride, 2 stride... along an axis of ``length`` >= ``window``: ceil((length - window) / stride) + 1."""
+    return [i * stride for i in range(math.ceil((length - window) / stride) + 1)]
+
+
+def _pad(images: Tensor, height: int, width: int, value: tuple[float, ...] | float) -> Tensor:
+    """``images`` (B, C, h, w) padded at the bottom and right to (height, width) with one value per channel."""
+    h, w = images.shape[-2:]
+    if (h, w) == (height, width):
+        return images
+    values = torch.as_tensor(value, dtype=images.dtype, device=images.device).reshape(1, -1, 1, 1)
+    out = values.expand(images.shape[0], images.shape[1], height, width).clone()
+    out[..., :h, :w] = images
+    return out

@@ -16,10 +16,16 @@ in eval mode, under ``torch.inference_mode``, one after another in one process.
   outside PyTorch's allocator (e.g. oneDNN scratch pads) is not seen.
 - ``latency_ms_median``: median wall time of ``bench.repeats`` forward passes
   after ``bench.warmup`` passes (CUDA: synchronised before and after each pass).
-  CUDA runs under bfloat16 autocast, CPU in float32; ``bench.compile`` wraps
-  each head in ``torch.compile`` first (compilation happens in the warm-up).
+  ``bench.dtype``: ``float32`` runs as built, ``bfloat16`` under bfloat16
+  autocast (on either device); ``bench.compile`` wraps each head in
+  ``torch.compile`` first (compilation happens in the warm-up).
+- ``flops``: floating-point operations of one forward pass as
+  ``torch.utils.flop_counter.FlopCounterMode`` counts them (a multiply-add is
+  2 FLOPs; convolutions, matrix products and attention, not elementwise ops,
+  norms or pooling), before any compilation; they do not depend on the dtype.
 - GRAr's affinity is ``synthetic_affinity`` (timing does not depend on its
-  values); GRAr's switches are those of ``model.grar``.
+  values); GRAr's switches are those of ``model.grar``, DANet's build that of
+  ``model.danet``.
 """
 
 from __future__ import annotations
@@ -80,8 +86,10 @@ def synthetic_affinity(num_classes: int) -> Tensor:
     return affinity.fill_diagonal_(1.0)
 
 
-def benchmark_modules(bench: BenchConfig, grar: GrarConfig, heads: tuple[str, ...] = BENCH_HEADS) -> dict:
-    """Measure ``heads`` on one input in this process; returns the JSON-ready report."""
+def benchmark_modules(
+    bench: BenchConfig, grar: GrarConfig, heads: tuple[str, ...] = BENCH_HEADS, danet: str = "matched"
+) -> dict:
+    """Measure ``heads`` on one input in this process (DANet in the ``danet`` build); returns the JSON-ready report."""
     for name in heads:
         lookup(dict.fromkeys(BENCH_HEADS), name, "bench head")
     device = torch.device(bench.device)
@@ -94,15 +102,17 @@ def benchmark_modules(bench: BenchConfig, grar: GrarConfig, heads: tuple[str, ..
     modules = []
     for name in tqdm(heads, desc="bench modules", unit="module"):
         torch.manual_seed(0)
-        head = build_head(name, bench.channels, bench.num_classes, bench.head_width, grar, affinity)
+        head = build_head(name, bench.channels, bench.num_classes, bench.head_width, grar, affinity, danet=danet)
         head = head.to(device).eval()
+        flops = count_flops(lambda: head(x))
         run = torch.compile(head) if bench.compile else head
-        with torch.inference_mode(), _autocast(device):
+        with torch.inference_mode(), _autocast(device, bench.dtype):
             peak, latencies = _measure(lambda: run(x), device, bench.warmup, bench.repeats)
         modules.append({
             "name": name,
             "params": module_parameters(head),
             "params_total": sum(p.numel() for p in head.parameters()),
+            "flops": flops,
             "peak_memory_bytes": peak,
             "latency_ms_median": statistics.median(latencies),
             "latency_ms": latencies,
@@ -115,7 +125,7 @@ def benchmark_modules(bench: BenchConfig, grar: GrarConfig, heads: tuple[str, ..
         or platform.machine(),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
-        "dtype": "bfloat16 autocast" if device.type == "cuda" else "float32",
+        "dtype": "bfloat16 autocast" if bench.dtype == "bfloat16" else "float32",
         "compile": bench.compile,
         "input": [1, bench.channels, bench.height, bench.width],
         "head_width": bench.head_width,
@@ -123,18 +133,34 @@ def benchmark_modules(bench: BenchConfig, grar: GrarConfig, heads: tuple[str, ..
         "warmup": bench.warmup,
         "repeats": bench.repeats,
         "params_method": "model.heads.module_parameters: the head without its final and coarse classifiers",
+        "flops_method": FLOPS_METHOD,
         "memory_method": MEMORY_METHOD[device.type],
         "latency_method": "median wall time of forward passes after warm-up"
         + (", CUDA-synchronised" if device.type == "cuda" else ""),
         "affinity": "synthetic: uniform [0, 1) from torch.Generator seed 0, diagonal 1",
         "grar": grar.model_dump(),
+        "danet": danet,
         "modules": modules,
     }
 
 
-def _autocast(device: torch.device):
-    """bfloat16 autocast on CUDA; disabled (float32) on CPU."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+def _autocast(device: torch.device, dtype: str):
+    """bfloat16 autocast for ``bench.dtype: bfloat16``; disabled (float32) otherwise."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == "bfloat16")
+
+
+FLOPS_METHOD = ("torch.utils.flop_counter.FlopCounterMode over one forward pass, the whole head (classifiers "
+                "included); a multiply-add counts 2 FLOPs; convolutions, matrix products and attention only")
+
+
+def count_flops(forward: Callable[[], object]) -> int:
+    """FLOPs of one call of ``forward`` as ``FlopCounterMode`` counts them (a multiply-add = 2)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        forward()
+    return int(counter.get_total_flops())
 
 
 def _measure(forward: Callable[[], object], device: torch.device, warmup: int, repeats: int) -> tuple[int, list[float]]:
@@ -217,14 +243,15 @@ def format_table(report: dict) -> str:
         f"modules on 1x{report['input'][1]}x{report['input'][2]}x{report['input'][3]}, {report['device']} "
         f"({report['device_name']}, {report['threads']} threads, {report['dtype']}"
         f"{', compiled' if report['compile'] else ''}), median of {report['repeats']} after {report['warmup']} warm-up",
-        f"{'module':<7}{'params':>9}{'paper':>8}{'memory':>11}{'paper':>8}{'latency':>11}{'paper':>8}{'/GRAr':>7}",
+        f"{'module':<7}{'params':>9}{'paper':>8}{'GFLOPs':>9}{'memory':>11}{'paper':>8}{'latency':>11}{'paper':>8}"
+        f"{'/GRAr':>7}",
     ]
     for module in report["modules"]:
         paper = module["paper"] or {}
         ratio = f"{module['latency_ms_median'] / grar['latency_ms_median']:.2f}" if grar else "-"
         lines.append(
             f"{module['name']:<7}{module['params'] / 1e6:>8.2f}M"
-            f"{_paper(paper.get('params'), 1e6, 'M'):>8}"
+            f"{_paper(paper.get('params'), 1e6, 'M'):>8}{module['flops'] / 1e9:>9.2f}"
             f"{module['peak_memory_bytes'] / 2**20:>9.1f}MB{_paper(paper.get('memory_mb'), 1, 'MB'):>8}"
             f"{module['latency_ms_median']:>9.1f}ms{_paper(paper.get('latency_ms'), 1, 'ms'):>8}{ratio:>7}"
         )

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from model.backbones import BACKBONES, Backbone
 from model.heads import HEADS
+from model.heads.danet import DANetHead
 from model.heads.fcn import FCNHead
 from model.heads.grar import GRArHead
 from model.segmentor import Segmentor
@@ -25,6 +26,15 @@ from pipeline.errors import ConfigError, DataError
 from pipeline.losses import Criterion
 
 CLASSIFIER_KEYS = ("fc.",)  # the ImageNet classifier of torchvision / timm weight files: not part of a backbone
+DANET_BUILDS = {"matched": False, "reference": True}  # model.danet -> DANetHead(reference=...)
+# Whole-model checkpoints whose backbone sits under a prefix: mmsegmentation's segmentors ("backbone.",
+# beside "decode_head." / "auxiliary_head."), PyTorch-Encoding's BaseNet ("pretrained.", beside "head." /
+# "auxlayer.", encoding/models/base.py). Only the prefixed keys are kept, without the prefix.
+BACKBONE_PREFIXES = ("backbone.", "pretrained.")
+# mmsegmentation's ResNetV1c deep stem (mmseg/models/backbones/resnet.py: self.stem = Sequential(conv, norm,
+# relu, conv, norm, relu, conv, norm, relu)) -> this project's names (PyTorch-Encoding's: conv1.N, then bn1).
+MMSEG_STEM = {"stem.0.": "conv1.0.", "stem.1.": "conv1.1.", "stem.3.": "conv1.3.", "stem.4.": "conv1.4.",
+              "stem.6.": "conv1.6.", "stem.7.": "bn1."}
 
 
 def lookup(table: Mapping[str, Any], name: str, key: str) -> Any:
@@ -43,9 +53,15 @@ def build_head(
     grar: GrarConfig,
     affinity: Tensor | None = None,
     affinity_source: str = "affinity matrix",
+    danet: str = "matched",
 ) -> nn.Module:
-    """Head ``name`` sized from the backbone's channels and ``width``; GRAr gets ``affinity`` and its switches."""
+    """Head ``name`` sized from the backbone's channels and ``width``; GRAr gets ``affinity`` and its switches.
+
+    ``danet`` (``model.danet``): ``matched`` (Table 3's size) or ``reference`` (DANet's own code).
+    """
     head_class = lookup(HEADS, name, "model.head")
+    if head_class is DANetHead:
+        return DANetHead(in_channels, num_classes, width, reference=lookup(DANET_BUILDS, danet, "model.danet"))
     if head_class is not GRArHead:
         return head_class(in_channels, num_classes, width)
     if grar.edges == "graph" and affinity is None:
@@ -71,22 +87,30 @@ def build_segmentor(
     ``affinity`` (K, K) is the Eq. 1 matrix for GRAr with ``edges: graph``;
     ``affinity_source`` (e.g. its Parquet path) names it in errors.
     """
-    backbone: Backbone = lookup(BACKBONES, config.backbone, "model.backbone")()
+    try:
+        backbone: Backbone = lookup(BACKBONES, config.backbone, "model.backbone")(stem=config.stem)
+    except ValueError as err:
+        raise ConfigError(f"model.stem: {err}") from None
     if config.pretrained is not None:
         load_backbone_weights(backbone, config.pretrained, config.backbone)
     head = build_head(
-        config.head, backbone.out_channels, num_classes, config.width, config.grar, affinity, affinity_source
+        config.head, backbone.out_channels, num_classes, config.width, config.grar, affinity, affinity_source,
+        config.danet,
     )
     aux_head = FCNHead(backbone.aux_channels, num_classes, config.width // 2) if config.aux else None
     return Segmentor(backbone, head, aux_head)
 
 
 def load_backbone_weights(backbone: Backbone, path: str | os.PathLike, name: str = "backbone") -> None:
-    """Load a local weight file of the backbone's source model (torchvision / timm) into ``backbone.body``.
+    """Load a local weight file of the backbone's source model into ``backbone.body``.
 
-    Accepted: a state dict, or a dict holding one under ``"state_dict"``; a
-    ``module.`` prefix (DataParallel) and the ImageNet classifier ``fc.*`` are
-    dropped. A missing file, a file that is not a state dict, or keys / shapes
+    Sources: torchvision / timm ImageNet weights, PyTorch-Encoding's
+    (``resnet50s``... with ``model.stem: deep``; whole segmentation models keep
+    their ``pretrained.*`` keys) and mmsegmentation's (``ResNetV1c`` with
+    ``model.stem: deep_v1c``; its ``stem.*`` keys are renamed, whole segmentors
+    keep their ``backbone.*`` keys). Accepted: a state dict, or a dict holding
+    one under ``"state_dict"``; a ``module.`` prefix (DataParallel) and the
+    ImageNet classifier ``fc.*`` are dropped. A missing file, a file that is not a state dict, or keys / shapes
     that do not match the backbone raise ``DataError`` naming the file: never a
     silent random initialisation.
     """
@@ -105,8 +129,7 @@ def load_backbone_weights(backbone: Backbone, path: str | os.PathLike, name: str
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(value, Tensor) for value in state.values()):
         raise DataError(f"{where}: expected a state dict (parameter name -> tensor)")
-    state = {key.removeprefix("module."): value for key, value in state.items()}
-    state = {key: value for key, value in state.items() if not key.startswith(CLASSIFIER_KEYS)}
+    state = backbone_state(state)
     expected = backbone.body.state_dict()
     # BatchNorm fills in num_batches_tracked when a file predates it.
     missing = sorted(key for key in set(expected) - set(state) if not key.endswith("num_batches_tracked"))
@@ -126,6 +149,20 @@ def load_backbone_weights(backbone: Backbone, path: str | os.PathLike, name: str
     backbone.body.load_state_dict(state, strict=False)
 
 
+def backbone_state(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """A weight file's state dict with this project's backbone names (see ``load_backbone_weights``)."""
+    state = {key.removeprefix("module."): value for key, value in state.items()}
+    for prefix in BACKBONE_PREFIXES:
+        if any(key.startswith(prefix) for key in state):
+            state = {key.removeprefix(prefix): value for key, value in state.items() if key.startswith(prefix)}
+            break
+    renamed = {}
+    for key, value in state.items():
+        old = next((old for old in MMSEG_STEM if key.startswith(old)), None)
+        renamed[MMSEG_STEM[old] + key.removeprefix(old) if old else key] = value
+    return {key: value for key, value in renamed.items() if not key.startswith(CLASSIFIER_KEYS)}
+
+
 def _some(items: list[str], limit: int = 3) -> str:
     """The first ``limit`` items, comma-separated, with '...' when there are more; 'none' when empty."""
     if not items:
@@ -141,4 +178,4 @@ def build_criterion(
         raise ConfigError("train.loss.sr_class_weights: frequency needs the class weights from the statistics")
     if loss.sr_class_weights == "uniform":
         class_weights = None
-    return Criterion(num_classes, feature_channels, loss.aux, loss.coarse, loss.sr, class_weights)
+    return Criterion(num_classes, feature_channels, loss.aux, loss.coarse, loss.sr, class_weights, loss.danet)

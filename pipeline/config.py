@@ -119,7 +119,7 @@ class StatsConfig(Section):
     """Class co-occurrence statistics (section 3.2, Eq. 1)."""
 
     root: str = Field(min_length=1)
-    normalisation: Literal["printed", "conditional"]
+    normalisation: Literal["printed", "conditional", "row"]
     top_k: PositiveInt
     workers: PositiveInt
 
@@ -138,20 +138,29 @@ class ModelConfig(Section):
     """Backbone, head and their options."""
 
     backbone: BackboneName
+    stem: Literal["standard", "deep", "deep_v1c"]  # 7x7 | PyTorch-Encoding resnet50s 64-64-128 | mmseg V1c 32-32-64
     pretrained: str | None
     head: HeadName
     width: Annotated[int, Field(ge=16, multiple_of=16)]  # every head derives its widths from it (paper: 512)
     aux: bool
+    danet: Literal["matched", "reference"]  # DANet head: Table 3's size, or as DANet's code builds it
     grar: GrarConfig
+
+    @model_validator(mode="after")
+    def _stem_fits_the_backbone(self) -> ModelConfig:
+        if self.backbone == "resnest101" and self.stem != "standard":
+            raise ValueError(f"stem {self.stem!r}: resnest101 has its own deep stem; use standard")
+        return self
 
 
 class LossConfig(Section):
-    """Weights of the loss terms: aux CE, coarse-mask CE (GRAr) and SR-Loss (Eq. 6)."""
+    """Weights of the loss terms: aux CE, coarse-mask CE (GRAr), SR-Loss (Eq. 6), DANet's branch CEs."""
 
     aux: NonNegativeFloat
     coarse: NonNegativeFloat
     sr: NonNegativeFloat
     sr_class_weights: Literal["uniform", "frequency"]
+    danet: NonNegativeFloat  # DANet (reference build): CE on the PAM-only and on the CAM-only logits, each
 
 
 class ScheduleConfig(Section):
@@ -180,6 +189,7 @@ class TrainConfig(Section):
     momentum: Annotated[float, Field(ge=0, lt=1)]
     weight_decay: NonNegativeFloat
     poly_power: PositiveFloat
+    head_lr_mult: PositiveFloat  # lr multiple of every parameter outside the backbone (PyTorch-Encoding: 10)
     loss: LossConfig
     checkpoint_every: PositiveInt
     device: Device
@@ -203,7 +213,8 @@ class EvalConfig(Section):
     multi_scale: bool
     scales: tuple[PositiveFloat, ...] = Field(min_length=1)  # the MS scales
     flip: bool  # MS also averages horizontally flipped predictions
-    window: PositiveInt | None  # sliding-window crop for large images; null = whole image
+    base_size: PositiveInt | None  # long side = base_size x scale (PyTorch-Encoding); null = the image's size x scale
+    window: PositiveInt | None  # sliding crop windows, stride 2/3 (PyTorch-Encoding); null = whole image
 
 
 class BenchConfig(Section):
@@ -211,6 +222,7 @@ class BenchConfig(Section):
 
     out: str = Field(min_length=1)
     device: Literal["cpu", "cuda"]
+    dtype: Literal["float32", "bfloat16"]  # bfloat16: the forward under bfloat16 autocast
     channels: PositiveInt
     height: PositiveInt
     width: PositiveInt

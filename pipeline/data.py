@@ -51,6 +51,7 @@ from pipeline.stats.io import read_classes
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+BLACK = tuple(-mean / std for mean, std in zip(IMAGENET_MEAN, IMAGENET_STD))  # a black pixel, normalised
 IMAGE_SUFFIXES = (".jpg", ".png")
 # A split whose files total at most this many bytes is decoded once into memory
 # (the embedded dataset: 20 MB); larger ones are decoded per sample.

@@ -3,9 +3,11 @@
 Every run is scored single scale (scale 1.0, no flip: the plain columns of the
 tables); with ``eval.multi_scale`` also at ``eval.scales`` averaging the
 softmax of every scale (and of the horizontally flipped image with
-``eval.flip``): the "MS" column of Table 1. With ``eval.window`` set, each
-(scaled) image is processed in sliding ``window`` crops (``Segmentor.predict``
-holds the three prediction modes). Scores come from one dataset-level
+``eval.flip``): the "MS" column of Table 1. ``eval.base_size`` sets each
+scale's size from the long side, ``eval.window`` processes each (scaled) image
+in sliding crops. ``infer`` is the one inference function (evaluation, the
+report's qualitative figure and ``grar predict`` call it); it calls
+``Segmentor.predict``, which holds the modes. Scores come from one dataset-level
 confusion matrix per mode (``pipeline.metrics``: ignore 255, mIoU over the
 classes present in ground truth or prediction).
 
@@ -24,11 +26,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
 from tqdm import tqdm
 
 from model.segmentor import Segmentor
 from pipeline.config import EvalConfig
-from pipeline.data import SegmentationDataset
+from pipeline.data import BLACK, SegmentationDataset
 from pipeline.distributed import MEMORY_FORMAT, Ranks, all_sum, amp
 from pipeline.metrics import ConfusionMatrix, Scores
 
@@ -70,6 +73,23 @@ def batches_by_size(sizes: list[tuple[int, int]], max_pixels: int = EVAL_PIXELS)
 
 
 @torch.no_grad()
+def infer(model: Segmentor, images: Tensor, config: EvalConfig, multi: bool = False) -> Tensor:
+    """Class probabilities (B, K, H, W) of normalised ``images`` (B, 3, H, W), as evaluation computes them.
+
+    ``multi`` False: single scale (1.0, no flip); True: ``config.scales`` and
+    ``config.flip``. Both with ``config.base_size`` and ``config.window``
+    (windows padded with black, as the reference), under the training's
+    autocast (bfloat16 on CUDA). ``model`` must be in eval mode and on the
+    images' device; labels are ``infer(...).argmax(1)``.
+    """
+    scales, flip = (config.scales, config.flip) if multi else ((1.0,), False)
+    with amp(images.device):
+        return model.predict(
+            images, scales, flip, window=config.window, base_size=config.base_size, pad_value=BLACK
+        )
+
+
+@torch.no_grad()
 def evaluate_model(
     model: Segmentor,
     dataset: SegmentationDataset,
@@ -91,27 +111,13 @@ def evaluate_model(
         images, labels = zip(*(dataset[index] for index in indices))
         images = torch.stack(images).to(device, memory_format=MEMORY_FORMAT)  # (B, 3, H, W)
         labels = torch.stack(labels).to(device)  # (B, H, W)
-        single.update(labels, infer(model, images, config, multi=False).argmax(dim=1))
+        single.update(labels, infer(model, images, config).argmax(dim=1))
         if multi is not None:
             multi.update(labels, infer(model, images, config, multi=True).argmax(dim=1))
     model.train(was_training)
     matrices = [single.matrix] + ([multi.matrix] if multi is not None else [])
     summed = all_sum(torch.from_numpy(np.stack(matrices)).to(device), ranks).cpu().numpy()  # (1 or 2, K, K)
     return Evaluation(summed[0], summed[1] if multi is not None else None, time.perf_counter() - start)
-
-
-@torch.no_grad()
-def infer(model: Segmentor, images: torch.Tensor, config: EvalConfig, multi: bool) -> torch.Tensor:
-    """Class probabilities (B, K, H, W) of normalised images (B, 3, H, W) on the model's device.
-
-    The one inference path of grar (evaluation, ``grar predict``): single
-    scale (1.0, no flip), or with ``multi`` the "MS" protocol of ``config``
-    (``scales``, ``flip``), whole images or ``config.window`` crops.
-    """
-    with amp(images.device):
-        if multi:
-            return model.predict(images, config.scales, config.flip, config.window)
-        return model.predict(images, window=config.window)
 
 
 def scores(matrix: np.ndarray, class_names: list[str]) -> dict[str, Any]:

@@ -1,12 +1,15 @@
-"""Training losses (beside training, never inside a head): pixel CE, auxiliary CE, coarse CE, SR-Loss (Eq. 5-6).
+"""Training losses (beside training, never inside a head): pixel CE, auxiliary CE, coarse CE, SR-Loss (Eq. 5-6),
+and DANet's branch CEs.
 
 ``Criterion(outputs, target)`` returns a dict of named terms and their weighted
 sum under ``"total"``, computed in one place:
 
     total = CE(out) + w_aux CE(aux) + w_coarse CE(coarse) + w_sr SR(features)
+            + w_danet (CE(pam) + CE(cam))
 
 which is Eq. 6 (L = L_s + (w_sr / K) Σ_k w_k L_k) with L_s the pixel CE plus the
-auxiliary and coarse-mask CEs. Pixels labelled ``IGNORE_INDEX`` (255) count in
+auxiliary and coarse-mask CEs; the last term exists for DANet built as its
+reference (``model.danet: reference``) only. Pixels labelled ``IGNORE_INDEX`` (255) count in
 no term. ``Criterion`` holds the SR-Loss's fully connected layer: its parameters
 must go to the optimiser with the model's.
 """
@@ -93,7 +96,8 @@ class Criterion(nn.Module):
 
     Terms: ``"ce"`` (pixel CE on ``outputs["out"]``), ``"aux"`` (on ``"aux"``),
     ``"coarse"`` (on ``"coarse"``, GRAr / OCR), ``"sr"`` (SR-Loss on
-    ``"features"``); a term is present when its output is and its weight is > 0.
+    ``"features"``), ``"danet"`` (CE on ``"pam"`` + CE on ``"cam"``, DANet's
+    reference build); a term is present when its outputs are and its weight is > 0.
     Logits are expected at the target's size (``Segmentor`` upsamples them).
     """
 
@@ -105,9 +109,10 @@ class Criterion(nn.Module):
         coarse_weight: float,
         sr_weight: float,
         class_weights: Tensor | None = None,
+        danet_weight: float = 0.0,
     ) -> None:
         super().__init__()
-        self.weights = {"ce": 1.0, "aux": aux_weight, "coarse": coarse_weight, "sr": sr_weight}
+        self.weights = {"ce": 1.0, "aux": aux_weight, "coarse": coarse_weight, "sr": sr_weight, "danet": danet_weight}
         self.sr = SemanticRegionLoss(feature_channels, num_classes, class_weights) if sr_weight > 0 else None
 
     def forward(self, outputs: dict[str, Tensor], target: Tensor) -> dict[str, Tensor]:
@@ -117,5 +122,7 @@ class Criterion(nn.Module):
                 terms[term] = pixel_cross_entropy(outputs[key], target)
         if self.sr is not None and "features" in outputs:
             terms["sr"] = self.sr(outputs["features"], target)
+        if "pam" in outputs and "cam" in outputs and self.weights["danet"] > 0:
+            terms["danet"] = pixel_cross_entropy(outputs["pam"], target) + pixel_cross_entropy(outputs["cam"], target)
         terms["total"] = sum(self.weights[name] * value for name, value in terms.items())
         return terms

@@ -27,7 +27,7 @@ METRICS_FILE = "metrics.json"
 CONFUSION_FILE = "confusion.npy"
 CONFUSION_MS_FILE = "confusion_ms.npy"
 RUN_MARKER = ".grar-run"  # in every run folder grar trains into: what grar wrote, and may write again
-TERMS = ("ce", "aux", "coarse", "sr")
+TERMS = ("ce", "aux", "coarse", "sr", "danet")
 LOG_COLUMNS = ("iteration", "lr", "loss", *TERMS, "seconds")
 # Sections and keys that change neither the trained model nor its evaluation: left out of the config hash.
 # Worker counts only parallelise work whose result does not depend on them (per-sample seeding, deterministic

@@ -8,7 +8,7 @@ last. Files of a run folder:
 - ``config.yaml``: the resolved params, written at start;
 - ``train_log.csv``: one row per iteration: ``iteration`` (1-based: the row of
   iteration i is written after i steps), ``lr``, ``loss`` (the weighted total
-  that is minimised), the unweighted terms ``ce``, ``aux``, ``coarse``, ``sr``
+  that is minimised), the unweighted terms ``ce``, ``aux``, ``coarse``, ``sr``, ``danet``
   (empty when the run has no such term), ``seconds`` (wall time of the
   iteration, data loading included); a resumed run first cuts the file back
   to the checkpoint's iteration, so no iteration appears twice;
@@ -20,7 +20,10 @@ last. Files of a run folder:
 Optimisation (section 4.1): SGD with ``train.momentum`` and
 ``train.weight_decay`` on every parameter (the model's and the SR-Loss
 classifier's), the poly schedule lr = base (1 - it / total)^power with base lr
-and total iterations from ``train.schedules[train.dataset]``, the loss of
+and total iterations from ``train.schedules[train.dataset]``, in two named
+parameter groups (``optimizer_groups``): ``backbone`` at lr, ``head`` (heads,
+auxiliary head, SR-Loss classifier) at ``train.head_lr_mult`` x lr, as
+PyTorch-Encoding's trainers do (``lr * 10`` for ``model.head``); the loss of
 ``pipeline.losses.Criterion`` (pixel CE + w_aux aux CE + w_coarse coarse CE +
 w_sr SR-Loss, Eq. 6). On CUDA the forward runs under bf16 autocast; images and
 weights are channels_last on every device (``pipeline.distributed``).
@@ -176,6 +179,24 @@ def has_unused_parameters(params: Params) -> bool:
     return (model.aux and loss.aux == 0) or (
         model.head == "grar" and model.grar.pooling == "hard" and loss.coarse == 0
     )
+
+
+def optimizer_groups(step: TrainingStep, head_lr_mult: float) -> list[dict[str, Any]]:
+    """SGD parameter groups: ``backbone`` (lr_mult 1) and ``head`` (everything else, lr_mult ``head_lr_mult``).
+
+    "Everything else" is the context head, the auxiliary head and the SR-Loss
+    classifier. The schedule sets each group's lr to poly_lr x ``lr_mult``;
+    both keys travel in the optimizer's state dict, so a resumed run keeps them.
+    PyTorch-Encoding (``experiments/segmentation/train.py``) trains
+    ``model.head`` and ``model.auxlayer`` at 10 x lr, the pretrained backbone at lr.
+    """
+    backbone = list(step.model.backbone.parameters())
+    ids = {id(parameter) for parameter in backbone}
+    rest = [parameter for parameter in step.parameters() if id(parameter) not in ids]
+    return [
+        {"name": "backbone", "params": backbone, "lr_mult": 1.0},
+        {"name": "head", "params": rest, "lr_mult": float(head_lr_mult)},
+    ]
 
 
 class TrainingStep(nn.Module):
@@ -403,7 +424,8 @@ def train(params: Params, run_dir: Path, ranks: Ranks = Ranks(), stop_after: int
     )
     step = TrainingStep(model, criterion).to(device, memory_format=MEMORY_FORMAT)
     optimizer = torch.optim.SGD(
-        step.parameters(), lr=schedule.lr, momentum=config.momentum, weight_decay=config.weight_decay
+        optimizer_groups(step, config.head_lr_mult), lr=schedule.lr,
+        momentum=config.momentum, weight_decay=config.weight_decay,
     )
     checkpoint = run_dir / CHECKPOINT_FILE
     if checkpoint.exists():
@@ -460,7 +482,7 @@ def run_iterations(
             target = target.to(device, non_blocking=True)  # (b, S, S)
             lr = poly_lr(schedule.lr, iteration, schedule.iterations, config.poly_power)
             for group in optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group["lr_mult"]
             with amp(device):
                 terms = module(images, target)
             optimizer.zero_grad(set_to_none=True)
@@ -474,8 +496,8 @@ def run_iterations(
             ])
             reduced = all_sum(reduced, ranks).tolist()
             values = {"loss": reduced[0] / ranks.world_size}
-            values |= {k: v / ranks.world_size for k, v in zip(TERMS, reduced[1:5]) if k in terms}
-            stopping = [signum for signum, flag in zip(PREEMPTION_SIGNALS, reduced[5:]) if flag > 0]
+            values |= {k: v / ranks.world_size for k, v in zip(TERMS, reduced[1 : 1 + len(TERMS)]) if k in terms}
+            stopping = [signum for signum, flag in zip(PREEMPTION_SIGNALS, reduced[1 + len(TERMS) :]) if flag > 0]
             done = iteration + 1
             if log is not None:
                 log.append(done, lr, values, time.perf_counter() - started)
@@ -572,6 +594,7 @@ def train_and_evaluate(params: Params, run_dir: Path) -> dict[str, Any]:
                 "dataset": params.train.dataset,
                 "backbone": params.model.backbone,
                 "head": params.model.head,
+                "danet": params.model.danet,
                 "seed": params.seed,
                 "commit": source_commit(),
                 "config_hash": digest,

@@ -11,13 +11,11 @@ from pipeline.io import write_text_atomic
 
 def bench(params: Params) -> None:
     """Measure every head (``pipeline.bench.benchmark_modules``), write the JSON, print the table."""
-    from pipeline.bench import benchmark_modules, format_table
-
-    from pipeline.bench import BENCH_JSON
+    from pipeline.bench import BENCH_JSON, benchmark_modules, format_table
     from pipeline.io import check_new_output
 
     check_new_output(params.bench.out, folder=False, ours=BENCH_JSON, what="bench.out")
-    report = benchmark_modules(params.bench, params.model.grar)
+    report = benchmark_modules(params.bench, params.model.grar, danet=params.model.danet)
     write_text_atomic(params.bench.out, json.dumps(report, indent=2) + "\n")
     print(format_table(report))
 

@@ -8,10 +8,13 @@ returns at feature resolution:
 - ``"out"``: class logits (B, K, h, w);
 - ``"features"``: the classifier's input (B, ``feature_channels``, h, w), which
   the SR-Loss (Eq. 5) pools;
-- ``"coarse"`` (GRAr, OCR): coarse-mask logits (B, K, h, w), trained by a CE.
+- ``"coarse"`` (GRAr, OCR): coarse-mask logits (B, K, h, w), trained by a CE;
+- ``"pam"``, ``"cam"`` (DANet built as its reference): the position-only and
+  channel-only branches' logits (B, K, h, w), each trained by a CE.
 
 "The module" of Table 3 is a head without its class-dependent classifiers
-(``classifier`` and ``coarse_classifier``): see ``module_parameters``.
+(``classifier``, ``coarse_classifier``, DANet's ``pam_classifier`` and
+``cam_classifier``): see ``module_parameters``.
 """
 
 from __future__ import annotations
@@ -35,11 +38,11 @@ HEADS: dict[str, type[nn.Module]] = {
     "grar": GRArHead,
 }
 
-CLASSIFIERS = ("classifier.", "coarse_classifier.")
+CLASSIFIERS = ("classifier.", "coarse_classifier.", "pam_classifier.", "cam_classifier.")
 
 
 def module_parameters(head: nn.Module) -> int:
-    """Parameters of the head as Table 3 counts "the module": all but the final and coarse classifiers.
+    """Parameters of the head as Table 3 counts "the module": all but the classifiers to the K classes.
 
     The classifiers are 1x1 convs to the K classes that every method has (the
     FCN baseline too); leaving them out makes the count independent of the

@@ -44,21 +44,33 @@ class ChannelAttention(nn.Module):
 
 
 class DANetHead(nn.Module):
-    """Two branches of width/2 channels (paper: 256) with width/16 query/key channels (32): 3x3 conv,
-    attention, 3x3 conv; their sum feeds the classifier. DANet's two per-branch
-    auxiliary classifiers are left out (the paper's Table 3 counts the module only).
+    """DANet's dual attention head in one of two builds (``reference``).
 
-    Table-3 count on 2048 channels, width 512: 2 x (2048*256*9 + BN) + PAM (2 x 256*32
-    + 256*256 + biases + gamma) + CAM gamma + 2 x (256*256*9 + BN) = 10,701,122
-    (10.70M; paper 10.6M).
+    ``reference=False`` ("matched"): two branches of width/2 channels (paper:
+    256) with width/16 query/key channels (32): 3x3 conv, attention, 3x3 conv;
+    their sum feeds the classifier. Built to the size the paper's Table 3
+    counts; DANet's per-branch classifiers are left out. Table-3 count on 2048
+    channels, width 512: 2 x (2048*256*9 + BN) + PAM (2 x 256*32 + 256*256 +
+    biases + gamma) + CAM gamma + 2 x (256*256*9 + BN) = 10,701,122 (10.70M;
+    paper 10.6M).
+
+    ``reference=True``: as DANet's own code builds it (junfu1115/DANet,
+    encoding/models/sseg/danet.py ``DANetHead``): branches of in_channels/4
+    channels (512 on ResNet), PAM query/key of branch/8 (encoding/nn/attention.py
+    ``PAM_Module``: in_dim // 8), and two more classifiers, on the PAM-only
+    and the CAM-only branch (``conv6``, ``conv7``), returned as ``"pam"`` and
+    ``"cam"`` logits for their own losses (``pipeline.losses``: CE each,
+    weight ``train.loss.danet``; the reference sums the three CEs with weight 1,
+    encoding/nn/customize.py ``SegmentationMultiLosses``). ``width`` is unused.
     """
 
-    def __init__(self, in_channels: int, num_classes: int, width: int) -> None:
+    def __init__(self, in_channels: int, num_classes: int, width: int, reference: bool = False) -> None:
         super().__init__()
-        channels = width // 2
+        channels = in_channels // 4 if reference else width // 2
+        key_channels = channels // 8 if reference else width // 16
         self.position = nn.Sequential(
             conv_bn_relu(in_channels, channels, kernel_size=3),
-            PositionAttention(channels, width // 16),
+            PositionAttention(channels, key_channels),
             conv_bn_relu(channels, channels, kernel_size=3),
         )
         self.channel = nn.Sequential(
@@ -67,8 +79,16 @@ class DANetHead(nn.Module):
             conv_bn_relu(channels, channels, kernel_size=3),
         )
         self.classifier = classifier(channels, num_classes)
+        self.pam_classifier = classifier(channels, num_classes) if reference else None
+        self.cam_classifier = classifier(channels, num_classes) if reference else None
         self.feature_channels = channels
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
-        features = self.position(x) + self.channel(x)  # (B, width/2, h, w)
-        return {"out": self.classifier(features), "features": features}
+        position = self.position(x)  # (B, channels, h, w)
+        channel = self.channel(x)  # (B, channels, h, w)
+        features = position + channel
+        outputs = {"out": self.classifier(features), "features": features}
+        if self.pam_classifier is not None:
+            outputs["pam"] = self.pam_classifier(position)  # (B, K, h, w)
+            outputs["cam"] = self.cam_classifier(channel)  # (B, K, h, w)
+        return outputs

@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         check_new_output(args.json, folder=False, ours=BENCH_JSON, what="--json")
     overrides = {"bench.device": args.device, "bench.compile": args.compile}
     params = with_overrides(params, {key: value for key, value in overrides.items() if value is not None})
-    report = benchmark_modules(params.bench, params.model.grar, tuple(args.heads))
+    report = benchmark_modules(params.bench, params.model.grar, tuple(args.heads), params.model.danet)
     print(format_table(report))
     fastest = lowest_latency(report)
     if fastest is not None:

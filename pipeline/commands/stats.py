@@ -28,7 +28,8 @@ Writes, all or nothing: cooccurrence.parquet (i, j, t, f), classes.parquet
 of every class), heatmap.png/.svg (clustered, Figure 3), clusters/*.png and
 bars/*.png. --normalisation printed is Eq. 1 as printed (normalised by the
 supported class j); conditional is P(j | i) = t_ij / t_ii, the reading of the
-paper's aeroplane/sky example. Settings not given as flags come from the stats
+paper's aeroplane/sky example; row is t_ij / (sum_k t_ik - t_ii), Eq. 1
+normalised by the supporting class i. Settings not given as flags come from the stats
 section of params.yaml (without one: printed, top-k 5, all CPUs).
 
 Exit codes: 0 done, 1 bad data (a label value >= K that is not the ignore
@@ -50,7 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, metavar="DIR", help="output folder (required with --labels; "
                         "default for NAME: stats.root/NAME)")
     parser.add_argument("--normalisation", choices=get_args(StatsConfig.model_fields["normalisation"].annotation),
-                        help="printed: Eq. 1 as printed | conditional: P(j | i) (default: stats.normalisation)")
+                        help="printed: Eq. 1 as printed | conditional: P(j | i) | row: over the supporter's row "
+                             "(default: stats.normalisation)")
     parser.add_argument("--top-k", type=int, metavar="N",
                         help="supporters and opponents per class (default: stats.top_k)")
     parser.add_argument("--workers", type=int, metavar="N", help="decoding processes (default: stats.workers)")

@@ -48,7 +48,7 @@ def load_examples(dataset: Path, n: int) -> list[tuple[str, np.ndarray, np.ndarr
 
 
 def predict(run: Run, images: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """Single-scale class predictions (H, W) of ``run``'s checkpoint for each RGB image."""
+    """Single-scale class predictions (H, W) of ``run``'s checkpoint for each RGB image (``evaluation.infer``)."""
     import torch
 
     from pipeline.data import image_tensor
@@ -60,6 +60,6 @@ def predict(run: Run, images: Sequence[np.ndarray]) -> list[np.ndarray]:
     with torch.inference_mode():
         for image in images:
             batch = image_tensor(image).unsqueeze(0)  # (1, 3, H, W)
-            probabilities = infer(model, batch, params.eval, multi=False)  # (1, K, H, W)
+            probabilities = infer(model, batch.to(next(model.parameters()).device), params.eval)  # (1, K, H, W)
             predictions.append(probabilities.argmax(1)[0].cpu().numpy().astype(np.uint8))  # (H, W)
     return predictions

@@ -36,7 +36,8 @@ from pipeline.report.figures import confusion_figure, qualitative_figure, traini
 from pipeline.report.runs import Grid, Run, load_grids, percent, read_json, unique_runs
 from pipeline.report.tables import SYNTHETIC, Inputs, Table, build_tables, to_markdown
 from pipeline.stats.heatmaps import RC, save
-from pipeline.stats.io import read_classes, read_metadata
+from pipeline.stats.affinity import DESCRIPTIONS, NORMALISATIONS, edge_spread, frequency
+from pipeline.stats.io import load_counts, read_classes, read_metadata
 
 TEMPLATES = Path(__file__).parent / "templates"
 EXAMPLES = 4  # validation images in the qualitative figure
@@ -214,6 +215,12 @@ def stats_datasets(params: Params) -> list[str]:
     return [name for name in names if (stats_dir(params, name) / "classes.parquet").is_file()]
 
 
+def edge_spreads(t: np.ndarray) -> list[dict[str, Any]]:
+    """Per normalisation of Eq. 1: its definition and ``edge_spread`` of its f (positive f, negative 1 - f)."""
+    return [{"name": name, "definition": DESCRIPTIONS[name], **edge_spread(frequency(t, name))}
+            for name in NORMALISATIONS]
+
+
 def write_datasets(site: Site, params: Params, qualitative_pages: dict[str, str]) -> list[DatasetPage]:
     pages = []
     for name in tqdm(stats_datasets(params), desc="report datasets", unit="dataset"):
@@ -231,7 +238,9 @@ def write_datasets(site: Site, params: Params, qualitative_pages: dict[str, str]
         summary = (f"{metadata.get('images', '?')} {metadata.get('split', '')} images, {len(classes)} classes, "
                    f"normalisation {metadata.get('normalisation', '?')}")
         page = layout.dataset_page(name)
+        spreads = edge_spreads(load_counts(source / "cooccurrence.parquet", len(classes)))
         site.render(page, "dataset.html.j2", f"Dataset {name}", banner=False, name=name, summary=summary, metadata=metadata,
+                    spreads=spreads,
                     source=str(source), heatmap_png=figures.get("heatmap.png"), heatmap_svg=figures.get("heatmap.svg"),
                     clusters=[t for key, t in figures.items() if key.startswith("clusters/")],
                     bars=[t for key, t in figures.items() if key.startswith("bars/")],

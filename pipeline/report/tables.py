@@ -44,8 +44,9 @@ TABLE1_CELLS: dict[str, dict[str, Any]] = {
     "resnest101-grar-sr": {"backbone": "ResNest-101", "grar": True, "sr_loss": True},
 }
 
-# Table 2 (grid "table2", both profiles): cell -> Pos / Neg / Affinity Method. The last cell is the row
-# beyond the paper: Eq. 1 read as the conditional P(j | i) instead of as printed (no printed row matches).
+# Table 2 (grid "table2", both profiles): cell -> Pos / Neg / Affinity Method. The last two cells are rows
+# beyond the paper: Eq. 1 read as the conditional P(j | i), or normalised over the supporter's row i,
+# instead of as printed (no printed row matches).
 TABLE2_CELLS: dict[str, dict[str, Any]] = {
     "fcn": {"backbone": "ResNet-50", "pos": False, "neg": False, "affinity": "N.A."},
     "pos-conv": {"backbone": "ResNet-50", "pos": True, "neg": False, "affinity": "Conv"},
@@ -56,13 +57,15 @@ TABLE2_CELLS: dict[str, dict[str, Any]] = {
     "posneg-graph": {"backbone": "ResNet-50", "pos": True, "neg": True, "affinity": "Graph"},
     "posneg-graph-conditional": {"backbone": "ResNet-50", "pos": True, "neg": True,
                                  "affinity": "Graph, Eq. 1 conditional P(j|i)"},
+    "posneg-graph-row": {"backbone": "ResNet-50", "pos": True, "neg": True,
+                         "affinity": "Graph, Eq. 1 over row i"},
 }
-EQ1_PRINTED, EQ1_CONDITIONAL = "posneg-graph", "posneg-graph-conditional"
+EQ1_PRINTED, EQ1_CONDITIONAL, EQ1_ROW = "posneg-graph", "posneg-graph-conditional", "posneg-graph-row"
 
 # Table 3 (grid "table3", both profiles): cell -> the head it trains, which names its module-benchmark entry
 # and (through pipeline.bench.TABLE3_METHODS) its printed row; the FCN baseline has no printed row.
-TABLE3_CELLS: dict[str, str] = {"fcn": "fcn", "ppm": "ppm", "aspp": "aspp", "danet": "danet", "ocr": "ocr",
-                                "grar": "grar"}
+TABLE3_CELLS: dict[str, str] = {"fcn": "fcn", "ppm": "ppm", "aspp": "aspp", "danet": "danet",
+                                "danet-reference": "danet", "ocr": "ocr", "grar": "grar"}
 
 # Tables 4-6: the paper's own rows ("Ours", by printed backbone) -> the grid cell that reproduces them, on the
 # table's dataset, multi-scale + flip (the paper's 55.7 / 57.0 equal Table 1's MS rows). Every other printed
@@ -314,7 +317,7 @@ def context_findings(grid: Grid | None) -> list[str]:
 
 
 def table2(inputs: Inputs) -> Table:
-    """Table 2: positive / negative x Graph / Conv -> mIoU (grid ``table2``), plus Eq. 1 printed vs conditional."""
+    """Table 2: positive / negative x Graph / Conv -> mIoU (grid ``table2``), plus Eq. 1 printed vs conditional vs row."""
     paper = inputs.paper[2]
     table = header(paper, 2, inputs, ("Backbone", "Pos", "Neg", "Affinity Method") + METRIC_COLUMNS)
 
@@ -382,6 +385,15 @@ def table2_findings(grid: Grid | None, paper: PaperTable) -> list[str]:
         findings.append(f"Eq. 1 as printed ({EQ1_PRINTED}) {printed:.2f} vs conditional P(j|i) ({EQ1_CONDITIONAL}) "
                         f"{conditional:.2f}: conditional − printed = {conditional - printed:+.2f} "
                         f"(better: {better}; beyond the paper, which prints one formula).")
+    row = _mean(grid, EQ1_ROW)
+    if printed is None or row is None:
+        findings.append(f"Eq. 1 as printed vs over row i: not stated, cells {EQ1_PRINTED} and {EQ1_ROW} need "
+                        "finished runs.")
+    else:
+        better = "row" if round(row - printed, 2) > 0 else "as printed" if round(row - printed, 2) < 0 else "neither"
+        findings.append(f"Eq. 1 as printed ({EQ1_PRINTED}) {printed:.2f} vs normalised over row i ({EQ1_ROW}) "
+                        f"{row:.2f}: row − printed = {row - printed:+.2f} (better: {better}; beyond the paper; "
+                        "each dataset page states how spread the edges are under each normalisation).")
     return findings
 
 
@@ -392,7 +404,7 @@ def table3(inputs: Inputs) -> Table:
     paper = inputs.paper[3]
     table = header(paper, 3, inputs, (
         "Method", "paper Parameters (M)", "measured Parameters (M)", "paper Memory (M)", "measured Memory (MB)",
-        "paper Time (ms)", "measured Time (ms)") + METRIC_COLUMNS)
+        "paper Time (ms)", "measured Time (ms)", "measured FLOPs (G)") + METRIC_COLUMNS)
     bench = inputs.bench
     modules = {module["name"]: module for module in (bench or {}).get("modules", [])}
     if bench is not None:
@@ -401,9 +413,12 @@ def table3(inputs: Inputs) -> Table:
             f"{bench['threads']} threads, {bench['dtype']}{', compiled' if bench.get('compile') else ''}, "
             f"torch {bench['torch']}), input {'×'.join(map(str, bench['input']))}, head width {bench['head_width']}, "
             f"{bench['num_classes']} classes, median of {bench['repeats']} passes after {bench['warmup']} warm-up; "
-            f"memory: {bench['memory_method']}; parameters: {bench['params_method']}. The paper measured on a GPU.")
-        table.preamble.append(f"Parameters, memory and time: this project's module benchmark on {bench['device']} "
-                              f"[{marker}], beside the paper's GPU figures.")
+            f"memory: {bench['memory_method']}; parameters: {bench['params_method']}; "
+            f"FLOPs: {bench.get('flops_method', 'not measured')}; DANet: the {bench.get('danet', 'matched')} build "
+            f"(model.danet). The paper measured on a GPU.")
+        table.preamble.append(f"Parameters, memory, time and FLOPs: this project's module benchmark on "
+                              f"{bench['device']} in {bench['dtype']} [{marker}], beside the paper's GPU figures "
+                              f"(the paper gives no FLOPs).")
     grid = inputs.grids.get("table3")
     cells = list(grid.cells) if grid is not None else []
     rows: list[tuple[dict[str, Any] | None, CellRuns | None, str]] = []
@@ -418,12 +433,18 @@ def table3(inputs: Inputs) -> Table:
         if module is not None:
             bench_cells = (Cell(f"{module['params'] / 1e6:.2f}", kind="measured", note=marker),
                            Cell(f"{module['peak_memory_bytes'] / 2 ** 20:.1f}", kind="measured", note=marker),
-                           Cell(f"{module['latency_ms_median']:.1f}", kind="measured", note=marker))
+                           Cell(f"{module['latency_ms_median']:.1f}", kind="measured", note=marker),
+                           Cell(f"{module['flops'] / 1e9:.2f}", kind="measured", note=marker) if "flops" in module
+                           else Cell(f"{NOT_RUN} (benchmark without FLOPs)", kind="missing"))
         else:
             why = f"{NOT_RUN} ({inputs.bench_path} missing)" if bench is None else f"{NOT_RUN} (not benchmarked)"
-            bench_cells = (Cell(why, kind="missing"),) * 3
+            bench_cells = (Cell(why, kind="missing"),) * 4
         name = row["method"] if row is not None else (f"FCN (baseline, {cells_of.cell})" if head == "fcn"
                                                       else cells_of.cell)
+        if head == "danet":  # which build (model.danet) the row's runs used; the benchmark's is in its footnote
+            builds = sorted({str(run.provenance.get("danet")) for run in (cells_of.finished if cells_of else ())
+                             if run.provenance.get("danet")})
+            name += f" ({', '.join(builds)} build, {cells_of.cell})" if builds else ""
         miou = row["miou"] if row is not None else None
         why_missing = f"{NOT_RUN} (no cell of grid table3 trains {head})" if grid is not None \
             else f"{NOT_RUN} (no grid table3 in params)"
@@ -431,7 +452,7 @@ def table3(inputs: Inputs) -> Table:
             (Cell(name),
              paper_cell(row["parameters"]) if row else paper_cell(None), bench_cells[0],
              paper_cell(row["memory"], 0) if row else paper_cell(None), bench_cells[1],
-             paper_cell(row["time"], 0) if row else paper_cell(None), bench_cells[2],
+             paper_cell(row["time"], 0) if row else paper_cell(None), bench_cells[2], bench_cells[3],
              paper_cell(miou)) + measured(table, cells_of, "miou", miou, why_missing)
         )
     return table

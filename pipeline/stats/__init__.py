@@ -54,7 +54,7 @@ column      type     meaning
 Schema metadata of all three files (text values): ``dataset`` (the dataset
 name; in ``--labels`` mode the label folder as given), ``split`` (``train``;
 empty in ``--labels`` mode), ``images`` (images counted), ``num_classes`` (K),
-``ignore_index``, ``normalisation`` (``printed`` | ``conditional``),
+``ignore_index``, ``normalisation`` (``printed`` | ``conditional`` | ``row``),
 ``f_definition`` (the formula in words), ``inputs_sha256`` (SHA-256 over, per
 label file in sorted order, its relative path, a NUL byte and the SHA-256 of its
 bytes, then the class table's bytes), ``grar_version``; ``supporters.parquet``

@@ -1,7 +1,7 @@
-"""Class affinity from co-occurrence counts: Eq. 1 (two readings) and the clustering distance.
+"""Class affinity from co-occurrence counts: Eq. 1 (three readings) and the clustering distance.
 
 ``t[i, j]`` is the number of images holding both classes i and j (``t[i, i]``: the
-images holding i). Two normalisations turn it into the affinity ``f[i, j]``, the
+images holding i). Three normalisations turn it into the affinity ``f[i, j]``, the
 support class i gives class j (GRAr's positive edge ``e^p_ij = f_ij``, its
 negative edge ``e^n_ij = 1 - f_ij``, Eq. 2-3):
 
@@ -21,10 +21,18 @@ negative edge ``e^n_ij = 1 - f_ij``, Eq. 2-3):
 
   the fraction of images holding i that also hold j: an aeroplane image almost
   always shows sky (f[aeroplane, sky] near 1), a sky image seldom an aeroplane.
+- ``row`` -- Eq. 1's denominator taken over the supporting class i instead::
+
+      f_ij = t_ij / (sum_k t_ik - t_ii)   for i != j,      f_ii = 1
+
+  each row (j != i) sums to 1: f_ij is the share of i's co-occurrences that
+  involve j. It normalises by i as ``conditional`` does, but spreads a row
+  over all of i's partners, so its values are small when K is large.
 
 **The 0/0 case.** A denominator is 0 when class j co-occurs with no other class
 (``printed``: j absent from the split, or only ever alone in its images) or when
-class i is absent (``conditional``: ``t_ii = 0``). The numerator is then 0 too;
+class i is absent (``conditional``: ``t_ii = 0``) or co-occurs with no other
+class (``row``). The numerator is then 0 too;
 we define f_ij = 0 for i != j (no evidence of support, hence full negative edge
 1 - f = 1), and keep f_jj = 1 on the diagonal as Eq. 1 does.
 """
@@ -51,6 +59,26 @@ def conditional_frequency(t: np.ndarray) -> np.ndarray:
     return finish(t, np.diag(t), axis=1)
 
 
+def row_frequency(t: np.ndarray) -> np.ndarray:
+    """``f_ij = t_ij / (sum_k t_ik - t_ii)``, ``f_ii = 1``: Eq. 1 normalised over the supporter's row; 0/0 -> 0."""
+    return finish(t, t.sum(axis=1) - np.diag(t), axis=1)
+
+
+def edge_spread(f: np.ndarray) -> dict[str, float]:
+    """Mean and standard deviation of the positive (f) and negative (1 - f) edges off the diagonal.
+
+    What GRAr's graph can carry: edges that are all alike (a small std) weigh
+    every pair of regions the same. Keys ``positive_mean``, ``positive_std``,
+    ``negative_mean``, ``negative_std`` (population std, ddof 0); NaN for K < 2.
+    """
+    off = f[~np.eye(f.shape[0], dtype=bool)].astype(np.float64)  # (K (K - 1),)
+    if off.size == 0:
+        nan = float("nan")
+        return {"positive_mean": nan, "positive_std": nan, "negative_mean": nan, "negative_std": nan}
+    return {"positive_mean": float(off.mean()), "positive_std": float(off.std()),
+            "negative_mean": float((1 - off).mean()), "negative_std": float((1 - off).std())}
+
+
 def finish(t: np.ndarray, denominator: np.ndarray, axis: int) -> np.ndarray:
     """``t`` divided by ``denominator`` along ``axis`` (0: per column j, 1: per row i); 0 where it is 0; diagonal 1."""
     shape = (1, -1) if axis == 0 else (-1, 1)
@@ -63,11 +91,13 @@ def finish(t: np.ndarray, denominator: np.ndarray, axis: int) -> np.ndarray:
 NORMALISATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "printed": printed_frequency,
     "conditional": conditional_frequency,
+    "row": row_frequency,
 }
 
 DESCRIPTIONS = {
     "printed": "Eq. 1 as printed: f_ij = t_ij / (sum_k t_kj - t_jj)",
     "conditional": "conditional: f_ij = P(j | i) = t_ij / t_ii",
+    "row": "row: f_ij = t_ij / (sum_k t_ik - t_ii)",
 }
 
 

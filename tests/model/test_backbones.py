@@ -43,3 +43,30 @@ def test_tiny_resnet_backward_reaches_the_stem():
     features = backbone(torch.randn(2, 3, 17, 23))
     (features["layer3"].mean() + features["layer4"].mean()).backward()
     assert backbone.body.conv1.weight.grad.abs().sum() > 0
+
+
+def test_deep_stems_are_three_3x3_convs_named_as_pytorch_encoding():
+    body = BACKBONES["tiny_resnet"]("deep").body  # PyTorch-Encoding: widths w, w, 2w (tiny: w = 32)
+    shapes = {key: tuple(value.shape) for key, value in body.state_dict().items()
+              if key.startswith(("conv1.", "bn1.")) and key.endswith("weight")}
+    assert shapes == {"conv1.0.weight": (32, 3, 3, 3), "conv1.1.weight": (32,), "conv1.3.weight": (32, 32, 3, 3),
+                      "conv1.4.weight": (32,), "conv1.6.weight": (64, 32, 3, 3), "bn1.weight": (64,)}
+    assert body.conv1[0].stride == (2, 2) and body.layer1[0].conv1.in_channels == 64
+    assert body.layer1[0].downsample[0].in_channels == 64
+    v1c = BACKBONES["tiny_resnet"]("deep_v1c").body  # mmseg V1c: w/2, w/2, w
+    assert [m.out_channels for m in v1c.conv1 if isinstance(m, torch.nn.Conv2d)] == [16, 16, 32]
+    features = BACKBONES["tiny_resnet"]("deep")(torch.randn(1, 3, 17, 23))
+    assert features["layer4"].shape == (1, 512, 3, 3)
+
+
+def test_resnet50_deep_stem_widths_are_those_of_resnet50s_and_v1c():
+    with torch.device("meta"):
+        deep = BACKBONES["resnet50"]("deep").body
+        v1c = BACKBONES["resnet50"]("deep_v1c").body
+    assert [m.out_channels for m in deep.conv1 if isinstance(m, torch.nn.Conv2d)] == [64, 64, 128]
+    assert deep.bn1.num_features == 128 and deep.layer1[0].conv1.in_channels == 128
+    assert deep.layer1[0].downsample[0].weight.shape == (256, 128, 1, 1)
+    assert [m.out_channels for m in v1c.conv1 if isinstance(m, torch.nn.Conv2d)] == [32, 32, 64]
+    assert v1c.layer1[0].conv1.in_channels == 64
+    with pytest.raises(ValueError, match="unknown stem 'wide'"):
+        BACKBONES["resnet50"]("wide")

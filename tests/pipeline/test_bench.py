@@ -12,6 +12,7 @@ from model.heads import module_parameters
 from pipeline.bench import (
     BENCH_HEADS,
     benchmark_modules,
+    count_flops,
     cpu_peak_memory,
     format_table,
     lowest_latency,
@@ -45,6 +46,21 @@ def test_cpu_peak_memory_counts_live_tensor_bytes():
     assert cpu_peak_memory(allocate_then_free) == 4000  # the peak, not the end state
 
 
+def test_flops_of_a_tiny_conv_are_two_per_multiply_add():
+    conv = torch.nn.Conv2d(3, 4, kernel_size=3, padding=1, bias=False)
+    # output 4 x 5 x 6 = 120 values, each 3 x 3 x 3 = 27 multiply-adds: 3240 MACs = 6480 FLOPs
+    assert count_flops(lambda: conv(torch.randn(1, 3, 5, 6))) == 6480
+    linear = torch.nn.Linear(7, 2, bias=False)  # 3 rows x 2 outputs x 7 = 42 MACs
+    assert count_flops(lambda: linear(torch.randn(3, 7))) == 84
+
+
+def test_bfloat16_is_stated_and_does_not_change_flops(params):
+    float32 = benchmark_modules(params.bench, params.model.grar, heads=("fcn",))
+    bf16 = benchmark_modules(with_overrides(params, {"bench.dtype": "bfloat16"}).bench, params.model.grar, heads=("fcn",))
+    assert (float32["dtype"], bf16["dtype"]) == ("float32", "bfloat16 autocast")
+    assert bf16["modules"][0]["flops"] == float32["modules"][0]["flops"] > 0
+
+
 def test_report_holds_every_module_with_its_figures(params):
     report = benchmark_modules(params.bench, params.model.grar)
     assert (report["device"], report["dtype"], report["input"]) == ("cpu", "float32", [1, 32, 9, 11])
@@ -55,8 +71,11 @@ def test_report_holds_every_module_with_its_figures(params):
         head = build_head(module["name"], 32, 5, 16, params.model.grar, affinity)
         assert module["params"] == module_parameters(head)
         assert module["params_total"] == sum(p.numel() for p in head.parameters())
+        assert module["flops"] == count_flops(lambda: head.eval()(torch.randn(1, 32, 9, 11)))
         assert module["peak_memory_bytes"] >= 5 * 9 * 11 * 4  # at least the logits it returns
         assert len(module["latency_ms"]) == 2 and module["latency_ms_median"] > 0
+    # FCN: 3x3 conv 32 -> 16 (no bias) and 1x1 classifier 16 -> 5 on 9 x 11: 2 x 99 x (16 x 288 + 5 x 16) FLOPs
+    assert report["modules"][0]["flops"] == 2 * 99 * (16 * 288 + 5 * 16)
     assert report["modules"][0]["paper"] is None  # FCN is not in Table 3
     assert report["modules"][-1]["paper"]["latency_ms"] == 42
     assert lowest_latency(report) in {"ppm", "aspp", "danet", "ocr", "grar"}

@@ -125,10 +125,70 @@ def test_a_file_that_is_not_a_weight_file_is_a_clear_error(tmp_path):
 def test_criterion_from_params(params):
     criterion = build_criterion(params.train.loss, K, 16)
     assert criterion.weights == {"ce": 1.0, "aux": params.train.loss.aux, "coarse": params.train.loss.coarse,
-                                 "sr": params.train.loss.sr}
+                                 "sr": params.train.loss.sr, "danet": params.train.loss.danet}
     torch.testing.assert_close(criterion.sr.class_weights, torch.ones(K))
     frequency = with_overrides(params, {"train.loss.sr_class_weights": "frequency"}).train.loss
     with pytest.raises(ConfigError, match="frequency needs the class weights"):
         build_criterion(frequency, K, 16)
     weighted = build_criterion(frequency, K, 16, torch.tensor([1.0, 2.0, 3.0, 4.0]))
     torch.testing.assert_close(weighted.sr.class_weights, torch.tensor([1.0, 2.0, 3.0, 4.0]))
+
+
+def saved(tmp_path, state, name="weights.pth"):
+    path = tmp_path / name
+    torch.save(state, path)
+    return path
+
+
+def assert_loaded(model, source):
+    loaded = model.backbone.body.state_dict()
+    for key, value in source.body.state_dict().items():
+        torch.testing.assert_close(loaded[key], value, msg=key)
+
+
+def test_pytorch_encoding_deep_stem_weights_load(params, tmp_path):
+    # PyTorch-Encoding's resnet50s names (conv1.0 ... conv1.6, bn1), here in a whole segmentation model
+    # (BaseNet: backbone under "pretrained.", heads under "head." / "auxlayer.")
+    torch.manual_seed(1)
+    source = tiny_resnet("deep")
+    state = {f"pretrained.{key}": value for key, value in source.body.state_dict().items()}
+    state |= {"head.conv5a.0.weight": torch.zeros(1), "auxlayer.conv5.0.weight": torch.zeros(1),
+              "pretrained.fc.weight": torch.zeros(1000, 512)}
+    torch.manual_seed(2)
+    model = build_segmentor(with_overrides(params, {"model.stem": "deep", "model.pretrained": str(
+        saved(tmp_path, {"state_dict": state}))}).model, K, affinity())
+    assert_loaded(model, source)
+
+
+def test_mmseg_v1c_weights_load_with_their_stem_names(params, tmp_path):
+    # mmseg's ResNetV1c names its deep stem stem.0 (conv), stem.1 (BN), stem.3, stem.4, stem.6, stem.7 (the
+    # last BN, this project's bn1); a segmentor checkpoint holds it under "backbone."
+    torch.manual_seed(1)
+    source = tiny_resnet("deep_v1c")
+    renames = {"conv1.0.": "stem.0.", "conv1.1.": "stem.1.", "conv1.3.": "stem.3.", "conv1.4.": "stem.4.",
+               "conv1.6.": "stem.6.", "bn1.": "stem.7."}
+    state = {}
+    for key, value in source.body.state_dict().items():
+        old = next((old for old in renames if key.startswith(old)), None)
+        state["backbone." + (renames[old] + key.removeprefix(old) if old else key)] = value
+    assert "backbone.stem.7.running_var" in state and "backbone.layer1.0.conv1.weight" in state
+    state["decode_head.conv_seg.weight"] = torch.zeros(1)
+    torch.manual_seed(2)
+    path = saved(tmp_path, {"meta": {}, "state_dict": state})
+    model = build_segmentor(with_overrides(params, {"model.stem": "deep_v1c", "model.pretrained": str(path)}).model,
+                            K, affinity())
+    assert_loaded(model, source)
+    # an ImageNet V1c file (no prefix) loads the same
+    plain = {key.removeprefix("backbone."): value for key, value in state.items() if key.startswith("backbone.")}
+    load_backbone_weights(tiny_resnet("deep_v1c"), saved(tmp_path, plain, "v1c.pth"))
+
+
+def test_weights_of_a_standard_stem_do_not_fit_a_deep_one(tmp_path):
+    path = saved(tmp_path, tiny_resnet().body.state_dict())
+    with pytest.raises(DataError, match=r"keys do not match the tiny_resnet backbone: \d+ missing \(conv1.0.weight"):
+        load_backbone_weights(tiny_resnet("deep"), path, "tiny_resnet")
+
+
+def test_resnest_keeps_its_own_stem(params):
+    with pytest.raises(ConfigError, match=r"model: stem 'deep': resnest101 has its own deep stem; use standard$"):
+        with_overrides(params, {"model.backbone": "resnest101", "model.stem": "deep"})

@@ -117,6 +117,7 @@ def test_int_is_accepted_where_a_float_is_expected():
     [
         ("train", "poly_power", -0.1, "train.poly_power: must be > 0"),
         ("train", "poly_power", 0, "train.poly_power: must be > 0"),
+        ("train", "head_lr_mult", 0, "train.head_lr_mult: must be > 0"),
         ("train", "crop_size", 0, "train.crop_size: must be > 0"),
         ("train", "momentum", 1.0, "train.momentum: must be < 1"),
         ("train", "weight_decay", -1e-4, "train.weight_decay: must be >= 0"),

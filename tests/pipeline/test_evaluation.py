@@ -10,13 +10,14 @@ from tiny_run import IMAGE_SIZE, VAL_IMAGES
 
 from pipeline.config import EvalConfig
 from pipeline.data import SegmentationDataset
-from pipeline.evaluation import evaluate_model, scores, size_batches
+from pipeline.data import BLACK
+from pipeline.evaluation import evaluate_model, infer, scores, size_batches
 from pipeline.paths import dataset_dir
 from pipeline.train import build_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-SINGLE = EvalConfig(multi_scale=False, scales=(1.0,), flip=False, window=None)
-MULTI = EvalConfig(multi_scale=True, scales=(0.5, 1.0, 1.5), flip=True, window=None)
+SINGLE = EvalConfig(multi_scale=False, scales=(1.0,), flip=False, base_size=None, window=None)
+MULTI = EvalConfig(multi_scale=True, scales=(0.5, 1.0, 1.5), flip=True, base_size=None, window=None)
 
 
 class ConstantModel(torch.nn.Module):
@@ -27,8 +28,8 @@ class ConstantModel(torch.nn.Module):
         self.num_classes, self.single, self.multi = num_classes, single, multi
         self.calls = []
 
-    def predict(self, images, scales=(1.0,), flip=False, window=None, stride=None):
-        self.calls.append((images.shape, tuple(scales), flip, window))
+    def predict(self, images, scales=(1.0,), flip=False, window=None, stride=None, base_size=None, pad_value=0.0):
+        self.calls.append((images.shape, tuple(scales), flip, window, base_size, pad_value))
         winner = self.single if (tuple(scales), flip) == ((1.0,), False) else self.multi
         probabilities = torch.zeros(images.shape[0], self.num_classes, *images.shape[-2:])
         probabilities[:, winner] = 1
@@ -60,7 +61,7 @@ def test_confusion_matrices_count_every_labelled_pixel(tmp_path):
     assert np.array_equal(evaluation.single, expected_single)
     assert np.array_equal(evaluation.multi, expected_single[:, [0, 2, 1]])
     assert evaluation.seconds > 0
-    assert [call[1:] for call in model.calls] == [((1.0,), False, None), ((0.5, 1.0, 1.5), True, None)] * 2
+    assert [call[1:5] for call in model.calls] == [((1.0,), False, None, None), ((0.5, 1.0, 1.5), True, None, None)] * 2
     assert [call[0][0] for call in model.calls] == [2, 2, 1, 1]  # batches of the two 3 x 4 images, then the 2 x 5
     only_single = evaluate_model(ConstantModel(3, 0, 0), dataset, SINGLE, torch.device("cpu"))
     assert only_single.multi is None and only_single.single[:, 0].tolist() == [10, 12, 11]
@@ -80,8 +81,32 @@ def test_scores_of_a_confusion_matrix():
 def test_a_real_model_scores_every_val_pixel(tiny_project, window):
     model = build_model(tiny_project, 24)
     val = SegmentationDataset(dataset_dir(tiny_project, "embedded"), "val")
-    config = EvalConfig(multi_scale=True, scales=(1.0,), flip=False, window=window)
+    config = EvalConfig(multi_scale=True, scales=(1.0,), flip=False, base_size=None, window=window)
     evaluation = evaluate_model(model, val, config, torch.device("cpu"))
     assert evaluation.single.sum() == VAL_IMAGES * IMAGE_SIZE**2
     assert np.array_equal(evaluation.single, evaluation.multi)  # "multi-scale" of scale 1 without flip is single
     assert model.training  # evaluation leaves the mode as it found it
+
+
+def test_infer_passes_the_protocol_to_predict_and_pads_with_black():
+    model = ConstantModel(3, single=1, multi=2)
+    config = EvalConfig(multi_scale=True, scales=(0.5, 1.0), flip=True, base_size=520, window=544)
+    assert infer(model, torch.zeros(1, 3, 4, 6), config).argmax(1).unique().tolist() == [1]
+    assert infer(model, torch.zeros(1, 3, 4, 6), config, multi=True).argmax(1).unique().tolist() == [2]
+    assert [call[1:] for call in model.calls] == [((1.0,), False, 544, 520, BLACK), ((0.5, 1.0), True, 544, 520, BLACK)]
+    # black after ImageNet normalisation: (0 - mean) / std per channel
+    assert BLACK == pytest.approx((-0.485 / 0.229, -0.456 / 0.224, -0.406 / 0.225), rel=1e-12)
+
+
+def test_infer_with_base_size_and_window_runs_a_real_model(tiny_project):
+    model = build_model(tiny_project, 24).eval()
+    images = torch.randn(1, 3, 20, 36)
+    config = EvalConfig(multi_scale=True, scales=(1.0,), flip=False, base_size=48, window=24)
+    probabilities = infer(model, images, config)  # 48 x 27 (int(20 x 48 / 36 + 0.5)), windows of 24 every 16
+    with torch.no_grad():
+        scaled = torch.nn.functional.interpolate(images, size=(27, 48), mode="bilinear", align_corners=False)
+        from model.segmentor import resize, window_logits
+
+        logits = window_logits(lambda crop: model(crop)["out"], scaled, 24, 16, BLACK)
+        expected = resize(logits, (20, 36)).softmax(dim=1)
+    torch.testing.assert_close(probabilities, expected)

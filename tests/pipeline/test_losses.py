@@ -135,3 +135,18 @@ def test_criterion_terms_follow_the_outputs_and_weights():
 def test_pixel_cross_entropy_of_an_unlabelled_crop_is_zero_not_nan():
     value = pixel_cross_entropy(torch.randn(1, 3, 4, 6), torch.full((1, 4, 6), IGNORE_INDEX))
     assert value.item() == 0
+
+
+def test_danet_branch_terms_are_one_ce_each_at_their_weight():
+    # uniform PAM logits: CE = log 3 on every labelled pixel; CAM logits favour class 0 by log 2 everywhere
+    cam = torch.zeros(1, 3, 4, 6)
+    cam[:, 0] = math.log(2.0)  # p(0) = 2/4, p(1) = p(2) = 1/4
+    values = {"out": torch.zeros(1, 3, 4, 6), "pam": torch.zeros(1, 3, 4, 6), "cam": cam}
+    labels = target()
+    counts = [(labels == c).sum().item() for c in range(3)]  # labelled pixels per class
+    cam_ce = (counts[0] * math.log(2) + (counts[1] + counts[2]) * math.log(4)) / sum(counts)
+    terms = Criterion(3, 3, 0.4, 0.0, 0.0, danet_weight=0.5)(values, labels)
+    assert set(terms) == {"ce", "danet", "total"}
+    assert terms["danet"].item() == pytest.approx(math.log(3) + cam_ce, rel=1e-6)
+    assert terms["total"].item() == pytest.approx(math.log(3) + 0.5 * (math.log(3) + cam_ce), rel=1e-6)
+    assert "danet" not in Criterion(3, 3, 0.4, 0.0, 0.0, danet_weight=0.0)(values, labels)

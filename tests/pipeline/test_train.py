@@ -33,6 +33,7 @@ from pipeline.train import (
     frequency_class_weights,
     load_checkpoint,
     load_run_model,
+    optimizer_groups,
     poly_lr,
     read_log,
     run_cell,
@@ -145,7 +146,7 @@ def test_affinity_is_recomputed_with_the_cells_normalisation(tiny_project):
 
 def test_log_has_every_term_and_their_weighted_sum(straight, tiny_project):
     rows = read_log(straight / "train_log.csv")
-    assert list(rows[0]) == ["iteration", "lr", "loss", "ce", "aux", "coarse", "sr", "seconds"]
+    assert list(rows[0]) == ["iteration", "lr", "loss", "ce", "aux", "coarse", "sr", "danet", "seconds"]
     assert [int(r["iteration"]) for r in rows] == [1, 2, 3, 4, 5, 6]
     assert [float(r["lr"]) for r in rows] == pytest.approx([poly_lr(0.02, i, 6, 0.9) for i in range(6)], rel=1e-6)
     w = tiny_project.train.loss
@@ -157,6 +158,27 @@ def test_log_has_every_term_and_their_weighted_sum(straight, tiny_project):
     assert state["num_classes"] == 24 and state["class_names"][0] == "bedroom.wall"
     assert set(state) == {"model", "criterion", "optimizer", "iteration", "rng", "params", "config_hash",
                           "num_classes", "class_names"}
+
+
+def test_backbone_and_head_groups_follow_the_schedule_at_their_multiples(tiny_project, tmp_path):
+    model = build_model(tiny_project, 24)
+    criterion = trainer.build_criterion(tiny_project.train.loss, 24, model.head.feature_channels)
+    step = trainer.TrainingStep(model, criterion)
+    groups = optimizer_groups(step, 10.0)
+    assert [(g["name"], g["lr_mult"]) for g in groups] == [("backbone", 1.0), ("head", 10.0)]
+    backbone = list(model.backbone.parameters())
+    assert [id(p) for p in groups[0]["params"]] == [id(p) for p in backbone]
+    others = [p for name, p in step.named_parameters() if not name.startswith("model.backbone.")]
+    assert [id(p) for p in groups[1]["params"]] == [id(p) for p in others]
+    assert any(name.startswith("criterion.") for name, _ in step.named_parameters())  # the SR-Loss classifier
+    assert any(name.startswith("model.aux_head.") for name, _ in step.named_parameters())
+    # a 3-iteration run at base lr 0.02, mult 3: the checkpoint holds both groups at the last poly lr x their mult
+    train(with_overrides(tiny_project, {"train.head_lr_mult": 3.0, "train.schedules.embedded.iterations": 3}), tmp_path)
+    saved = load_checkpoint(tmp_path / "checkpoint.pt")["optimizer"]["param_groups"]
+    assert [(g["name"], g["lr_mult"]) for g in saved] == [("backbone", 1.0), ("head", 3.0)]
+    last = poly_lr(0.02, 2, 3, 0.9)
+    assert [g["lr"] for g in saved] == pytest.approx([last, 3 * last], rel=1e-12)
+    assert len(saved[0]["params"]) == len(backbone) and len(saved[1]["params"]) == len(others)
 
 
 def test_stopped_and_resumed_run_ends_identical(tiny_project, straight, tmp_path):
@@ -233,13 +255,15 @@ def test_a_checkpoint_of_another_config_is_refused(tiny_project, straight, tmp_p
 
 @pytest.mark.parametrize("head,terms", [
     ("fcn", {"ce", "aux", "sr"}), ("ppm", {"ce", "aux", "sr"}), ("aspp", {"ce", "aux", "sr"}),
-    ("danet", {"ce", "aux", "sr"}), ("ocr", {"ce", "aux", "coarse", "sr"}), ("grar", {"ce", "aux", "coarse", "sr"}),
+    ("danet", {"ce", "aux", "sr"}), ("danet-reference", {"ce", "aux", "sr", "danet"}),
+    ("ocr", {"ce", "aux", "coarse", "sr"}), ("grar", {"ce", "aux", "coarse", "sr"}),
 ])
 def test_every_head_trains_and_logs_its_terms(tiny_project, tmp_path, head, terms):
-    params = with_overrides(tiny_project, {"model.head": head, "train.schedules.embedded.iterations": 2})
-    train(params, tmp_path)
+    head, _, build = head.partition("-")
+    overrides = {"model.head": head, "train.schedules.embedded.iterations": 2} | ({"model.danet": build} if build else {})
+    train(with_overrides(tiny_project, overrides), tmp_path)
     for row in read_log(tmp_path / "train_log.csv"):
-        assert {k for k in ("ce", "aux", "coarse", "sr") if row[k] != ""} == terms
+        assert {k for k in ("ce", "aux", "coarse", "sr", "danet") if row[k] != ""} == terms
         assert np.isfinite(float(row["loss"]))
 
 

@@ -67,3 +67,27 @@ def test_module_parameters_exclude_only_the_classifiers():
     total = sum(p.numel() for p in head.parameters())
     classifiers = 2 * (512 * 59 + 59)  # coarse and final 1x1 convs with bias
     assert total - module_parameters(head) == classifiers
+
+
+def test_danet_reference_build_has_quarter_width_branches_and_branch_logits():
+    torch.manual_seed(0)
+    head = HEADS["danet"](32, K, WIDTH, reference=True)
+    assert head.feature_channels == 8 and head.position[1].query.out_channels == 1  # 32 / 4, then / 8
+    outputs = head(torch.randn(2, 32, 7, 9))
+    assert set(outputs) == {"out", "features", "pam", "cam"}
+    for key in ("out", "pam", "cam"):
+        assert outputs[key].shape == (2, K, 7, 9)
+    sum(value.sum() for value in outputs.values()).backward()
+    assert all(parameter.grad is not None for parameter in head.parameters())
+
+
+def test_danet_reference_module_count_by_hand():
+    # DANet's code on 2048 channels: branches of 512, PAM query/key 64.
+    # 2 x (2048*512*9 + BN 2*512) + PAM (2 x (512*64 + 64) + 512*512 + 512 + gamma) + CAM gamma
+    # + 2 x (512*512*9 + BN 2*512) = 18,876,416 + 328,321 + 1 + 4,720,640
+    with torch.device("meta"):
+        head = HEADS["danet"](2048, 59, 512, reference=True)
+    assert head.position[1].query.out_channels == 64 and head.feature_channels == 512
+    assert module_parameters(head) == 23_925_378
+    classifiers = 3 * (512 * 59 + 59)  # final, PAM-only and CAM-only 1x1 convs with bias
+    assert sum(p.numel() for p in head.parameters()) - module_parameters(head) == classifiers

@@ -39,7 +39,7 @@ class Runs:
     def done(self, grid: str, cell: str, seed: int, miou: float, ms: float | None = None, *,
              dataset: str = "embedded", profile: str = "embedded", backbone: str = "tiny_resnet",
              head: str = "grar", iterations: int = 7, confusion: bool = True,
-             matrix: np.ndarray | None = None) -> Path:
+             matrix: np.ndarray | None = None, danet: str | None = None) -> Path:
         """A finished run: metrics.json (fractions), train_log.csv, confusion.npy (and confusion_ms.npy with ms).
 
         ``matrix``: the confusion matrix to write (default: a fixed readable one).
@@ -53,7 +53,8 @@ class Runs:
             "iterations": iterations, "train_seconds": 12.5, "eval_seconds": 1.5,
             "provenance": {"profile": profile, "dataset": dataset, "backbone": backbone, "head": head,
                            "seed": seed, "commit": COMMIT, "config_hash": run_name(cell, seed, dataset)[-10:] * 6,
-                           "run_dir": str(path), "device": "cpu", "torch": "2.14.1"},
+                           "run_dir": str(path), "device": "cpu", "torch": "2.14.1"}
+            | ({"danet": danet} if danet is not None else {}),
         }
         rows = ["iteration,lr,loss,ce,aux,coarse,sr,seconds"]
         rows += [f"{i},{0.01 * (1 - i / iterations) ** 0.9:.6f},{2.0 / i:.4f},{1.5 / i:.4f},{0.3 / i:.4f},"
@@ -104,13 +105,14 @@ class Runs:
 
 def bench_report() -> dict:
     """A module-benchmark JSON with the keys the report reads (pipeline.bench.benchmark_modules)."""
-    modules = [{"name": name, "params": params, "params_total": params + 1000, "peak_memory_bytes": memory,
-                "latency_ms_median": latency, "latency_ms": [latency], "paper": None}
-               for name, params, memory, latency in (("fcn", 9438208, 85098496, 403.9), ("grar", 2360000, 51590348,
-                                                                                          60.04))]
+    modules = [{"name": name, "params": params, "params_total": params + 1000, "flops": flops,
+                "peak_memory_bytes": memory, "latency_ms_median": latency, "latency_ms": [latency], "paper": None}
+               for name, params, flops, memory, latency in (("fcn", 9438208, 87_345_000_000, 85098496, 403.9),
+                                                            ("grar", 2360000, 21_834_000_000, 51590348, 60.04))]
     return {"device": "cpu", "device_name": "x86_64", "threads": 2, "torch": "2.14.1", "dtype": "float32",
             "compile": False, "input": [1, 2048, 68, 68], "head_width": 512, "num_classes": 59, "warmup": 1,
             "repeats": 3, "params_method": "module without classifiers", "memory_method": "profiler peak",
+            "flops_method": "FlopCounterMode",
             "latency_method": "median", "modules": modules}
 
 

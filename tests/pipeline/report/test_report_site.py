@@ -16,7 +16,9 @@ from pipeline.errors import DataError
 from pipeline.paths import dataset_dir, stats_dir
 from pipeline.report import layout, site
 from pipeline.report.site import write_report
+from pipeline.stats.affinity import DESCRIPTIONS, edge_spread, frequency
 from pipeline.stats.build import StatsJob, build_stats
+from pipeline.stats.io import load_counts
 
 
 class Links(HTMLParser):
@@ -111,6 +113,11 @@ def test_full_site_links_pages_and_figures(params, runs, tmp_path):
     assert f'href="../grids/logs/{key}/error.txt">failed</a>' in (out / "tables/table1.html").read_text()
     dataset = (out / "datasets/embedded.html").read_text()
     assert 'data-filter="supporters"' in dataset and dataset.count("<tr>") > len(NAMES) * 2
+    t = load_counts(stats_dir(params, "embedded") / "cooccurrence.parquet", len(NAMES))
+    for name in ("printed", "conditional", "row"):  # what the graph can carry, per normalisation
+        spread = edge_spread(frequency(t, name))
+        cells = [f"{spread[key]:.4f}" for key in ("positive_mean", "positive_std", "negative_mean", "negative_std")]
+        assert f"<tr><td>{name}</td><td>{DESCRIPTIONS[name]}</td><td>" + "</td><td>".join(cells) in dataset
     assert summary.measured > 0 and summary.failed >= 1 and summary.datasets == 1 and summary.grids == 3
 
 

@@ -107,7 +107,7 @@ def test_nothing_run_yet(params):
 
 
 TABLE2 = {"fcn": 0.40, "pos-conv": 0.45, "neg-conv": 0.47, "posneg-conv": 0.46, "pos-graph": 0.50,
-          "neg-graph": 0.48, "posneg-graph": 0.55, "posneg-graph-conditional": 0.56}
+          "neg-graph": 0.48, "posneg-graph": 0.55, "posneg-graph-conditional": 0.56, "posneg-graph-row": 0.53}
 
 
 def test_table2_ordering_in_words_whichever_way(params, runs):
@@ -117,7 +117,9 @@ def test_table2_ordering_in_words_whichever_way(params, runs):
     extra = row(table, "ResNet-50", "✓", "✓", "Graph, Eq. 1 conditional P(j|i)")
     assert texts(extra[4:7]) == ["— (no paper row)", "56.00 (n=1)", "—"]
     assert texts(row(table, "ResNet-50", "", "✓", "Conv")[4:7]) == ["47.9", "47.00 (n=1)", "-0.90"]
-    graph_conv, pos_neg, both, eq1 = table.findings
+    assert texts(row(table, "ResNet-50", "✓", "✓", "Graph, Eq. 1 over row i")[4:7]) == [
+        "— (no paper row)", "53.00 (n=1)", "—"]
+    graph_conv, pos_neg, both, eq1, eq1_row = table.findings
     assert graph_conv == ("Graph vs Conv (measured): Graph ahead in all 3 settings (Graph − Conv: positive only "
                           "+5.00, negative only +1.00, positive + negative +9.00); paper: positive only +1.6, "
                           "negative only +1.4, positive + negative +3.5.")
@@ -127,18 +129,25 @@ def test_table2_ordering_in_words_whichever_way(params, runs):
     assert "Graph +5.00, Conv +1.00" in both
     assert eq1.startswith("Eq. 1 as printed (posneg-graph) 55.00 vs conditional P(j|i) (posneg-graph-conditional) "
                           "56.00: conditional − printed = +1.00 (better: conditional")
+    assert eq1_row.startswith("Eq. 1 as printed (posneg-graph) 55.00 vs normalised over row i (posneg-graph-row) "
+                              "53.00: row − printed = -2.00 (better: as printed")
 
 
 def test_table3_bench_and_miou(params, runs, tmp_path):
     runs.done("table3", "grar", 0, 0.52)
     table = tables_of(params, bench_report())[2]
     grar = row(table, "GRAr (ours)")
-    assert texts(grar) == ["GRAr (ours)", "2.4", "2.36", "95", "49.2", "42", "60.0", "51.7", "52.00 (n=1)",
-                           "+0.30", "table3/grar · tiny_resnet"]
+    assert texts(grar) == ["GRAr (ours)", "2.4", "2.36", "95", "49.2", "42", "60.0", "21.83", "51.7",
+                           "52.00 (n=1)", "+0.30", "table3/grar · tiny_resnet"]
     assert grar[2].note == "m1" and "device cpu (x86_64, 2 threads, float32" in table.provenance[0][1]
+    assert "FLOPs: FlopCounterMode" in table.provenance[0][1] and "on cpu in float32" in table.preamble[-1]
     ppm = row(table, "PPM")
-    assert texts(ppm[2:3]) == ["not run (not benchmarked)"] and ppm[8].text.startswith("not run")
+    assert texts(ppm[2:3]) == ["not run (not benchmarked)"] and ppm[9].text.startswith("not run")
     assert texts(row(table, "FCN (baseline, fcn)")[1:3]) == ["— (no paper row)", "9.44"]
+    runs.done("table3", "danet", 0, 0.45, head="danet", danet="matched")
+    table = tables_of(params, bench_report())[2]
+    assert row(table, "DANet (matched build, danet)")[9].text == "45.00 (n=1)"
+    assert "DANet: the matched build (model.danet)" in table.provenance[0][1]
     no_bench = tables_of(params)[2]
     assert row(no_bench, "PPM")[2].text == "not run (artifacts/bench/modules.json missing)"
 

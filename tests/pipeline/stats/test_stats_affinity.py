@@ -1,4 +1,4 @@
-"""Eq. 1 in both readings, the 0/0 case, the clustering distance and order, on hand-worked counts."""
+"""Eq. 1 in its three readings, the 0/0 case, the clustering distance and order, on hand-worked counts."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import pytest
 from stats_toy import T
 
 from pipeline.errors import ConfigError
-from pipeline.stats.affinity import cluster_order, conditional_frequency, cut_clusters, frequency, jaccard_distance
+from pipeline.stats.affinity import (
+    cluster_order, conditional_frequency, cut_clusters, edge_spread, frequency, jaccard_distance,
+)
 
 SKY, PLANE, COW, GRASS, BOAT = range(5)
 
@@ -109,3 +111,42 @@ def test_tiny_class_counts_need_no_clustering():
     order, clusters = cluster_order(np.array([[1, 1], [1, 2]]))
     np.testing.assert_array_equal(order, [0, 1])
     assert [list(c) for c in clusters] == [[0, 1]]
+
+
+# A 3 x 3 t: 4 images hold a, 3 hold b, 2 hold c; a+b in 2, a+c in 1, b+c in none.
+T3 = np.array([[4, 2, 1], [2, 3, 0], [1, 0, 2]])
+
+
+def test_row_normalisation_by_hand():
+    # Row sums without the diagonal: a 2 + 1 = 3, b 2 + 0 = 2, c 1 + 0 = 1.
+    expected = np.array([
+        [1, 2 / 3, 1 / 3],
+        [2 / 2, 1, 0 / 2],
+        [1 / 1, 0 / 1, 1],
+    ])
+    f = frequency(T3, "row")
+    np.testing.assert_array_equal(f, expected)
+    np.testing.assert_array_equal((f - np.eye(3)).sum(axis=1), [1, 1, 1])  # rows are distributions
+    # the other two readings of the same t, for contrast: columns (printed), P(j | i) (conditional)
+    np.testing.assert_array_equal(frequency(T3, "printed"), expected.T)  # t is symmetric
+    np.testing.assert_array_equal(frequency(T3, "conditional"), [[1, 2 / 4, 1 / 4], [2 / 3, 1, 0], [1 / 2, 0, 1]])
+
+
+def test_row_normalisation_zero_over_zero_off_the_diagonal():
+    # c is only ever alone: its row has no co-occurrence, 0/0 -> 0 off the diagonal, 1 on it
+    t = np.array([[4, 2, 0], [2, 3, 0], [0, 0, 2]])
+    np.testing.assert_array_equal(frequency(t, "row"), [[1, 1, 0], [1, 1, 0], [0, 0, 1]])
+
+
+def test_edge_spread_by_hand():
+    # row f of T3 off the diagonal: 2/3, 1/3, 1, 0, 1, 0 -> mean 1/2; deviations +-1/6 (twice), +-1/2 (four times)
+    spread = edge_spread(frequency(T3, "row"))
+    variance = (2 * (1 / 6) ** 2 + 4 * (1 / 2) ** 2) / 6  # 19 / 108
+    assert spread == pytest.approx({"positive_mean": 0.5, "positive_std": variance**0.5,
+                                    "negative_mean": 0.5, "negative_std": variance**0.5}, rel=1e-12)
+    # conditional f off the diagonal: 1/2, 1/4, 2/3, 0, 1/2, 0 -> mean 23/72; 1 - f: mean 49/72
+    spread = edge_spread(frequency(T3, "conditional"))
+    assert spread["positive_mean"] == pytest.approx(23 / 72, rel=1e-12)
+    assert spread["negative_mean"] == pytest.approx(49 / 72, rel=1e-12)
+    assert spread["negative_std"] == pytest.approx(spread["positive_std"], rel=1e-12)
+    assert np.isnan(edge_spread(np.ones((1, 1)))["positive_mean"])
