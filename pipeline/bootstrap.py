@@ -163,7 +163,8 @@ def compare_runs(a: Mapping[int, Path | None], b: Mapping[int, Path | None], sco
     loaded = {side: {s: run_confusions(runs[s], score) for s in seeds} for side, runs in (("a", a), ("b", b))}
     lacking = [str(runs[s]) for side, runs in (("a", a), ("b", b)) for s in seeds if loaded[side][s] is None]
     if lacking:
-        return f"no interval: no {FILES[score]} in {', '.join(lacking)} (evaluated before per-image confusions)"
+        return (f"no interval: {len(lacking)} run(s) without {FILES[score]}, e.g. {lacking[0]} (evaluated before "
+                "per-image confusions, or without multi-scale)")
     interval = paired_difference(loaded["a"], loaded["b"], replicates)
     if math.isnan(interval.diff):
         return "no interval: no class present"

@@ -115,7 +115,8 @@ def write_report(params: Params, out: Path = layout.REPORTS, examples: int = EXA
     grids = load_grids(params)
     bench_path = Path(params.bench.out)
     bench = read_json(bench_path) if bench_path.is_file() else None
-    tables = build_tables(Inputs(load_paper_tables(), grids, bench, bench_path, params.profile, params.train.dataset))
+    tables = build_tables(Inputs(load_paper_tables(), grids, bench, bench_path, params.profile, params.train.dataset,
+                                 params.grid.bootstrap))
     synthetic = any(table.synthetic for table in tables)
     out.mkdir(parents=True, exist_ok=True)
     built = Path(tempfile.mkdtemp(prefix=".report-", suffix=".tmp", dir=out))
@@ -392,7 +393,7 @@ def write_index(site: Site, params: Params, tables: list[Table], datasets: list[
              "counts": table_counts(table)} for table in tables]
     site.render("index.html", "index.html.j2", "GRAr reproduction report", profile=params.profile,
                 runs=params.grid.runs, stats_root=params.stats.root, bench=params.bench.out, tables=rows,
-                findings=[(f"Table {t.number}", t.findings) for t in tables[:2] if t.findings], datasets=datasets,
+                findings=[(f"Table {t.number}", t.findings) for t in tables[:3] if t.findings], datasets=datasets,
                 grids=[{"name": name, "page": layout.grid_page(name), "summary": grid_summary(grid)}
                        for name, grid in grids.items()],
                 qualitative_page=layout.QUALITATIVE_PAGE, figures_page=layout.folder_index("figures"))
