@@ -46,6 +46,16 @@ def curves_figure(grid: str, cell: str) -> str:
     return f"figures/curves/{grid}/{cell}.png"
 
 
+def lambda_figure(grid: str, cell: str) -> str:
+    """GRAr's λ and λ̂ over training, every seed of a cell."""
+    return f"figures/lambdas/{grid}/{cell}.png"
+
+
+def edges_figure(run: Run) -> str:
+    """f beside the learnt e^p and e^n of a conv run."""
+    return f"figures/edges/{run.key}.png"
+
+
 def confusion_figure(run: Run, suffix: str = "") -> str:
     """The row-normalised confusion matrix of ``run`` (``suffix`` ``_ms``: multi-scale)."""
     return f"figures/confusion/{run.key}{suffix}.svg"
