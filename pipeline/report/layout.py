@@ -26,6 +26,11 @@ def dataset_page(name: str) -> str:
     return f"datasets/{name}.html"
 
 
+def explorer_page(name: str) -> str:
+    """The self-contained affinity explorer of a dataset (``pipeline.report.explorer``)."""
+    return f"datasets/{name}-explorer.html"
+
+
 def grid_page(name: str) -> str:
     return f"grids/{name}.html"
 

@@ -34,6 +34,7 @@ from pipeline.paths import dataset_dir, stats_dir
 from pipeline.report import layout, qualitative
 from pipeline.plan import grid_plan, plan_rows, plan_summary
 from pipeline.report.edges import learned_vs_prior
+from pipeline.report.explorer import embedded_json, explorer_data
 from pipeline.report.figures import (
     confusion_figure, edges_figure, lambda_curves, qualitative_figure, training_curves,
 )
@@ -206,7 +207,12 @@ def write_datasets(site: Site, params: Params, qualitative_pages: dict[str, str]
         summary = (f"{metadata.get('images', '?')} {metadata.get('split', '')} images, {len(classes)} classes, "
                    f"normalisation {metadata.get('normalisation', '?')}")
         page = layout.dataset_page(name)
+        explorer = layout.explorer_page(name)
+        site.render(explorer, "explorer.html.j2", f"Affinity explorer: {name}", banner=False,
+                    back=layout.href_from(explorer, page),
+                    data_json=embedded_json(explorer_data(source, [str(n) for n in classes["name"]])))
         site.render(page, "dataset.html.j2", f"Dataset {name}", banner=False, name=name, summary=summary, metadata=metadata,
+                    explorer=explorer,
                     source=str(source), heatmap_png=figures.get("heatmap.png"), heatmap_svg=figures.get("heatmap.svg"),
                     clusters=[t for key, t in figures.items() if key.startswith("clusters/")],
                     bars=[t for key, t in figures.items() if key.startswith("bars/")],
