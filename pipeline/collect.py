@@ -5,11 +5,20 @@ stage and the ``metrics.json`` / ``train_log.csv`` of the run folders they name
 (run-folder contract, ``pipeline.grid``); every (cell, seed) of params must be
 done. Writes, each folder all or nothing:
 
-* ``<grid.metrics>/<grid>.json`` (``dvc metrics show``): per cell, in params
+* ``<grid.metrics>/<grid>/<cell>.json`` (the declared metrics: ``dvc metrics
+  show`` prints one row per cell): ``{"miou", "miou_ms"}``, the cell's mean over
+  its seeds in percent (``miou_ms``, multi-scale + flip, is ``null`` when
+  ``eval.multi_scale`` was off for some seed), and for every cell but the
+  grid's FCN baseline (``baseline_cell``) ``"vs_fcn", "vs_fcn_low",
+  "vs_fcn_high"``: the single-scale mIoU difference to the baseline in percent
+  points and its 95 % paired-bootstrap interval (``pipeline.bootstrap``,
+  ``grid.bootstrap`` replicates; ``null`` when the runs lack per-image
+  confusions).
+* ``<grid.details>/<grid>.json`` (an output, not metrics): per cell, in params
   order, ``{"miou", "miou_ms", "pixel_accuracy", "seeds": {"<seed>": {"miou",
-  "miou_ms", "pixel_accuracy", "run_dir"}}}``: fractions in [0, 1]; the cell's
-  scores are the means over its seeds; ``miou_ms`` (multi-scale + flip) is
-  ``null`` when ``eval.multi_scale`` was off for some seed.
+  "miou_ms", "pixel_accuracy", "run_dir"}}, "vs_fcn": {"baseline", "miou":
+  {"diff", "low", "high"} | {"none": why}, "ms": ...}}``: scores as fractions in
+  [0, 1] (means over seeds), differences in percent points.
 * ``<grid.plots>/<grid>/<cell>.csv`` (``dvc plots show``): the training curve
   ``iteration,loss,lr``, the loss averaged over the seeds at each iteration.
 """
@@ -23,7 +32,8 @@ from typing import Any
 
 import pandas as pd
 
-from pipeline.config import Params
+from pipeline.bootstrap import Interval, compare_runs
+from pipeline.config import Params, with_overrides
 from pipeline.errors import DataError
 from pipeline.grid import grid_cells, read_index
 from pipeline.io import atomic_dir
@@ -35,18 +45,66 @@ CURVE = ("iteration", "loss", "lr")
 
 
 def collect_grids(params: Params) -> None:
-    """Write the metrics and training curves of every grid of ``params`` (the evaluate stage)."""
+    """Write the metrics, per-seed details and training curves of every grid of ``params`` (the evaluate stage)."""
     grids = {grid: grid_runs(params, grid) for grid in params.grid.grids}
-    with atomic_dir(params.grid.metrics) as tmp:
-        for grid, cells in grids.items():
-            table = {cell: cell_scores(runs) for cell, runs in cells.items()}
+    details = {grid: grid_details(params, grid, cells) for grid, cells in grids.items()}
+    with atomic_dir(params.grid.details) as tmp:
+        for grid, table in details.items():
             (tmp / f"{grid}.json").write_text(json.dumps(table, indent=2) + "\n", encoding="utf-8")
+    with atomic_dir(params.grid.metrics) as tmp:
+        for grid, table in details.items():
+            (tmp / grid).mkdir()
+            for cell, scores in table.items():
+                (tmp / grid / f"{cell}.json").write_text(json.dumps(cell_metrics(scores), indent=2) + "\n",
+                                                         encoding="utf-8")
     with atomic_dir(params.grid.plots) as tmp:
         for grid, cells in grids.items():
             (tmp / grid).mkdir()
             for cell, runs in cells.items():
                 curve = mean_curve([Path(run["run_dir"]) / "train_log.csv" for run in runs.values()])
                 curve.to_csv(tmp / grid / f"{cell}.csv", index=False, float_format="%.6g")
+
+
+def baseline_cell(params: Params, grid: str) -> str | None:
+    """The grid's FCN baseline: its first cell whose resolved ``model.head`` is ``fcn`` (``None`` without one)."""
+    for cell in grid_cells(params, grid):
+        if with_overrides(params, cell.set).model.head == "fcn":
+            return cell.name
+    return None
+
+
+def grid_details(params: Params, grid: str, cells: dict[str, dict[int, dict[str, Any]]]) -> dict[str, Any]:
+    """Per cell: ``cell_scores`` and, except for the baseline, ``vs_fcn`` (intervals of both scores)."""
+    baseline = baseline_cell(params, grid)
+    table = {}
+    for cell, runs in cells.items():
+        table[cell] = cell_scores(runs)
+        if baseline is not None and cell != baseline:
+            table[cell]["vs_fcn"] = {"baseline": baseline} | {
+                score: interval_entry(compare_runs(
+                    {seed: Path(run["run_dir"]) for seed, run in runs.items()},
+                    {seed: Path(run["run_dir"]) for seed, run in cells[baseline].items()},
+                    score, params.grid.bootstrap))
+                for score in ("miou", "ms")}
+    return table
+
+
+def interval_entry(interval: Interval | str) -> dict[str, Any]:
+    """``{"diff", "low", "high"}`` (percent points) of an interval, or ``{"none": why}``."""
+    return interval.to_dict() if isinstance(interval, Interval) else {"none": interval}
+
+
+def cell_metrics(scores: dict[str, Any]) -> dict[str, float | None]:
+    """A cell's declared metrics: mean mIoU and MS mIoU (percent), and the single-scale interval vs the FCN."""
+    def percent(value: float | None) -> float | None:
+        return None if value is None else round(100 * value, 4)
+
+    metrics = {"miou": percent(scores["miou"]), "miou_ms": percent(scores["miou_ms"])}
+    if "vs_fcn" in scores:
+        interval = scores["vs_fcn"]["miou"]
+        metrics |= {f"vs_fcn{suffix}": interval.get(key) for suffix, key in (("", "diff"), ("_low", "low"),
+                                                                              ("_high", "high"))}
+    return metrics
 
 
 def grid_runs(params: Params, grid: str) -> dict[str, dict[int, dict[str, Any]]]:

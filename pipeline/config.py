@@ -274,8 +274,10 @@ class GridConfig(Section):
     """Ablation grids (Tables 1-3): named lists of cells, each run once per seed."""
 
     runs: str = Field(min_length=1)  # run folders <runs>/<cell>-s<seed>-<hash10>/, grid indexes <runs>/grids/
-    metrics: str = Field(min_length=1)  # the evaluate stage's <metrics>/<grid>.json (dvc metrics)
+    metrics: str = Field(min_length=1)  # the evaluate stage's <metrics>/<grid>/<cell>.json (dvc metrics)
+    details: str = Field(min_length=1)  # the evaluate stage's per-seed scores <details>/<grid>.json (not metrics)
     plots: str = Field(min_length=1)  # the evaluate stage's training curves <plots>/<grid>/<cell>.csv (dvc plots)
+    bootstrap: Annotated[int, Field(ge=100)]  # replicates of the paired bootstrap (pipeline.bootstrap)
     seeds: tuple[NonNegativeInt, ...] = Field(min_length=1)
     grids: dict[CellName, tuple[GridCell, ...]]
 

@@ -9,7 +9,9 @@ in sliding crops. ``infer`` is the one inference function (evaluation, the
 report's qualitative figure and ``grar predict`` call it); it calls
 ``Segmentor.predict``, which holds the modes. Scores come from one dataset-level
 confusion matrix per mode (``pipeline.metrics``: ignore 255, mIoU over the
-classes present in ground truth or prediction).
+classes present in ground truth or prediction), and per image the sparse
+confusion counts of the same predictions (``pipeline.per_image``: what the
+report's paired bootstrap resamples; their sum is the dataset-level matrix).
 
 Images are batched when they have the same size, up to ``EVAL_PIXELS`` input
 pixels per batch (the embedded val split: 42 strips of 32 x 192). In a
@@ -32,8 +34,9 @@ from tqdm import tqdm
 from model.segmentor import Segmentor
 from pipeline.config import EvalConfig
 from pipeline.data import BLACK, SegmentationDataset
-from pipeline.distributed import MEMORY_FORMAT, Ranks, all_sum, amp
+from pipeline.distributed import MEMORY_FORMAT, Ranks, all_gather, all_sum, amp
 from pipeline.metrics import ConfusionMatrix, Scores
+from pipeline.per_image import ImageConfusions, image_entries
 
 EVAL_PIXELS = 2**18
 SCORE_KEYS = ("miou", "pixel_accuracy", "mean_accuracy", "per_class_iou")
@@ -41,11 +44,14 @@ SCORE_KEYS = ("miou", "pixel_accuracy", "mean_accuracy", "per_class_iou")
 
 @dataclass(frozen=True)
 class Evaluation:
-    """Confusion matrices (K, K) int64, rows = ground truth: single scale, and multi-scale + flip or ``None``."""
+    """Confusion matrices (K, K) int64, rows = ground truth: single scale, and multi-scale + flip or ``None``;
+    the same counts per image (``single_images``, ``multi_images``)."""
 
     single: np.ndarray
     multi: np.ndarray | None
     seconds: float
+    single_images: ImageConfusions | None = None
+    multi_images: ImageConfusions | None = None
 
 
 def size_batches(dataset: SegmentationDataset, max_pixels: int = EVAL_PIXELS) -> list[list[int]]:
@@ -105,19 +111,26 @@ def evaluate_model(
     k = dataset.num_classes
     single = ConfusionMatrix(k)
     multi = ConfusionMatrix(k) if config.multi_scale else None
+    entries: dict[str, list[np.ndarray]] = {"single": [], "multi": []}  # (e, 4) [image, gt, pred, count]
     batches = size_batches(dataset)[ranks.rank :: ranks.world_size]
     bar = tqdm(batches, desc=desc, unit="batch", disable=not (ranks.main and sys.stderr.isatty()), leave=False)
     for indices in bar:
         images, labels = zip(*(dataset[index] for index in indices))
         images = torch.stack(images).to(device, memory_format=MEMORY_FORMAT)  # (B, 3, H, W)
         labels = torch.stack(labels).to(device)  # (B, H, W)
-        single.update(labels, infer(model, images, config).argmax(dim=1))
-        if multi is not None:
-            multi.update(labels, infer(model, images, config, multi=True).argmax(dim=1))
+        for mode, matrix in (("single", single), ("multi", multi)):
+            if matrix is not None:
+                predicted = infer(model, images, config, multi=mode == "multi").argmax(dim=1)  # (B, H, W)
+                matrix.update(labels, predicted)
+                entries[mode].append(image_entries(indices, labels, predicted, k))
     model.train(was_training)
     matrices = [single.matrix] + ([multi.matrix] if multi is not None else [])
     summed = all_sum(torch.from_numpy(np.stack(matrices)).to(device), ranks).cpu().numpy()  # (1 or 2, K, K)
-    return Evaluation(summed[0], summed[1] if multi is not None else None, time.perf_counter() - start)
+    per_image = {mode: ImageConfusions.from_entries(
+        [block for rank in all_gather(blocks, ranks) for block in rank], k, len(dataset))
+        for mode, blocks in entries.items()}
+    return Evaluation(summed[0], summed[1] if multi is not None else None, time.perf_counter() - start,
+                      per_image["single"], per_image["multi"] if multi is not None else None)
 
 
 def scores(matrix: np.ndarray, class_names: list[str]) -> dict[str, Any]:

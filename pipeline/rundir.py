@@ -27,8 +27,11 @@ METRICS_FILE = "metrics.json"
 CONFUSION_FILE = "confusion.npy"
 CONFUSION_MS_FILE = "confusion_ms.npy"
 RUN_MARKER = ".grar-run"  # in every run folder grar trains into: what grar wrote, and may write again
+CONFUSION_IMAGES_FILE = "confusion_images.npz"  # per image, sparse (pipeline.per_image)
+CONFUSION_IMAGES_MS_FILE = "confusion_images_ms.npz"
 TERMS = ("ce", "aux", "coarse", "sr", "danet")
-LOG_COLUMNS = ("iteration", "lr", "loss", *TERMS, "seconds")
+LAMBDAS = ("lambda_pos", "lambda_neg")  # GRAr's λ (Eq. 2) and λ̂ (Eq. 3) after each iteration; logs before had none
+LOG_COLUMNS = ("iteration", "lr", "loss", *TERMS, "seconds", *LAMBDAS)
 # Sections and keys that change neither the trained model nor its evaluation: left out of the config hash.
 # Worker counts only parallelise work whose result does not depend on them (per-sample seeding, deterministic
 # generation and counting); the mirror only changes where verified archives come from.

@@ -10,12 +10,16 @@ last. Files of a run folder:
   iteration i is written after i steps), ``lr``, ``loss`` (the weighted total
   that is minimised), the unweighted terms ``ce``, ``aux``, ``coarse``, ``sr``, ``danet``
   (empty when the run has no such term), ``seconds`` (wall time of the
-  iteration, data loading included); a resumed run first cuts the file back
+  iteration, data loading included), ``lambda_pos`` and ``lambda_neg``
+  (GRAr's learnt λ of Eq. 2 and λ̂ of Eq. 3 after the iteration's step; empty
+  for other heads and for a disabled direction; logs written before these
+  columns existed simply lack them); a resumed run first cuts the file back
   to the checkpoint's iteration, so no iteration appears twice;
 - ``checkpoint.pt``: see ``save_checkpoint``; written atomically every
   ``train.checkpoint_every`` iterations, at the end, and when a preemption
   signal arrives;
-- ``metrics.json``, ``confusion.npy``, ``confusion_ms.npy``: see ``run_cell``.
+- ``metrics.json``, ``confusion.npy``, ``confusion_ms.npy``,
+  ``confusion_images.npz``, ``confusion_images_ms.npz``: see ``run_cell``.
 
 Optimisation (section 4.1): SGD with ``train.momentum`` and
 ``train.weight_decay`` on every parameter (the model's and the SR-Loss
@@ -86,9 +90,11 @@ from pipeline.io import atomic_path, check_new_output, write_text_atomic
 from pipeline.lock import locked_run
 from pipeline.losses import Criterion
 from pipeline.paths import dataset_dir, stats_dir
+from pipeline.per_image import write_image_confusions
 from pipeline.rundir import (
-    CHECKPOINT_FILE, CONFIG_FILE, CONFUSION_FILE, CONFUSION_MS_FILE, LOG_COLUMNS, LOG_FILE, METRICS_FILE, RUN_MARKER,
-    TERMS, config_hash, finished_metrics, is_run_folder, read_log, source_commit,
+    CHECKPOINT_FILE, CONFIG_FILE, CONFUSION_FILE, CONFUSION_IMAGES_FILE, CONFUSION_IMAGES_MS_FILE, CONFUSION_MS_FILE,
+    LAMBDAS, LOG_COLUMNS, LOG_FILE, METRICS_FILE, RUN_MARKER, TERMS,
+    config_hash, finished_metrics, is_run_folder, read_log, source_commit,
 )
 from pipeline.stats.affinity import frequency
 from pipeline.stats.io import load_counts, read_classes
@@ -319,8 +325,10 @@ class TrainLog:
         self.writer = csv.writer(self.handle)
 
     def append(self, iteration: int, lr: float, values: dict[str, float | None], seconds: float) -> None:
+        """One row; ``values`` holds ``loss``, the ``TERMS`` and the ``LAMBDAS`` the run has."""
         row = [iteration, f"{lr:.7g}"] + ["" if values.get(k) is None else f"{values[k]:.7g}" for k in ("loss", *TERMS)]
-        self.writer.writerow([*row, f"{seconds:.4f}"])
+        row += [f"{seconds:.4f}"] + ["" if values.get(k) is None else f"{values[k]:.7g}" for k in LAMBDAS]
+        self.writer.writerow(row)
         self.handle.flush()
 
     def close(self) -> None:
@@ -500,7 +508,7 @@ def run_iterations(
             stopping = [signum for signum, flag in zip(PREEMPTION_SIGNALS, reduced[1 + len(TERMS) :]) if flag > 0]
             done = iteration + 1
             if log is not None:
-                log.append(done, lr, values, time.perf_counter() - started)
+                log.append(done, lr, values | lambdas(step.model), time.perf_counter() - started)
             diverged = [(name, values[name]) for name in (*TERMS, "loss") if name in values
                         and not math.isfinite(values[name])]  # a term first: it names the cause
             if diverged:  # every rank sees the same reduced values: all stop here, none saves these weights
@@ -522,6 +530,14 @@ def run_iterations(
                 signals.hand_over(stopping[0], done, checkpoint)
     if log is not None:
         log.close()
+
+
+def lambdas(model: Segmentor) -> dict[str, float]:
+    """GRAr's current λ (``lambda_pos``) and λ̂ (``lambda_neg``); only those the model has (none for other heads)."""
+    reasoning = getattr(model.head, "reasoning", None)
+    found = {"lambda_pos": getattr(reasoning, "lambda_positive", None),
+             "lambda_neg": getattr(reasoning, "lambda_negative", None)}
+    return {column: float(value.detach()) for column, value in found.items() if value is not None}
 
 
 def current_device(params: Params) -> torch.device:
@@ -550,7 +566,10 @@ def run_cell(params: Params, run_dir: Path) -> dict[str, Any]:
     over every resume), ``eval_seconds``, ``provenance`` {profile, dataset,
     backbone, head, seed, commit, config_hash, run_dir, device, torch}. Also
     writes ``confusion.npy`` (and ``confusion_ms.npy``), the (K, K) int64
-    dataset-level confusion matrices, rows = ground truth.
+    dataset-level confusion matrices, rows = ground truth, and
+    ``confusion_images.npz`` (and ``confusion_images_ms.npz``), the same
+    counts per val image, sparse (schema: ``pipeline.per_image``; their sum
+    is the dataset-level matrix).
 
     A ``run_dir`` whose ``metrics.json`` has this config's hash is returned as
     is. In a multi-task SLURM job every task calls this: the tasks train one
@@ -605,8 +624,10 @@ def train_and_evaluate(params: Params, run_dir: Path) -> dict[str, Any]:
         }
         if ranks.main:
             write_matrix(run_dir / CONFUSION_FILE, evaluation.single)
+            write_image_confusions(run_dir / CONFUSION_IMAGES_FILE, evaluation.single_images)
             if evaluation.multi is not None:
                 write_matrix(run_dir / CONFUSION_MS_FILE, evaluation.multi)
+                write_image_confusions(run_dir / CONFUSION_IMAGES_MS_FILE, evaluation.multi_images)
             write_text_atomic(run_dir / METRICS_FILE, json.dumps(metrics, indent=2) + "\n")
     return metrics
 

@@ -1,4 +1,5 @@
-"""DVC stage `evaluate`: each grid's scores (grid.metrics/<grid>.json) and training curves (grid.plots/<grid>/).
+"""DVC stage `evaluate`: per grid cell its metrics (grid.metrics/<grid>/<cell>.json: mIoU, MS, interval vs FCN),
+per-seed details (grid.details/<grid>.json) and training curves (grid.plots/<grid>/).
 
 Reads the grid indexes and run folders the train stage wrote (see ``pipeline.collect``).
 """

@@ -31,6 +31,13 @@ when that folder holds metrics.json.
                  record the results in the grid index, print the status; a job
                  SLURM no longer knows, or PREEMPTED and not requeued, for 6
                  polls in a row is failed; --timeout bounds the wait
+  plan NAME      before or during a grid: each run's state and expected cost
+                 (iterations x seconds per iteration measured from the
+                 train_log.csv of runs with the same backbone, crop and
+                 train.device, else "unknown"), GPU-hours (gpus_per_node x
+                 nodes), the wall time at executor.slurm.array_parallelism,
+                 and a warning for runs that cannot finish within
+                 executor.slurm.timeout_min without requeues
 
 `dvc repro` (stage train) does submit + wait for every grid; runs submitted
 earlier with `grar grid submit` are waited for, not submitted again.
@@ -42,7 +49,7 @@ Exit codes: 0 fine, 1 a run failed or was never submitted (submit with a local
 executor, wait), or wait timed out, 2 bad arguments or parameters (e.g. an
 unknown grid)."""
 
-ACTIONS = ("list", "submit", "status", "wait")
+ACTIONS = ("list", "submit", "status", "wait", "plan")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -70,6 +77,12 @@ def run(args: argparse.Namespace) -> int:
     grid.grid_cells(params, args.name)  # an unknown name fails before anything starts
     if args.action == "status":
         print(status_text(params, args.name, grid.status(params, args.name)))
+        return 0
+    if args.action == "plan":
+        from pipeline.plan import grid_plan, plan_text
+
+        states = {(s.run.cell, s.run.seed): s.state for s in grid.status(params, args.name)}
+        print(plan_text(grid_plan(params, args.name, states)))
         return 0
     if args.action == "wait":
         try:

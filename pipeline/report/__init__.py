@@ -14,12 +14,14 @@ Output (relative to ``reports/``; ``layout.OUTPUTS``)
 - ``index.html``: links to every table, dataset, grid and figure page.
 - ``tables/table{1..6}.{html,md}``, ``tables/index.html``.
 - ``datasets/<name>.html`` (class table, heatmaps, a filterable, sortable
-  supporter/opponent table), ``datasets/index.html``.
-- ``grids/<grid>.html`` (cells, states, scores per seed, curves, confusion
-  matrices), ``grids/logs/<run>/{error.txt,log.txt}`` (copies, so failed cells
+  supporter/opponent table), ``datasets/<name>-explorer.html`` (the affinity
+  explorer, self-contained: ``explorer``), ``datasets/index.html``.
+- ``grids/<grid>.html`` (the cost plan of ``pipeline.plan``, cells, states,
+  scores per seed, curves, λ and λ̂, learnt vs prior edges, confusion matrices), ``grids/logs/<run>/{error.txt,log.txt}`` (copies, so failed cells
   link inside the site), ``grids/index.html``.
 - ``figures/``: ``stats/<name>/...`` (copied from ``artifacts/stats/<name>/``),
-  ``curves/<grid>/<cell>.png``, ``confusion/<run>[_ms].svg``,
+  ``curves/<grid>/<cell>.png``, ``lambdas/<grid>/<cell>.png``,
+  ``edges/<run>.png``, ``confusion/<run>[_ms].svg``,
   ``qualitative/<dataset>.png``, ``qualitative.html``, ``index.html``.
 
 Every link is relative, so the folder opens from the file system and from any

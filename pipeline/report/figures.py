@@ -2,6 +2,8 @@
 
 - ``training_curves``: every loss term and the learning rate against the
   iteration, one line per seed, from each run's ``train_log.csv``.
+- ``lambda_curves``: GRAr's λ and λ̂ against the iteration, one line per seed.
+- ``edges_figure``: f beside the learnt e^p and e^n of a conv run (``pipeline.report.edges``).
 - ``confusion_figure``: a run's confusion matrix, row-normalised (each ground-truth
   class sums to 1; a class absent from the ground truth is a grey row), class
   names on both axes; cells grow with the class count so 150 names stay legible.
@@ -26,7 +28,8 @@ from matplotlib.patches import Patch
 from pipeline.colours import colourise, palette  # noqa: F401 (re-exported for the report)
 from pipeline.stats.heatmaps import matrix_figure, short
 
-NOT_TERMS = ("iteration", "lr", "seconds")
+NOT_TERMS = ("iteration", "lr", "seconds", "lambda_pos", "lambda_neg")
+LAMBDA_NAMES = {"lambda_pos": "λ (positive, Eq. 2)", "lambda_neg": "λ̂ (negative, Eq. 3)"}
 MAX_POINTS = 2000  # longer logs are averaged into this many bins per curve
 
 
@@ -64,6 +67,55 @@ def training_curves(logs: Mapping[int, pd.DataFrame], title: str) -> Figure:
     lr_ax.set_xlabel("iteration")
     lr_ax.set_ylabel("learning rate")
     lr_ax.legend(fontsize=6)
+    figure.suptitle(title, fontsize=9)
+    return figure
+
+
+def lambda_curves(logs: Mapping[int, pd.DataFrame], title: str) -> Figure | None:
+    """GRAr's λ and λ̂ against the iteration (``train_log.csv`` columns ``lambda_pos``, ``lambda_neg``), one line
+    style per seed; ``None`` when no log has them (other heads, logs from before they were logged)."""
+    present = [(seed, log, column) for seed, log in sorted(logs.items()) for column in LAMBDA_NAMES
+               if column in log and log[column].notna().any()]
+    if not present:
+        return None
+    figure = Figure(figsize=(6, 3.4))
+    figure.subplots_adjust(left=0.12, right=0.97, bottom=0.16, top=0.86)
+    ax = figure.subplots()
+    styles = ["-", "--", ":", "-."]
+    seeds = sorted({seed for seed, _, _ in present})
+    colours = {"lambda_pos": "tab:green", "lambda_neg": "tab:red"}
+    for seed, log, column in present:
+        bx, by = _binned(log["iteration"].to_numpy(float), log[column].to_numpy(float))
+        ax.plot(bx, by, styles[seeds.index(seed) % len(styles)], color=colours[column], linewidth=1,
+                label=f"{LAMBDA_NAMES[column]} (seed {seed})")
+    ax.axhline(0, color="0.6", linewidth=0.5)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("value after the step")
+    ax.legend(fontsize=6)
+    figure.suptitle(title, fontsize=9)
+    return figure
+
+
+def edges_figure(prior: np.ndarray, positive: np.ndarray, negative: np.ndarray, names: Sequence[str],
+                 title: str) -> Figure:
+    """f, learnt e^p and learnt e^n side by side, in the given class order (diagonal greyed out)."""
+    n = len(names)
+    cell = 0.12 if n > 40 else 0.22
+    side = max(cell * n, 2.2)
+    figure = Figure(figsize=(3 * side + 3.2, side + 1.9))
+    axes = figure.subplots(1, 3)
+    figure.subplots_adjust(left=1.4 / (3 * side + 3.2), right=0.98, bottom=1.2 / (side + 1.9), top=0.86,
+                           wspace=0.25)
+    labels = [short(name) for name in names]
+    fontsize = 4 if n > 40 else 6
+    for ax, matrix, label in zip(axes, (prior, positive, negative), ("f (statistics)", "learnt e^p", "learnt e^n")):
+        values = np.ma.masked_array(matrix, mask=np.eye(n, dtype=bool))  # (n, n)
+        image = ax.imshow(values, cmap=matplotlib.colormaps["viridis"].with_extremes(bad="0.85"),
+                          interpolation="nearest")
+        figure.colorbar(image, ax=ax, fraction=0.046, pad=0.02)
+        ax.set_title(label, fontsize=8)
+        ax.set_xticks(range(n), labels, rotation=90, fontsize=fontsize)
+        ax.set_yticks(range(n), labels if ax is axes[0] else [], fontsize=fontsize)
     figure.suptitle(title, fontsize=9)
     return figure
 

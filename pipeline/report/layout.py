@@ -26,6 +26,11 @@ def dataset_page(name: str) -> str:
     return f"datasets/{name}.html"
 
 
+def explorer_page(name: str) -> str:
+    """The self-contained affinity explorer of a dataset (``pipeline.report.explorer``)."""
+    return f"datasets/{name}-explorer.html"
+
+
 def grid_page(name: str) -> str:
     return f"grids/{name}.html"
 
@@ -44,6 +49,16 @@ def stats_figure(dataset: str, name: str) -> str:
 
 def curves_figure(grid: str, cell: str) -> str:
     return f"figures/curves/{grid}/{cell}.png"
+
+
+def lambda_figure(grid: str, cell: str) -> str:
+    """GRAr's λ and λ̂ over training, every seed of a cell."""
+    return f"figures/lambdas/{grid}/{cell}.png"
+
+
+def edges_figure(run: Run) -> str:
+    """f beside the learnt e^p and e^n of a conv run."""
+    return f"figures/edges/{run.key}.png"
 
 
 def confusion_figure(run: Run, suffix: str = "") -> str:

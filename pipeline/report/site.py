@@ -32,8 +32,13 @@ from pipeline.io import atomic_dir, atomic_path, check_new_output, clean_leftove
 from pipeline.paper import load_paper_tables
 from pipeline.paths import dataset_dir, stats_dir
 from pipeline.report import layout, qualitative
-from pipeline.report.figures import confusion_figure, qualitative_figure, training_curves
-from pipeline.report.runs import Grid, Run, load_grids, percent, read_json, unique_runs
+from pipeline.plan import grid_plan, plan_rows, plan_summary
+from pipeline.report.edges import learned_vs_prior
+from pipeline.report.explorer import embedded_json, explorer_data
+from pipeline.report.figures import (
+    confusion_figure, edges_figure, lambda_curves, qualitative_figure, training_curves,
+)
+from pipeline.report.runs import NOT_RUN, Grid, Run, load_grids, percent, read_json, unique_runs
 from pipeline.report.tables import SYNTHETIC, Inputs, Table, build_tables, to_markdown
 from pipeline.stats.heatmaps import RC, save
 from pipeline.stats.affinity import DESCRIPTIONS, NORMALISATIONS, edge_spread, frequency
@@ -125,7 +130,8 @@ def write_report(params: Params, out: Path = layout.REPORTS, examples: int = EXA
     grids = load_grids(params)
     bench_path = Path(params.bench.out)
     bench = read_json(bench_path) if bench_path.is_file() else None
-    tables = build_tables(Inputs(load_paper_tables(), grids, bench, bench_path, params.profile, params.train.dataset))
+    tables = build_tables(Inputs(load_paper_tables(), grids, bench, bench_path, params.profile, params.train.dataset,
+                                 params.grid.bootstrap))
     synthetic = any(table.synthetic for table in tables)
     for name in layout.OUTPUTS:
         check_new_output(out / name, folder="." not in name, ours=is_report_output, what="report output")
@@ -239,8 +245,12 @@ def write_datasets(site: Site, params: Params, qualitative_pages: dict[str, str]
                    f"normalisation {metadata.get('normalisation', '?')}")
         page = layout.dataset_page(name)
         spreads = edge_spreads(load_counts(source / "cooccurrence.parquet", len(classes)))
+        explorer = layout.explorer_page(name)
+        site.render(explorer, "explorer.html.j2", f"Affinity explorer: {name}", banner=False,
+                    back=layout.href_from(explorer, page),
+                    data_json=embedded_json(explorer_data(source, [str(n) for n in classes["name"]])))
         site.render(page, "dataset.html.j2", f"Dataset {name}", banner=False, name=name, summary=summary, metadata=metadata,
-                    spreads=spreads,
+                    spreads=spreads, explorer=explorer,
                     source=str(source), heatmap_png=figures.get("heatmap.png"), heatmap_svg=figures.get("heatmap.svg"),
                     clusters=[t for key, t in figures.items() if key.startswith("clusters/")],
                     bars=[t for key, t in figures.items() if key.startswith("bars/")],
@@ -324,6 +334,7 @@ def write_grids(site: Site, params: Params, grids: dict[str, Grid]) -> None:
                     if run.run_dir is not None and (run.run_dir / "train_log.csv").is_file()}
             curves = site.figure(layout.curves_figure(name, cell.cell),
                                  lambda: training_curves(logs, f"{name}/{cell.cell}: training curves")) if logs else None
+            lambdas = lambda_curves(logs, f"{name}/{cell.cell}: GRAr's λ and λ̂ over training") if logs else None
             runs = [{
                 "seed": run.seed, "state": "done" if run.finished else run.state,
                 "miou": percent(run.score("miou")), "ms": percent(run.score("ms")),
@@ -341,13 +352,45 @@ def write_grids(site: Site, params: Params, grids: dict[str, Grid]) -> None:
                 "ms": mean_text(cell.finished, lambda run: run.score("ms")),
                 "pixel_accuracy": mean_text(cell.finished, lambda run: run.metrics.get("pixel_accuracy")),
                 "curves": curves, "runs": runs,
+                "lambdas": site.figure(layout.lambda_figure(name, cell.cell), lambda: lambdas) if lambdas else None,
+                "edges": edge_comparisons(site, params, cell.finished),
             })
+        plan = grid_plan(params, name, {(run.cell, run.seed): "pending" if run.state == NOT_RUN else
+                                        ("done" if run.finished else run.state) for run in grid.runs})
         site.render(layout.grid_page(name), "grid.html.j2", f"Grid {name}", summary=grid_summary(grid),
-                    index=str(grid.index), indexed=grid.indexed, cells=cells)
+                    index=str(grid.index), indexed=grid.indexed, cells=cells,
+                    plan_summary=plan_summary(plan), plan_rows=plan_rows(plan))
     site.render(layout.folder_index("grids"), "listing.html.j2", "Grids", intro=None, sections=[{
         "title": "Grids", "text": f"Run folders under {params.grid.runs}; seeds {list(params.grid.seeds)}.",
         "thumbs": False, "figures": [],
         "links": [(f"{name}: {grid_summary(grid)}", layout.grid_page(name)) for name, grid in grids.items()]}])
+
+
+def edge_comparisons(site: Site, params: Params, runs: tuple[Run, ...]) -> list[dict[str, Any]]:
+    """For each finished run with learnt edges (``model.grar.edges: conv``): f beside e^p and e^n, and rho."""
+    found = []
+    for run in runs:
+        config = run.run_dir / "config.yaml" if run.run_dir is not None else None
+        if config is None or not (run.run_dir / "checkpoint.pt").is_file() or "edges: conv" not in \
+                config.read_text(encoding="utf-8"):
+            continue
+        cooccurrence = stats_dir(params, str(run.provenance.get("dataset", ""))) / "cooccurrence.parquet"
+        if not cooccurrence.is_file():
+            continue
+        k = len((run.metrics or {}).get("per_class_iou") or {}) or None
+        edges = learned_vs_prior(run.run_dir, cooccurrence, class_names(run, params, k))
+        if edges is None:
+            continue
+        rho = {key: "n/a" if np.isnan(value) else f"{value:+.3f}"  # n/a: a constant matrix has no ranks
+               for key, value in (("positive", edges.rho_positive), ("negative", edges.rho_negative))}
+        title = (f"{run.grid}/{run.cell} seed {run.seed}: f ({edges.normalisation}) beside the learnt edges, "
+                 f"clustered class order; Spearman off the diagonal: e^p vs f {rho['positive']}, "
+                 f"e^n vs 1 − f {rho['negative']}")
+        target = site.figure(layout.edges_figure(run), lambda: edges_figure(
+            edges.prior, edges.positive, edges.negative, edges.names, title))
+        found.append({"seed": run.seed, "figure": target, "rho_positive": rho["positive"],
+                      "rho_negative": rho["negative"], "normalisation": edges.normalisation})
+    return found
 
 
 def grid_summary(grid: Grid) -> str:
@@ -431,7 +474,7 @@ def write_index(site: Site, params: Params, tables: list[Table], datasets: list[
              "counts": table_counts(table)} for table in tables]
     site.render("index.html", "index.html.j2", "GRAr reproduction report", profile=params.profile,
                 runs=params.grid.runs, stats_root=params.stats.root, bench=params.bench.out, tables=rows,
-                findings=[(f"Table {t.number}", t.findings) for t in tables[:2] if t.findings], datasets=datasets,
+                findings=[(f"Table {t.number}", t.findings) for t in tables[:3] if t.findings], datasets=datasets,
                 grids=[{"name": name, "page": layout.grid_page(name), "summary": grid_summary(grid)}
                        for name, grid in grids.items()],
                 qualitative_page=layout.QUALITATIVE_PAGE, figures_page=layout.folder_index("figures"))

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.bootstrap import Interval, compare_runs
 from pipeline.datasets import embedded
 from pipeline.paper import PaperTable
 from pipeline.report import layout
@@ -131,6 +132,7 @@ class Inputs:
     bench_path: Path
     profile: str
     train_dataset: str
+    replicates: int = 1000  # grid.bootstrap: replicates of every difference's interval (pipeline.bootstrap)
 
 
 def build_tables(inputs: Inputs) -> list[Table]:
@@ -148,6 +150,23 @@ def check(value: bool) -> str:
 
 def number(value: float | None, digits: int = 1) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
+
+
+def difference(grid: Grid | None, a: str, b: str, score: str, replicates: int) -> Interval | str:
+    """Cell ``a`` − cell ``b`` of ``grid`` (``score``: ``miou`` | ``ms``) with its 95 % paired-bootstrap
+    interval over val images and seeds (``pipeline.bootstrap``), or why there is none."""
+    cells = [grid.cell(name) if grid is not None else None for name in (a, b)]
+    if any(c is None for c in cells):
+        return "no interval: cell not in the grid"
+    runs = [{run.seed: run.run_dir for run in c.finished} for c in cells]
+    return compare_runs(runs[0], runs[1], score, replicates)
+
+
+def difference_text(result: Interval | str, fallback: float | None = None) -> str:
+    """``+2.31 [95 % CI −0.52, +5.10], within noise``, or ``fallback`` with why there is no interval."""
+    if isinstance(result, Interval):
+        return result.text()
+    return (f"{fallback:+.2f} " if fallback is not None else "") + f"({result})"
 
 
 def provenance_text(measure: Measure, score: str) -> str:
@@ -268,7 +287,7 @@ def table1(inputs: Inputs) -> Table:
         return [(TABLE1_CELLS[cell] | {"ms": False}, "miou"), (TABLE1_CELLS[cell] | {"ms": True}, "ms")]
 
     compare_rows(table, paper, inputs.grids.get("table1"), TABLE1_CELLS, describe, pairs, inputs.profile)
-    table.findings = context_findings(inputs.grids.get("table1"))
+    table.findings = context_findings(inputs.grids.get("table1"), inputs.replicates)
     return table
 
 
@@ -281,8 +300,9 @@ def embedded_confusion(run: Run) -> np.ndarray | None:
     return matrix if matrix.shape == (len(embedded.CLASSES),) * 2 else None
 
 
-def context_findings(grid: Grid | None) -> list[str]:
-    """Embedded runs of Table 1: GRAr's lead over the FCN and how much context each cell used.
+def context_findings(grid: Grid | None, replicates: int = 1000) -> list[str]:
+    """Embedded runs of Table 1: GRAr's lead over the FCN (with its 95 % interval) and how much context each
+    cell used.
 
     Twin confusion (``pipeline.datasets.embedded.twin_confusion``) is the share
     of twin-class pixels labelled as the same-looking class of another scene:
@@ -306,9 +326,11 @@ def context_findings(grid: Grid | None) -> list[str]:
     measures = [c.measure(score) if c is not None else None for c in (fcn, grar) for score in ("miou", "ms")]
     if all(m is not None for m in measures):
         fcn_ss, fcn_ms, grar_ss, grar_ms = measures
-        findings.append(f"GRAr − FCN on the embedded dataset (measured, mean over seeds): "
-                        f"{grar_ss.mean - fcn_ss.mean:+.2f} mIoU single scale, {grar_ms.mean - fcn_ms.mean:+.2f} "
-                        f"multi-scale + flip.")
+        single = difference(grid, "grar", "fcn", "miou", replicates)
+        multi = difference(grid, "grar", "fcn", "ms", replicates)
+        findings.append(f"GRAr − FCN on the embedded dataset (measured, mean over seeds; 95 % paired bootstrap "
+                        f"over val images and seeds): {difference_text(single, grar_ss.mean - fcn_ss.mean)} mIoU "
+                        f"single scale, {difference_text(multi, grar_ms.mean - fcn_ms.mean)} multi-scale + flip.")
     used = ", ".join(f"{cell} {share:.1f} %" for cell, share in shares.items())
     findings.append(f"Context error (twin confusion: the share of twin-class pixels labelled as the same-looking "
                     f"class of another scene; 0 when context is fully used), mean over seeds: {used}. Without "
@@ -328,7 +350,7 @@ def table2(inputs: Inputs) -> Table:
     grid = inputs.grids.get("table2")
     compare_rows(table, paper, grid, TABLE2_CELLS, describe, lambda cell: [(TABLE2_CELLS[cell], "miou")],
                  inputs.profile)
-    table.findings = table2_findings(grid, paper)
+    table.findings = table2_findings(grid, paper, inputs.replicates)
     return table
 
 
@@ -345,8 +367,9 @@ def _paper_mean(paper: PaperTable, cell: str) -> float | None:
 
 
 def _compare(label: str, pairs: list[tuple[str, str, str]], winner: str, loser: str, grid: Grid | None,
-             paper: PaperTable) -> str:
-    """``winner`` vs ``loser`` over ``pairs`` of (setting, winner cell, loser cell), measured and in the paper."""
+             paper: PaperTable, replicates: int = 1000) -> str:
+    """``winner`` vs ``loser`` over ``pairs`` of (setting, winner cell, loser cell), measured (each difference
+    with its 95 % interval; "within noise" when it contains 0) and in the paper."""
     measured_diffs = [(setting, _mean(grid, a), _mean(grid, b)) for setting, a, b in pairs]
     missing = sorted({cell for (_, a, b), (_, x, y) in zip(pairs, measured_diffs)
                       for cell, value in ((a, x), (b, y)) if value is None})
@@ -361,19 +384,33 @@ def _compare(label: str, pairs: list[tuple[str, str, str]], winner: str, loser: 
     verdict = (f"{winner} ahead in all {len(diffs)}" if ahead == len(diffs) else
                f"{winner} behind in all {len(diffs)}" if behind == len(diffs) else
                f"{winner} ahead in {ahead}, behind in {behind}, tied in {len(diffs) - ahead - behind} of {len(diffs)}")
-    details = ", ".join(f"{setting} {d:+.2f}" for setting, d in diffs)
-    return f"{label} (measured): {verdict} settings ({winner} − {loser}: {details}); paper: {paper_text}."
+    intervals = [difference(grid, a, b, "miou", replicates) for _, a, b in pairs]
+    details = ", ".join(f"{setting} {interval.text() if isinstance(interval, Interval) else f'{d:+.2f}'}"
+                        for (setting, d), interval in zip(diffs, intervals))
+    noise = sum(1 for interval in intervals if isinstance(interval, Interval) and interval.within_noise)
+    real = sum(1 for interval in intervals if isinstance(interval, Interval) and not interval.within_noise)
+    strength = (f"; {noise} of {len(diffs)} within noise (95 % interval contains 0)" if noise
+                else f"; all {real} intervals exclude 0" if real == len(diffs) else "")
+    reasons = [interval for interval in intervals if isinstance(interval, str)]
+    if reasons:
+        strength += f"; {reasons[0]}"
+    return (f"{label} (measured): {verdict} settings{strength} ({winner} − {loser}: {details}); "
+            f"paper: {paper_text}.")
 
 
-def table2_findings(grid: Grid | None, paper: PaperTable) -> list[str]:
-    """The measured Table-2 ordering in words, whichever way it comes out, beside the paper's."""
+def table2_findings(grid: Grid | None, paper: PaperTable, replicates: int = 1000) -> list[str]:
+    """The measured Table-2 ordering in words, whichever way it comes out, beside the paper's; every measured
+    difference with its 95 % paired-bootstrap interval."""
     findings = [
         _compare("Graph vs Conv", [("positive only", "pos-graph", "pos-conv"), ("negative only", "neg-graph",
-                 "neg-conv"), ("positive + negative", "posneg-graph", "posneg-conv")], "Graph", "Conv", grid, paper),
+                 "neg-conv"), ("positive + negative", "posneg-graph", "posneg-conv")], "Graph", "Conv", grid, paper,
+                 replicates),
         _compare("Positive vs negative", [("with Graph edges", "pos-graph", "neg-graph"),
-                 ("with Conv edges", "pos-conv", "neg-conv")], "positive-only", "negative-only", grid, paper),
+                 ("with Conv edges", "pos-conv", "neg-conv")], "positive-only", "negative-only", grid, paper,
+                 replicates),
         _compare("Bi-directional vs positive only", [("Graph", "posneg-graph", "pos-graph"),
-                 ("Conv", "posneg-conv", "pos-conv")], "positive + negative", "positive only", grid, paper),
+                 ("Conv", "posneg-conv", "pos-conv")], "positive + negative", "positive only", grid, paper,
+                 replicates),
     ]
     printed, conditional = _mean(grid, EQ1_PRINTED), _mean(grid, EQ1_CONDITIONAL)
     if printed is None or conditional is None:
@@ -382,8 +419,11 @@ def table2_findings(grid: Grid | None, paper: PaperTable) -> list[str]:
     else:
         better = "conditional" if round(conditional - printed, 2) > 0 else \
             "as printed" if round(conditional - printed, 2) < 0 else "neither"
+        interval = difference(grid, EQ1_CONDITIONAL, EQ1_PRINTED, "miou", replicates)
+        if isinstance(interval, Interval) and interval.within_noise:
+            better = "neither beyond noise"
         findings.append(f"Eq. 1 as printed ({EQ1_PRINTED}) {printed:.2f} vs conditional P(j|i) ({EQ1_CONDITIONAL}) "
-                        f"{conditional:.2f}: conditional − printed = {conditional - printed:+.2f} "
+                        f"{conditional:.2f}: conditional − printed = {difference_text(interval, conditional - printed)} "
                         f"(better: {better}; beyond the paper, which prints one formula).")
     row = _mean(grid, EQ1_ROW)
     if printed is None or row is None:
@@ -455,7 +495,28 @@ def table3(inputs: Inputs) -> Table:
              paper_cell(row["time"], 0) if row else paper_cell(None), bench_cells[2], bench_cells[3],
              paper_cell(miou)) + measured(table, cells_of, "miou", miou, why_missing)
         )
+    table.findings = table3_findings(grid, inputs.replicates)
     return table
+
+
+def table3_findings(grid: Grid | None, replicates: int = 1000) -> list[str]:
+    """Each context module's lead over the FCN baseline (cell ``fcn``), with its 95 % paired-bootstrap interval,
+    in the grid's order."""
+    fcn = grid.cell("fcn") if grid is not None else None
+    if fcn is None or fcn.measure() is None:
+        return []
+    findings = []
+    for cells in grid.cells:
+        measure = cells.measure()
+        if cells.cell == "fcn" or measure is None:
+            continue
+        interval = difference(grid, cells.cell, "fcn", "miou", replicates)
+        verdict = ("within noise" if isinstance(interval, Interval) and interval.within_noise else
+                   "ahead of the FCN" if isinstance(interval, Interval) and interval.low > 0 else
+                   "behind the FCN" if isinstance(interval, Interval) else "no interval")
+        text = difference_text(interval, measure.mean - fcn.measure().mean).replace(", within noise", "")
+        findings.append(f"{cells.cell} − FCN (measured single-scale mIoU, mean over seeds): {text}: {verdict}.")
+    return findings
 
 
 def others(inputs: Inputs, number: int) -> Table:

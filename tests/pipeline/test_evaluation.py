@@ -11,8 +11,10 @@ from tiny_run import IMAGE_SIZE, VAL_IMAGES
 from pipeline.config import EvalConfig
 from pipeline.data import SegmentationDataset
 from pipeline.data import BLACK
+from pipeline.errors import DataError
 from pipeline.evaluation import evaluate_model, infer, scores, size_batches
 from pipeline.paths import dataset_dir
+from pipeline.per_image import read_image_confusions, write_image_confusions
 from pipeline.train import build_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -65,6 +67,30 @@ def test_confusion_matrices_count_every_labelled_pixel(tmp_path):
     assert [call[0][0] for call in model.calls] == [2, 2, 1, 1]  # batches of the two 3 x 4 images, then the 2 x 5
     only_single = evaluate_model(ConstantModel(3, 0, 0), dataset, SINGLE, torch.device("cpu"))
     assert only_single.multi is None and only_single.single[:, 0].tolist() == [10, 12, 11]
+    assert only_single.multi_images is None
+
+
+def test_per_image_confusions_sum_to_the_dataset_matrix(tmp_path):
+    dataset = labels_dataset(tmp_path / "data")
+    evaluation = evaluate_model(ConstantModel(3, single=1, multi=2), dataset, MULTI, torch.device("cpu"))
+    single = evaluation.single_images
+    # image a (order of the sorted stems): gt 0 x6, 1 x3, 2 x2 (one ignored pixel), all predicted 1
+    assert single.image_matrix(0).tolist() == [[0, 6, 0], [0, 3, 0], [0, 2, 0]]
+    assert single.image_matrix(1).tolist() == [[0, 0, 0], [0, 8, 0], [0, 4, 0]]
+    assert single.image_matrix(2).tolist() == [[0, 4, 0], [0, 1, 0], [0, 5, 0]]
+    assert (single.num_images, single.num_classes, len(single.count)) == (3, 3, 8)  # non-zero cells only
+    assert np.array_equal(single.dense_total(), evaluation.single)
+    assert np.array_equal(evaluation.multi_images.dense_total(), evaluation.multi)
+    assert np.array_equal(single.dense_total(np.array([2, 0, 1])), 2 * single.image_matrix(0) + single.image_matrix(2))
+    write_image_confusions(tmp_path / "c.npz", single)
+    again = read_image_confusions(tmp_path / "c.npz")
+    for name in ("image", "gt", "pred", "count"):
+        assert np.array_equal(getattr(again, name), getattr(single, name))
+        assert getattr(again, name).dtype == getattr(single, name).dtype
+    assert (again.num_images, again.num_classes) == (3, 3)
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    with pytest.raises(DataError, match="bad.npz: not a per-image confusion file"):
+        read_image_confusions(tmp_path / "bad.npz")
 
 
 def test_scores_of_a_confusion_matrix():

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -23,9 +24,12 @@ from pipeline.collect import collect_grids
 from pipeline.config import Params, load_params, with_overrides
 from pipeline.errors import ClusterError, ConfigError, DataError
 from pipeline.io import write_text_atomic
+from pipeline.per_image import ImageConfusions, write_image_confusions
 from pipeline.rundir import config_hash
 
 ROOT = Path(__file__).resolve().parents[2]
+# One val image, two classes: mIoU 100 (fcn), 58.33 and 0 (ppm seeds 0 and 1), 100 (grar).
+PER_IMAGE = {"fcn": [[[2, 0], [0, 2]]] * 2, "ppm": [[[1, 1], [0, 2]], [[0, 2], [2, 0]]], "grar": [[[2, 0], [0, 2]]] * 2}
 HEAD_MIOU = {"fcn": 0.5, "ppm": 0.25, "grar": 0.75, "danet": 0.125}
 GRIDS = {
     "g": [{"name": "fcn", "set": {"model.head": "fcn"}}, {"name": "ppm", "set": {"model.head": "ppm"}},
@@ -40,6 +44,7 @@ class FakeTrainer:
     else writes ``train_log.csv`` and, last, ``metrics.json`` (mIoU from the head, + seed/100)."""
 
     fail: frozenset[str] = frozenset()
+    per_image: bool = False  # also write confusion_images.npz: one val image, PER_IMAGE[head][seed]
 
     def __call__(self, params: Params, run_dir: Path) -> dict:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -58,6 +63,11 @@ class FakeTrainer:
         }
         (run_dir / "train_log.csv").write_text(
             f"iteration,lr,loss,ce,seconds\n1,0.03,{3 + seed},1,0.1\n2,0.01,{1 + seed},1,0.1\n", encoding="utf-8")
+        if self.per_image:
+            matrix = np.array(PER_IMAGE[params.model.head][seed])  # (2, 2)
+            gt, pred = np.nonzero(matrix)
+            entries = np.stack([np.zeros_like(gt), gt, pred, matrix[gt, pred]], axis=1)
+            write_image_confusions(run_dir / "confusion_images.npz", ImageConfusions.from_entries([entries], 2, 1))
         write_text_atomic(run_dir / "metrics.json", json.dumps(metrics))
         return metrics
 
@@ -86,7 +96,7 @@ def grid_params(tmp_path: Path, **overrides) -> Params:
     """The project's params with the test grids, every output under ``tmp_path``."""
     return with_overrides(load_params(ROOT / "params.yaml"), {
         "grid.runs": str(tmp_path / "runs"), "grid.metrics": str(tmp_path / "metrics"),
-        "grid.plots": str(tmp_path / "plots"), "grid.seeds": [0, 1], "grid.grids": GRIDS,
+        "grid.details": str(tmp_path / "scores"), "grid.plots": str(tmp_path / "plots"), "grid.seeds": [0, 1], "grid.grids": GRIDS,
         "executor.kind": "local", "executor.log_dir": str(tmp_path / "logs"), **overrides,
     })
 
@@ -499,13 +509,38 @@ def test_collect_writes_mean_and_per_seed_scores_and_curves(tmp_path):
     params = grid_params(tmp_path, **{"grid.grids": {"g": GRIDS["g"][:2]}})
     grid.train_grids(params, poll_s=0.01, cell_fn=FakeTrainer())
     collect_grids(params)
-    table = json.loads((tmp_path / "metrics" / "g.json").read_text())
+    table = json.loads((tmp_path / "scores" / "g.json").read_text())
     assert list(table) == ["fcn", "ppm"]
     fcn = table["fcn"]
     assert (fcn["miou"], fcn["miou_ms"], fcn["pixel_accuracy"]) == (0.505, 0.63, 0.625)  # (0.50 + 0.51) / 2, ...
     assert fcn["seeds"]["1"] == {"miou": 0.51, "miou_ms": 0.635, "pixel_accuracy": 0.75,
                                  "run_dir": str(grid.expand(params, "g")[1].run_dir)}
+    assert "vs_fcn" not in fcn and table["ppm"]["vs_fcn"]["baseline"] == "fcn"
+    assert table["ppm"]["vs_fcn"]["miou"]["none"].startswith("no interval: 4 run(s) without confusion_images.npz, e.g. ")
     assert (tmp_path / "plots" / "g" / "ppm.csv").read_text() == "iteration,loss,lr\n1,3.5,0.03\n2,1.5,0.01\n"
+    assert sorted(p.relative_to(tmp_path / "metrics").as_posix() for p in (tmp_path / "metrics").rglob("*.json")) \
+        == ["g/fcn.json", "g/ppm.json"]
+    assert json.loads((tmp_path / "metrics" / "g" / "fcn.json").read_text()) == {"miou": 50.5, "miou_ms": 63.0}
+    assert json.loads((tmp_path / "metrics" / "g" / "ppm.json").read_text()) == {
+        "miou": 25.5, "miou_ms": 38.0, "vs_fcn": None, "vs_fcn_low": None, "vs_fcn_high": None}
+
+
+def test_collect_states_each_cells_interval_against_the_fcn(tmp_path):
+    params = grid_params(tmp_path, **{"grid.bootstrap": 1000, "grid.grids": {"g": GRIDS["g"]}})
+    grid.train_grids(params, poll_s=0.01, cell_fn=FakeTrainer(per_image=True))
+    collect_grids(params)
+    metrics = {path.stem: json.loads(path.read_text()) for path in (tmp_path / "metrics" / "g").iterdir()}
+    assert set(metrics) == {"fcn", "ppm", "grar"} and set(metrics["fcn"]) == {"miou", "miou_ms"}
+    # ppm − fcn per seed: 58.33 − 100 and 0 − 100; the seeds resampled: the interval spans both
+    d0, d1 = round(175 / 3 - 100, 4), -100.0
+    assert (metrics["ppm"]["vs_fcn"], metrics["ppm"]["vs_fcn_low"], metrics["ppm"]["vs_fcn_high"]) == (
+        round((175 / 3 - 200) / 2, 4), d1, d0)
+    assert (metrics["grar"]["vs_fcn"], metrics["grar"]["vs_fcn_low"], metrics["grar"]["vs_fcn_high"]) == (0, 0, 0)
+    details = json.loads((tmp_path / "scores" / "g.json").read_text())
+    grar0 = next(run.run_dir for run in grid.expand(params, "g") if (run.cell, run.seed) == ("grar", 0))
+    assert details["grar"]["vs_fcn"]["ms"] == {"none": f"no interval: 4 run(s) without confusion_images_ms.npz, e.g. "
+                                                       f"{grar0} (evaluated before per-image confusions, or without "
+                                                       "multi-scale)"}
 
 
 def test_collect_without_multi_scale_and_with_a_missing_run(tmp_path):
@@ -514,7 +549,8 @@ def test_collect_without_multi_scale_and_with_a_missing_run(tmp_path):
         collect_grids(params)
     grid.train_grids(params, poll_s=0.01, cell_fn=FakeTrainer())
     collect_grids(params)
-    assert json.loads((tmp_path / "metrics" / "g.json").read_text())["fcn"]["miou_ms"] is None
+    assert json.loads((tmp_path / "scores" / "g.json").read_text())["fcn"]["miou_ms"] is None
+    assert json.loads((tmp_path / "metrics" / "g" / "fcn.json").read_text()) == {"miou": 50.5, "miou_ms": None}
     more = with_overrides(params, {"grid.seeds": [0, 1, 2]})
     with pytest.raises(DataError, match=r"no run of cell 'fcn' seed 2"):
         collect_grids(more)

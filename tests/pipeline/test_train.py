@@ -24,6 +24,7 @@ from pipeline.data import SegmentationDataset
 from pipeline.errors import DataError
 from pipeline.evaluation import evaluate_model
 from pipeline.paths import dataset_dir, stats_dir
+from pipeline.per_image import read_image_confusions
 from pipeline.stats.affinity import frequency
 from pipeline.stats.io import load_affinity, load_counts
 from pipeline.train import (
@@ -32,6 +33,7 @@ from pipeline.train import (
     config_hash,
     frequency_class_weights,
     load_checkpoint,
+    load_run,
     load_run_model,
     optimizer_groups,
     poly_lr,
@@ -146,7 +148,12 @@ def test_affinity_is_recomputed_with_the_cells_normalisation(tiny_project):
 
 def test_log_has_every_term_and_their_weighted_sum(straight, tiny_project):
     rows = read_log(straight / "train_log.csv")
-    assert list(rows[0]) == ["iteration", "lr", "loss", "ce", "aux", "coarse", "sr", "danet", "seconds"]
+    assert list(rows[0]) == ["iteration", "lr", "loss", "ce", "aux", "coarse", "sr", "danet", "seconds", "lambda_pos",
+                             "lambda_neg"]
+    reasoning = load_run(straight).model.head.reasoning
+    assert float(rows[-1]["lambda_pos"]) == pytest.approx(reasoning.lambda_positive.item(), rel=1e-6)
+    assert float(rows[-1]["lambda_neg"]) == pytest.approx(reasoning.lambda_negative.item(), rel=1e-6)
+    assert float(rows[0]["lambda_pos"]) != 0  # λ starts at 0 and moves from the first step
     assert [int(r["iteration"]) for r in rows] == [1, 2, 3, 4, 5, 6]
     assert [float(r["lr"]) for r in rows] == pytest.approx([poly_lr(0.02, i, 6, 0.9) for i in range(6)], rel=1e-6)
     w = tiny_project.train.loss
@@ -272,7 +279,7 @@ def test_run_cell_writes_the_run_folder(tiny_project, tmp_path, monkeypatch):
     metrics = run_cell(tiny_project, run_dir)
     files = {p.name for p in run_dir.iterdir()}
     assert files == {".grar-run", "config.yaml", "train_log.csv", "checkpoint.pt", "metrics.json", "confusion.npy",
-                     "confusion_ms.npy"}
+                     "confusion_ms.npy", "confusion_images.npz", "confusion_images_ms.npz"}
     assert json.loads((run_dir / "metrics.json").read_text()) == metrics
     newest = max((run_dir / name).stat().st_mtime_ns for name in files)
     assert (run_dir / "metrics.json").stat().st_mtime_ns == newest  # written last
@@ -288,6 +295,10 @@ def test_run_cell_writes_the_run_folder(tiny_project, tmp_path, monkeypatch):
     assert single.shape == multi.shape == (24, 24) and single.dtype == np.int64
     assert single.sum() == multi.sum() == VAL_IMAGES * IMAGE_SIZE**2  # every val pixel is labelled
     assert metrics["pixel_accuracy"] == pytest.approx(np.trace(single) / single.sum())
+    for name, matrix in (("confusion_images.npz", single), ("confusion_images_ms.npz", multi)):
+        per_image = read_image_confusions(run_dir / name)
+        assert per_image.num_images == VAL_IMAGES and np.array_equal(per_image.dense_total(), matrix)
+        assert [per_image.image_matrix(i).sum() for i in range(VAL_IMAGES)] == [IMAGE_SIZE**2] * VAL_IMAGES
 
     def no_training(*args, **kwargs):
         raise AssertionError("a finished run must not train again")
@@ -302,6 +313,7 @@ def test_single_scale_only_without_multi_scale(tiny_project, tmp_path):
     params = with_overrides(tiny_project, {"eval.multi_scale": False, "train.schedules.embedded.iterations": 1})
     metrics = run_cell(params, tmp_path)
     assert metrics["ms"] is None and not (tmp_path / "confusion_ms.npy").exists()
+    assert (tmp_path / "confusion_images.npz").is_file() and not (tmp_path / "confusion_images_ms.npz").exists()
 
 
 def test_load_run_model_rebuilds_the_evaluated_model(tiny_project, tmp_path):

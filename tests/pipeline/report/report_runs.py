@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.per_image import ImageConfusions, write_image_confusions
+
 REPO = Path(__file__).resolve().parents[3]
 NAMES = ("wall", "floor", "sky", "tree", "car")  # five classes: confusion matrices stay readable by hand
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -39,10 +41,12 @@ class Runs:
     def done(self, grid: str, cell: str, seed: int, miou: float, ms: float | None = None, *,
              dataset: str = "embedded", profile: str = "embedded", backbone: str = "tiny_resnet",
              head: str = "grar", iterations: int = 7, confusion: bool = True,
-             matrix: np.ndarray | None = None, danet: str | None = None) -> Path:
+             matrix: np.ndarray | None = None, danet: str | None = None,
+             images: list[np.ndarray] | None = None) -> Path:
         """A finished run: metrics.json (fractions), train_log.csv, confusion.npy (and confusion_ms.npy with ms).
 
-        ``matrix``: the confusion matrix to write (default: a fixed readable one).
+        ``matrix``: the confusion matrix to write (default: a fixed readable one). ``images``: per-image
+        (K, K) matrices, written as confusion_images.npz (and _ms with ``ms``); ``matrix`` is then their sum.
         """
         path = self.folder(cell, seed, dataset)
         k = len(self.names)
@@ -60,6 +64,15 @@ class Runs:
         rows += [f"{i},{0.01 * (1 - i / iterations) ** 0.9:.6f},{2.0 / i:.4f},{1.5 / i:.4f},{0.3 / i:.4f},"
                  f"{0.2 / i:.4f},0.0,{0.1 * i:.2f}" for i in range(1, iterations + 1)]
         (path / "train_log.csv").write_text("\n".join(rows) + "\n")
+        if images is not None:
+            blocks = []
+            for index, image in enumerate(images):
+                gt, pred = np.nonzero(image)
+                blocks.append(np.stack([np.full(gt.shape, index), gt, pred, image[gt, pred]], axis=1))
+            per_image = ImageConfusions.from_entries(blocks, k, len(images))
+            for suffix in ("", "_ms") if ms is not None else ("",):
+                write_image_confusions(path / f"confusion_images{suffix}.npz", per_image)
+            matrix = per_image.dense_total()
         if confusion:
             if matrix is None:
                 matrix = np.arange(k * k, dtype=np.int64).reshape(k, k) + 10 * np.eye(k, dtype=np.int64)  # (K, K)

@@ -86,7 +86,7 @@ def test_full_site_links_pages_and_figures(params, runs, tmp_path):
     summary = write_report(params, tmp_path / "reports", examples=0)
     out = tmp_path / "reports"
     assert sorted(p.name for p in out.iterdir()) == sorted(layout.OUTPUTS)
-    assert check_site(out) == 6 + 1 + 1 + 3 + 5  # tables, dataset, qualitative, grids, index pages
+    assert check_site(out) == 6 + 1 + 1 + 1 + 3 + 5  # tables, dataset, its explorer, qualitative, grids, index pages
     for number in range(1, 7):
         assert (out / f"tables/table{number}.md").is_file() and (out / f"tables/table{number}.html").is_file()
     index = (out / "index.html").read_text()
@@ -119,6 +119,41 @@ def test_full_site_links_pages_and_figures(params, runs, tmp_path):
         cells = [f"{spread[key]:.4f}" for key in ("positive_mean", "positive_std", "negative_mean", "negative_std")]
         assert f"<tr><td>{name}</td><td>{DESCRIPTIONS[name]}</td><td>" + "</td><td>".join(cells) in dataset
     assert summary.measured > 0 and summary.failed >= 1 and summary.datasets == 1 and summary.grids == 3
+
+
+def test_grid_pages_show_cost_lambdas_and_learned_edges(params, runs, tmp_path):
+    import torch
+    import yaml
+
+    from pipeline.report.edges import NEGATIVE, POSITIVE
+    from pipeline.stats.affinity import frequency
+    from pipeline.stats.io import load_counts
+
+    params = full_project(params, runs)
+    f = frequency(load_counts(stats_dir(params, "embedded") / "cooccurrence.parquet", len(NAMES)), "printed")
+    conv = with_overrides(params, {"model.grar.edges": "conv", "model.grar.negative": False})
+    for seed in (0, 1):  # every class in every image: f is constant off the diagonal, ranks undefined (values:
+        # test_report_edges)
+        path = runs.done("table2", "pos-conv", seed, 0.5)
+        (path / "config.yaml").write_text(yaml.safe_dump(conv.model_dump(mode="json")))
+        torch.save({"model": {POSITIVE: torch.tensor(f), NEGATIVE: torch.tensor(f)}}, path / "checkpoint.pt")
+    graph = runs.done("table2", "pos-graph", 0, 0.5)
+    log = (graph / "train_log.csv").read_text().splitlines()
+    (graph / "train_log.csv").write_text("\n".join([log[0] + ",lambda_pos,lambda_neg"]
+                                                   + [f"{row},{0.01 * i},"for i, row in enumerate(log[1:])]) + "\n")
+    write_report(params, tmp_path / "reports", examples=0)
+    out = tmp_path / "reports"
+    table2 = (out / "grids/table2.html").read_text()
+    assert table2.count("<td>printed</td><td>n/a</td><td>n/a</td>") == 2
+    assert (out / "figures/edges" / f"{run_name('pos-conv', 0)}.png").is_file()
+    assert (out / "figures/lambdas/table2/pos-graph.png").is_file()
+    assert not (out / "figures/lambdas/table2/pos-conv.png").exists()  # its log has no λ columns
+    # cost: 0.4 s per iteration (median of the pos-conv logs, the runs with a config.yaml), 300 iterations a run;
+    # table1 has grar-sr seeds 0 (failed) and 1 (running) to go, one at a time (executor local)
+    table1 = (out / "grids/table1.html").read_text()
+    assert "to go: 0:04:00 of run time, 0.00 GPU-hours, wall time 0:04:00 at 1 in parallel" in table1
+    assert "<td>grar-sr</td><td>0</td><td>failed</td><td>0/300</td><td>0.400</td><td>0:02:00</td>" in table1
+    check_site(out)
 
 
 def test_nothing_produced_yet(params, tmp_path):

@@ -62,8 +62,12 @@ def test_table1_states_grar_lead_and_context_error_on_embedded_runs(params):
     for seed, (ss, ms) in enumerate([(0.55, 0.58), (0.57, 0.60)]):
         runs.done("table1", "grar", seed, ss, ms=ms, matrix=clean)
     lead, context = tables_of(params)[0].findings
-    assert lead == ("GRAr − FCN on the embedded dataset (measured, mean over seeds): +14.00 mIoU single scale, "
-                    "+16.00 multi-scale + flip.")
+    example = f"runs/{run_name('grar', 0)}"
+    assert lead == ("GRAr − FCN on the embedded dataset (measured, mean over seeds; 95 % paired bootstrap over val "
+                    f"images and seeds): +14.00 (no interval: 4 run(s) without confusion_images.npz, e.g. {example} "
+                    "(evaluated before per-image confusions, or without multi-scale)) mIoU single scale, +16.00 (no "
+                    f"interval: 4 run(s) without confusion_images_ms.npz, e.g. {example} (evaluated before "
+                    "per-image confusions, or without multi-scale)) multi-scale + flip.")
     # ceiling by hand: floor group shares .4/.2/.2/.2 -> IoU .25 + 3 x 1/9; band group 4 x 1/7; pairs 12 x 1/3;
     # uniques 4 x 1: (4 + 4/7 + 4 + .25 + 1/3) / 24 = 38.1 %
     assert "mean over seeds: fcn 4.8 %, grar 0.0 %." in context
@@ -120,17 +124,51 @@ def test_table2_ordering_in_words_whichever_way(params, runs):
     assert texts(row(table, "ResNet-50", "✓", "✓", "Graph, Eq. 1 over row i")[4:7]) == [
         "— (no paper row)", "53.00 (n=1)", "—"]
     graph_conv, pos_neg, both, eq1, eq1_row = table.findings
-    assert graph_conv == ("Graph vs Conv (measured): Graph ahead in all 3 settings (Graph − Conv: positive only "
-                          "+5.00, negative only +1.00, positive + negative +9.00); paper: positive only +1.6, "
-                          "negative only +1.4, positive + negative +3.5.")
+    assert graph_conv == ("Graph vs Conv (measured): Graph ahead in all 3 settings; no interval: 2 run(s) without "
+                          f"confusion_images.npz, e.g. runs/{run_name('pos-graph', 0)} (evaluated before per-image "
+                          "confusions, or without multi-scale) (Graph − Conv: positive only +5.00, negative only "
+                          "+1.00, positive + negative +9.00); paper: positive only +1.6, negative only +1.4, "
+                          "positive + negative +3.5.")
     assert pos_neg.startswith("Positive vs negative (measured): positive-only ahead in 1, behind in 1, tied in 0 "
-                              "of 2 settings (positive-only − negative-only: with Graph edges +2.00, with Conv "
-                              "edges -2.00)")
+                              "of 2 settings; no interval")
+    assert pos_neg.endswith("(positive-only − negative-only: with Graph edges +2.00, with Conv edges -2.00); paper: "
+                            "with Graph edges +0.4, with Conv edges +0.2.")
     assert "Graph +5.00, Conv +1.00" in both
     assert eq1.startswith("Eq. 1 as printed (posneg-graph) 55.00 vs conditional P(j|i) (posneg-graph-conditional) "
-                          "56.00: conditional − printed = +1.00 (better: conditional")
+                          "56.00: conditional − printed = +1.00 (no interval: ")
+    assert eq1.endswith("(better: conditional; beyond the paper, which prints one formula).")
     assert eq1_row.startswith("Eq. 1 as printed (posneg-graph) 55.00 vs normalised over row i (posneg-graph-row) "
-                              "53.00: row − printed = -2.00 (better: as printed")
+                              "53.00: row − printed = -2.00 (")
+    assert "better: as printed" in eq1_row
+
+
+PERFECT = 4 * np.eye(5, dtype=np.int64)  # mIoU 100
+HALF_WRONG = PERFECT.copy()
+HALF_WRONG[0] = [2, 2, 0, 0, 0]  # IoU of class 0: 2 / 4, of class 1: 4 / 6: mIoU (1/2 + 2/3 + 3) / 5 = 83.33
+
+
+def test_table3_states_each_module_against_the_fcn_with_its_interval(params, runs):
+    for seed in (0, 1):
+        runs.done("table3", "fcn", seed, 0.25 / 0.3, head="fcn", images=[HALF_WRONG])
+        runs.done("table3", "ppm", seed, 0.25 / 0.3, head="ppm", images=[HALF_WRONG])
+        runs.done("table3", "grar", seed, 1.0, images=[PERFECT])
+    table = tables_of(params)[2]
+    assert table.findings == [
+        "ppm − FCN (measured single-scale mIoU, mean over seeds): +0.00 [95 % CI +0.00, +0.00]: within noise.",
+        "grar − FCN (measured single-scale mIoU, mean over seeds): +16.67 [95 % CI +16.67, +16.67]: ahead of the FCN.",
+    ]
+
+
+def test_table2_differences_within_noise_say_so(params, runs):
+    for cell in TABLE2:
+        for seed in (0, 1):  # graph cells: perfect on seed 0, half wrong on seed 1; conv cells the other way round
+            graph = cell.endswith("graph") or cell == "fcn"
+            image = PERFECT if (seed == 0) == graph else HALF_WRONG
+            runs.done("table2", cell, seed, 1.0 if image is PERFECT else 0.25 / 0.3, images=[image])
+    graph_conv = tables_of(params)[1].findings[0]
+    assert graph_conv.startswith("Graph vs Conv (measured): Graph ahead in 0, behind in 0, tied in 3 of 3 settings; 3 of 3 within noise "
+                                 "(95 % interval contains 0) (Graph − Conv: positive only +0.00 [95 % CI -16.67, "
+                                 "+16.67], within noise, ")
 
 
 def test_table3_bench_and_miou(params, runs, tmp_path):

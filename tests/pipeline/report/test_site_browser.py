@@ -120,3 +120,75 @@ def test_every_link_and_image_loads_without_console_errors(chromium, params, tmp
             page.screenshot(shots / name.replace("/", "_").replace(".html", ".png"))
     print(f"screenshots in {shots}")
     assert all((shots / name.replace("/", "_").replace(".html", ".png")).stat().st_size > 10_000 for name in SCREENSHOTS)
+
+
+def mouse(page, kind: str, point: dict) -> None:
+    """A real pointer event at ``point`` (viewport coordinates), as a user's mouse sends it."""
+    extra = {"button": "left", "clickCount": 1} if kind != "mouseMoved" else {}
+    page.send("Input.dispatchMouseEvent", {"type": kind, "x": point["x"], "y": point["y"], **extra})
+
+
+def test_affinity_explorer_hover_click_search_and_switch(chromium, params, tmp_path):
+    import numpy as np
+
+    from chromium_cdp import problem_of
+    from pipeline.stats.affinity import cluster_order, frequency
+    from pipeline.stats.io import load_counts
+    from pipeline.stats.supporters import rank_supporters
+
+    out = ade20k_site(params, tmp_path / "reports")
+    stats = Path("artifacts/stats/ade20k")
+    cooccurrence = pd.read_parquet(stats / "cooccurrence.parquet")
+    supporters = pd.read_parquet(stats / "supporters.parquet")
+    t = load_counts(stats / "cooccurrence.parquet", len(ade20k.NAMES))
+    conditional = frequency(t, "conditional")
+    first = supporters[supporters["role"] == "supporter"].iloc[0]  # a class of the sample and its best supporter
+    i, j = int(first["i"]), int(first["j"])
+    with Browser(tmp_path / "chromium-profile", tmp_path / "chromium.log", chromium) as browser:
+        page = browser.page()
+        assert not page.load((out / "datasets/ade20k.html").as_uri())
+        explorer = page.evaluate("document.querySelector('a[href=\"ade20k-explorer.html\"]').href")
+        assert not page.load(explorer)
+        assert page.evaluate("explorer.data.names.length") == 150
+        assert page.evaluate("explorer.data.order") == cluster_order(t)[0].tolist()
+        # hover cell (i, j): both names, t and f under both normalisations, as in the Parquet file
+        mouse(page, "mouseMoved", page.evaluate(f"explorer.reveal({i}, {j})"))
+        shown = page.evaluate("""(() => { const tip = document.getElementById('tooltip');
+            return {display: tip.style.display, text: tip.textContent, t: tip.querySelector('td.t').textContent,
+                    f: Object.fromEntries(Array.from(tip.querySelectorAll('td.f'), e => [e.dataset.norm,
+                    e.textContent]))}; })()""")
+        row = cooccurrence[(cooccurrence["i"] == i) & (cooccurrence["j"] == j)].iloc[0]
+        assert shown["display"] == "block"
+        assert ade20k.NAMES[i] in shown["text"] and ade20k.NAMES[j] in shown["text"]
+        assert shown["t"] == str(int(row["t"]))
+        assert shown["f"] == {"printed": f"{row['f']:.4f}", "conditional": f"{conditional[i, j]:.4f}"}
+        # click it: the column class's supporters and opponents, ranked as supporters.parquet ranks them
+        point = page.evaluate(f"explorer.reveal({i}, {j})")
+        mouse(page, "mousePressed", point)
+        mouse(page, "mouseReleased", point)
+        listed = page.evaluate("""Array.from(document.querySelectorAll('#supporters .bar'),
+            b => [+b.dataset.class, b.querySelector('.value').textContent])""")
+        expected = supporters[(supporters["j"] == j) & (supporters["role"] == "supporter")].sort_values("rank")
+        assert listed[:len(expected)] == [[int(r.i), f"{r.f:.4f}"] for r in expected.itertuples()]
+        opponents = page.evaluate("Array.from(document.querySelectorAll('#opponents .bar'), b => +b.dataset.class)")
+        expected = supporters[(supporters["j"] == j) & (supporters["role"] == "opponent")].sort_values("rank")
+        assert opponents[:len(expected)] == expected["i"].tolist()
+        # the normalisation switch re-ranks with the conditional f
+        page.evaluate("(() => { const s = document.getElementById('normalisation'); s.value = 'conditional';"
+                      " s.dispatchEvent(new Event('change')); })()")
+        ranked = [i_ for j_, role, _, i_ in rank_supporters(t, conditional, 10) if j_ == j and role == "supporter"]
+        assert page.evaluate("Array.from(document.querySelectorAll('#supporters .bar'), b => +b.dataset.class)") \
+            == ranked
+        assert page.evaluate("document.getElementById('definition').textContent").startswith("f: conditional")
+        # the search box finds a class by name and selects it
+        page.evaluate("(() => { const s = document.getElementById('search'); s.value = 'sky';"
+                      " s.dispatchEvent(new Event('input')); })()")
+        assert page.evaluate("explorer.state.selected") == ade20k.NAMES.index("sky")
+        assert page.evaluate("document.querySelector('#selection h2').textContent").startswith("sky")
+        # the cell size control zooms: names stay legible at 150 classes
+        assert page.evaluate("explorer.state.cell") == 12 and page.evaluate("document.getElementById('heatmap').width") \
+            > 150 * 12
+        problems = [problem for problem in map(problem_of, browser.events) if problem]
+        assert not problems, problems
+        page.screenshot(tmp_path / "explorer.png")
+    assert np.isfinite(conditional).all()
