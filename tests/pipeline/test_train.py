@@ -478,3 +478,18 @@ def test_a_folder_that_is_no_run_folder_is_refused(tiny_project, tmp_path):
         run_cell(tiny_project, mine)
     assert [p.name for p in mine.iterdir()] == ["config.yaml"]
     assert (mine / "config.yaml").read_text() == "my experiment notes\n"
+
+
+def test_a_checkpoint_from_before_the_later_keys_still_loads(tiny_project, tmp_path):
+    run_dir = tmp_path / "old"
+    run_cell(tiny_project, run_dir)
+    state = load_checkpoint(run_dir / "checkpoint.pt")
+    for key in trainer.LATER_KEYS:  # as a checkpoint of an older grar: none of the keys added since
+        *parents, last = key.split(".")
+        node = state["params"]
+        for part in parents:
+            node = node[part]
+        del node[last]
+    torch.save(state, run_dir / "checkpoint.pt")
+    run = load_run(run_dir)
+    assert run.params.data.folders == {} and run.params.train.head_lr_mult == 1.0 and run.params.model.stem == "standard"
