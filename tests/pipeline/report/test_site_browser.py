@@ -161,7 +161,8 @@ def test_affinity_explorer_hover_click_search_and_switch(chromium, params, tmp_p
         assert shown["display"] == "block"
         assert ade20k.NAMES[i] in shown["text"] and ade20k.NAMES[j] in shown["text"]
         assert shown["t"] == str(int(row["t"]))
-        assert shown["f"] == {"printed": f"{row['f']:.4f}", "conditional": f"{conditional[i, j]:.4f}"}
+        assert shown["f"] == {"printed": f"{row['f']:.4f}", "conditional": f"{conditional[i, j]:.4f}",
+                              "row": f"{frequency(t, 'row')[i, j]:.4f}"}  # every normalisation grar computes
         # click it: the column class's supporters and opponents, ranked as supporters.parquet ranks them
         point = page.evaluate(f"explorer.reveal({i}, {j})")
         mouse(page, "mousePressed", point)
