@@ -84,7 +84,7 @@ def test_full_site_links_pages_and_figures(params, runs, tmp_path):
     summary = write_report(params, tmp_path / "reports", examples=0)
     out = tmp_path / "reports"
     assert sorted(p.name for p in out.iterdir()) == sorted(layout.OUTPUTS)
-    assert check_site(out) == 6 + 1 + 1 + 3 + 5  # tables, dataset, qualitative, grids, index pages
+    assert check_site(out) == 6 + 1 + 1 + 1 + 3 + 5  # tables, dataset, its explorer, qualitative, grids, index pages
     for number in range(1, 7):
         assert (out / f"tables/table{number}.md").is_file() and (out / f"tables/table{number}.html").is_file()
     index = (out / "index.html").read_text()
