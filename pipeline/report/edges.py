@@ -46,11 +46,10 @@ class LearnedEdges:
 
 
 def off_diagonal_spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman's rank correlation of two (K, K) matrices over the pairs i != j; NaN when one side is constant
-    (no ranks to correlate: the report shows n/a)."""
+    """Spearman's rank correlation of two (K, K) matrices over the pairs i != j; NaN when one is constant there."""
     mask = ~np.eye(len(a), dtype=bool)
     if np.ptp(a[mask]) == 0 or np.ptp(b[mask]) == 0:
-        return float("nan")
+        return float("nan")  # no ranks to correlate (e.g. every class in every image: f constant)
     return float(spearmanr(a[mask], b[mask]).statistic)
 
 
