@@ -165,7 +165,9 @@ def test_table2_differences_within_noise_say_so(params, runs):
             graph = cell.endswith("graph") or cell == "fcn"
             image = PERFECT if (seed == 0) == graph else HALF_WRONG
             runs.done("table2", cell, seed, 1.0 if image is PERFECT else 0.25 / 0.3, images=[image])
-    graph_conv = tables_of(params)[1].findings[0]
+    findings = tables_of(params)[1].findings
+    graph_conv = findings[0]
+    assert "row − printed = +0.00 [95 % CI" in findings[-1]  # every stated difference carries its interval
     assert graph_conv.startswith("Graph vs Conv (measured): Graph ahead in 0, behind in 0, tied in 3 of 3 settings; 3 of 3 within noise "
                                  "(95 % interval contains 0) (Graph − Conv: positive only +0.00 [95 % CI -16.67, "
                                  "+16.67], within noise, ")
