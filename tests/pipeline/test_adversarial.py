@@ -76,7 +76,7 @@ CASES = [
     ("stats-bomb", ["stats", "--labels", "B", "--num-classes", "5", "--out", "S"], 1,
      "B/0.png: unreadable or truncated PNG (Image size (225000000 pixels) exceeds limit"),
     ("stats-read-only-fs", ["stats", "--labels", "L", "--num-classes", "5", "--out", "/proc/grar-out"], 1,
-     "/proc"),
+     "/proc/grar-out: No such file or directory"),
     ("evaluate-json-is-input", ["evaluate", "--pred", "L", "--gt", "L", "--num-classes", "5", "--json", "L"], 2,
      "--json L: overlaps the input L"),
     ("evaluate-json-inside-input",
