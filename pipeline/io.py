@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from pipeline.errors import ConfigError
+from pipeline.lock import pid_alive
 
 STALE_S = 24 * 3600  # a temporary of another host untouched this long belongs to a dead writer
 HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40] or "host"
@@ -35,16 +36,6 @@ HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40] or "host"
 def temp_prefix(target: Path) -> str:
     """The prefix of this process's temporaries for ``target`` (``clean_leftovers`` recognises them)."""
     return f".{target.name}.{HOST}.{os.getpid()}."
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def clean_leftovers(target: str | os.PathLike) -> list[Path]:
@@ -68,7 +59,7 @@ def clean_leftovers(target: str | os.PathLike) -> list[Path]:
             age = time.time() - path.lstat().st_mtime
         except FileNotFoundError:
             continue
-        dead = match["host"] == HOST and not _pid_alive(int(match["pid"]))
+        dead = match["host"] == HOST and not pid_alive(int(match["pid"]))
         if dead or age > STALE_S:
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path, ignore_errors=True)
