@@ -303,7 +303,6 @@ class Params(Section):
         for name in data.folders:
             if name in BUILTIN_DATASETS:
                 raise ValueError(f"data.folders.{name}: {name!r} is a built-in dataset; give your folder another name")
-        for name in data.folders:
             source = data.folder(name).path
             for other in known:
                 if overlaps(source, Path(data.root) / other):

@@ -445,9 +445,9 @@ class CellJob(submitit.helpers.Checkpointable):
 
 def run_cell(params: Params, run_dir: Path) -> dict:
     """``pipeline.train.run_cell``, imported on first use: finding and naming runs needs no torch."""
-    from pipeline.train import run_cell as train_and_evaluate
+    from pipeline.train import run_cell as train_run_cell
 
-    return train_and_evaluate(params, run_dir)
+    return train_run_cell(params, run_dir)
 
 
 def job_rank() -> int:

@@ -181,6 +181,7 @@ def check_new_output(
     folder: bool,
     ours: Callable[[Path], bool] = lambda _: False,
     what: str = "output",
+    writer: str = "grar",
 ) -> None:
     """Refuse, before any work, an output that would destroy what grar did not make (``ConfigError``, exit 2).
 
@@ -188,7 +189,7 @@ def check_new_output(
     (``inputs``, ``None`` items skipped); an existing ``out`` of the wrong kind
     (a file where a folder goes, or the reverse); an existing, non-empty
     folder or an existing file that ``ours`` does not recognise as written by
-    grar. Both paths are named.
+    grar (``writer`` names the command in the message). Both paths are named.
     """
     out = Path(out)
     for source in inputs:
@@ -200,13 +201,13 @@ def check_new_output(
         if not out.is_dir():
             raise ConfigError(f"{what} {out}: exists and is not a folder")
         if any(out.iterdir()) and not ours(out):
-            raise ConfigError(f"{what} {out}: exists, is not empty and was not written by grar; "
+            raise ConfigError(f"{what} {out}: exists, is not empty and was not written by {writer}; "
                               "choose a new or empty folder")
     else:
         if out.is_dir():
             raise ConfigError(f"{what} {out}: is a folder; give the path of a file")
         if not out.is_file() or not ours(out):
-            raise ConfigError(f"{what} {out}: exists and was not written by grar; choose another path")
+            raise ConfigError(f"{what} {out}: exists and was not written by {writer}; choose another path")
 
 
 def has_marker(name: str) -> Callable[[Path], bool]:

@@ -32,8 +32,8 @@ from PIL import Image, ImageDraw, ImageFont
 
 from pipeline.colours import colourise, palette
 from pipeline.config import hw
-from pipeline.errors import ConfigError, DataError
-from pipeline.io import atomic_path, overlaps
+from pipeline.errors import DataError
+from pipeline.io import atomic_path, check_new_output, has_marker
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 MARKER = ".grar-predictions"
@@ -85,23 +85,6 @@ def collect_inputs(inputs: Sequence[Path]) -> list[Path]:
             raise DataError(f"{path}: same stem as {stems[path.stem]}: both would be written to {path.stem}.png")
         stems[path.stem] = path
     return sorted(stems.values(), key=lambda p: (p.stem, str(p)))
-
-
-def check_output(out: Path, inputs: Sequence[Path], images: Sequence[Path]) -> None:
-    """Refuse an ``out`` that is or holds an input, lies in an input folder, or is a folder grar did not write."""
-    for source in inputs:
-        folder = source if source.is_dir() else source.parent
-        if (source.is_dir() and overlaps(out, folder)) or out.resolve() == folder.resolve():
-            raise ConfigError(f"--out {out}: overlaps the input {source}; write predictions to another folder")
-    for image in images:
-        if overlaps(out, image):
-            raise ConfigError(f"--out {out}: overlaps the input {image}; write predictions to another folder")
-    if out.exists():
-        if not out.is_dir():
-            raise ConfigError(f"--out {out}: exists and is not a folder")
-        if any(out.iterdir()) and not (out / MARKER).is_file():
-            raise ConfigError(f"--out {out}: exists, is not empty and was not written by grar predict; "
-                              "choose a new or empty folder")
 
 
 def image_size(path: Path) -> tuple[int, int]:
@@ -163,7 +146,9 @@ def predict_images(
     from pipeline.train import load_run
 
     images = collect_inputs(inputs)
-    check_output(out, inputs, images)
+    # an --out that is, holds or lies in an input (folder or image), or a folder of someone else's: refused
+    check_new_output(out, [*inputs, *images], folder=True, ours=has_marker(MARKER), what="--out",
+                     writer="grar predict")
     sizes = [image_size(path) for path in images]
     run = load_run(run_dir)
     window = options.window

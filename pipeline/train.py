@@ -258,12 +258,13 @@ def check_checkpoint_config(path: Path, digest: str) -> None:
 
     Reads only the checkpoint's ``config_hash`` (memory-mapped: the weights are not loaded).
     """
-    if not path.exists():
-        return
-    try:
-        stored = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("config_hash")
-    except Exception as err:  # torch raises many types for a truncated or foreign file
-        raise DataError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})") from None
+    if path.exists():
+        check_config_hash(path, load_checkpoint(path, mmap=True), digest)
+
+
+def check_config_hash(path: Path, state: dict[str, Any], digest: str) -> None:
+    """``DataError`` unless the checkpoint ``state`` read from ``path`` is of the config ``digest``."""
+    stored = state.get("config_hash")
     if stored != digest:
         raise DataError(
             f"{path}: checkpoint of another configuration (config hash {str(stored)[:10]}, this run {digest[:10]}); "
@@ -271,10 +272,13 @@ def check_checkpoint_config(path: Path, digest: str) -> None:
         )
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """A checkpoint written by ``save_checkpoint``, read safely (``weights_only=True``) onto the CPU."""
+def load_checkpoint(path: Path, mmap: bool = False) -> dict[str, Any]:
+    """A checkpoint written by ``save_checkpoint``, read safely (``weights_only=True``) onto the CPU.
+
+    ``mmap``: map the file instead of reading it, so tensors are only read when touched.
+    """
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as err:  # torch raises many types for a truncated or foreign file
         raise DataError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})") from None
 
@@ -284,12 +288,7 @@ def restore(
 ) -> int:
     """Load ``checkpoint.pt`` into the model, criterion, optimiser and RNG; return its iteration."""
     state = load_checkpoint(path)
-    digest = config_hash(params)
-    if state.get("config_hash") != digest:
-        raise DataError(
-            f"{path}: checkpoint of another configuration (config hash {str(state.get('config_hash'))[:10]}, "
-            f"this run {digest[:10]}); delete it or train into another folder"
-        )
+    check_config_hash(path, state, config_hash(params))
     try:
         step.model.load_state_dict(state["model"])
         step.criterion.load_state_dict(state["criterion"])
@@ -581,13 +580,12 @@ def run_cell(params: Params, run_dir: Path) -> dict[str, Any]:
     if done is not None:
         return done
     check_new_output(run_dir, folder=True, ours=is_run_folder, what="run folder")  # before the lock writes there
-    return train_and_evaluate(params, run_dir)
+    return train_and_evaluate(params, run_dir, digest)
 
 
 @locked_run  # one trainer per run folder (pipeline.lock): pipeline.lock.Locked when another process trains it
-def train_and_evaluate(params: Params, run_dir: Path) -> dict[str, Any]:
-    """``run_cell``'s work, under the run folder's lock (see ``run_cell``)."""
-    digest = config_hash(params)
+def train_and_evaluate(params: Params, run_dir: Path, digest: str) -> dict[str, Any]:
+    """``run_cell``'s work on config ``digest``, under the run folder's lock (see ``run_cell``)."""
     done = finished_metrics(run_dir, digest)  # finished by the process whose lock we waited for
     if done is not None:
         return done

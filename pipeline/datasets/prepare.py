@@ -24,7 +24,7 @@ from pathlib import Path
 from pipeline.config import Params
 from pipeline.datasets.common import SPLITS
 from pipeline.errors import ConfigError, DataError
-from pipeline.io import atomic_dir, overlaps
+from pipeline.io import atomic_dir, check_new_output, overlaps
 from pipeline.paths import DATASET_MARKER, dataset_dir
 
 PREPARERS: dict[str, str] = {
@@ -49,7 +49,7 @@ def prepare_dataset(params: Params, name: str) -> Path:
         prepare = importlib.import_module(PREPARERS[name]).prepare
     else:
         raise ConfigError(f"unknown dataset {name!r}; allowed: {', '.join(params.data.names)}")
-    check_replaceable(target)
+    check_new_output(target, folder=True, ours=is_prepared_dataset, what="prepared dataset", writer="grar prepare")
     with atomic_dir(target) as tmp:
         prepare(params, tmp)
         counts = check_layout(tmp)
@@ -106,20 +106,15 @@ def content_fingerprint(root: Path) -> dict[str, object]:
     return {"files": files, "sha256": digest.hexdigest()}
 
 
-def check_replaceable(target: Path) -> None:
-    """Refuse to replace ``target`` unless grar wrote it (``MARKER``, or the canonical layout) or it is empty."""
-    if not target.exists() or (target / MARKER).is_file():
-        return
-    if not target.is_dir():
-        raise ConfigError(f"{target}: exists and is not a folder grar wrote; move it away (data.root/NAME)")
-    if any(target.iterdir()):
-        try:
-            check_layout(target)  # prepared by a grar from before the marker
-        except DataError:
-            raise ConfigError(
-                f"{target}: exists, is not empty, and was not written by grar prepare; move it away or set "
-                "data.root to another folder"
-            ) from None
+def is_prepared_dataset(folder: Path) -> bool:
+    """Whether grar wrote ``folder``: its ``MARKER``, or (a grar from before the marker) the canonical layout."""
+    if (folder / MARKER).is_file():
+        return True
+    try:
+        check_layout(folder)
+    except DataError:
+        return False
+    return True
 
 
 def check_layout(root: Path) -> dict[str, int]:

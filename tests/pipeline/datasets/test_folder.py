@@ -257,7 +257,7 @@ def test_an_output_grar_did_not_write_is_kept(params, tmp_path):
     target = Path(params.data.root) / "mine"
     target.mkdir(parents=True)
     (target / "thesis.tex").write_text("precious")
-    with pytest.raises(ConfigError, match=rf"{target}: exists, is not empty, and was not written by grar prepare"):
+    with pytest.raises(ConfigError, match=rf"prepared dataset {target}: exists, is not empty and was not written by grar prepare"):
         prepare_dataset(folder_params(params, "mine", str(source)), "mine")
     assert (target / "thesis.tex").read_text() == "precious"
     (target / "thesis.tex").unlink()  # empty: fine; then ours (marker): replaced
