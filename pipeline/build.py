@@ -21,9 +21,10 @@ from model.heads.danet import DANetHead
 from model.heads.fcn import FCNHead
 from model.heads.grar import GRArHead
 from model.segmentor import Segmentor
-from pipeline.config import GrarConfig, LossConfig, ModelConfig
+from pipeline.config import GrarConfig, LossConfig, ModelConfig, WeightsConfig
 from pipeline.errors import ConfigError, DataError
 from pipeline.losses import Criterion
+from pipeline.weights import expected_text, pretrained_path
 
 CLASSIFIER_KEYS = ("fc.",)  # the ImageNet classifier of torchvision / timm weight files: not part of a backbone
 DANET_BUILDS = {"matched": False, "reference": True}  # model.danet -> DANetHead(reference=...)
@@ -81,18 +82,21 @@ def build_segmentor(
     num_classes: int,
     affinity: Tensor | None = None,
     affinity_source: str = "affinity matrix",
+    weights: WeightsConfig | None = None,
 ) -> Segmentor:
     """The model of ``config``: backbone (with ``config.pretrained`` weights), head, auxiliary FCN head on layer3.
 
     ``affinity`` (K, K) is the Eq. 1 matrix for GRAr with ``edges: graph``;
-    ``affinity_source`` (e.g. its Parquet path) names it in errors.
+    ``affinity_source`` (e.g. its Parquet path) names it in errors. ``weights``
+    (the params' section) resolves ``model.pretrained: imagenet`` (``pipeline.weights``).
     """
     try:
         backbone: Backbone = lookup(BACKBONES, config.backbone, "model.backbone")(stem=config.stem)
     except ValueError as err:
         raise ConfigError(f"model.stem: {err}") from None
-    if config.pretrained is not None:
-        load_backbone_weights(backbone, config.pretrained, config.backbone)
+    pretrained = pretrained_path(config, weights)
+    if pretrained is not None:
+        load_backbone_weights(backbone, pretrained, config.backbone, expected_text(config, weights))
     head = build_head(
         config.head, backbone.out_channels, num_classes, config.width, config.grar, affinity, affinity_source,
         config.danet,
@@ -101,7 +105,7 @@ def build_segmentor(
     return Segmentor(backbone, head, aux_head)
 
 
-def load_backbone_weights(backbone: Backbone, path: str | os.PathLike, name: str = "backbone") -> None:
+def load_backbone_weights(backbone: Backbone, path: str | os.PathLike, name: str = "backbone", published: str = "") -> None:
     """Load a local weight file of the backbone's source model into ``backbone.body``.
 
     Sources: torchvision / timm ImageNet weights, PyTorch-Encoding's
@@ -111,24 +115,23 @@ def load_backbone_weights(backbone: Backbone, path: str | os.PathLike, name: str
     keep their ``backbone.*`` keys). Accepted: a state dict, or a dict holding
     one under ``"state_dict"``; a ``module.`` prefix (DataParallel) and the
     ImageNet classifier ``fc.*`` are dropped. A missing file, a file that is not a state dict, or keys / shapes
-    that do not match the backbone raise ``DataError`` naming the file: never a
+    that do not match the backbone raise ``DataError`` naming the file (and
+    ``published``, the published file it should be, when there is one): never a
     silent random initialisation.
     """
     path = Path(path)
     where = f"model.pretrained: {path}"
     if not path.is_file():
-        raise DataError(
-            f"{where}: file not found; backbone weights are read from a local file "
-            "(set model.pretrained: null for random initialisation)"
-        )
+        fix = "run `grar weights fetch`" if published else "set model.pretrained: null for random initialisation"
+        raise DataError(f"{where}: file not found{published}; backbone weights are read from a local file ({fix})")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for a corrupt or foreign file
-        raise DataError(f"{where}: not a PyTorch weight file ({type(err).__name__}: {err})") from None
+        raise DataError(f"{where}: not a PyTorch weight file ({type(err).__name__}: {err}){published}") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(value, Tensor) for value in state.values()):
-        raise DataError(f"{where}: expected a state dict (parameter name -> tensor)")
+        raise DataError(f"{where}: expected a state dict (parameter name -> tensor){published}")
     state = backbone_state(state)
     expected = backbone.body.state_dict()
     # BatchNorm fills in num_batches_tracked when a file predates it.
@@ -137,7 +140,7 @@ def load_backbone_weights(backbone: Backbone, path: str | os.PathLike, name: str
     if missing or unexpected:
         raise DataError(
             f"{where}: keys do not match the {name} backbone: {len(missing)} missing ({_some(missing)}), "
-            f"{len(unexpected)} unexpected ({_some(unexpected)})"
+            f"{len(unexpected)} unexpected ({_some(unexpected)}){published}"
         )
     wrong = [
         f"{key} {tuple(state[key].shape)} vs {tuple(expected[key].shape)}"
@@ -145,7 +148,7 @@ def load_backbone_weights(backbone: Backbone, path: str | os.PathLike, name: str
         if state[key].shape != expected[key].shape
     ]
     if wrong:
-        raise DataError(f"{where}: shapes do not match the {name} backbone: {_some(wrong)}")
+        raise DataError(f"{where}: shapes do not match the {name} backbone: {_some(wrong)}{published}")
     backbone.body.load_state_dict(state, strict=False)
 
 

@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "config": "pipeline.commands.config",
     "bench": "pipeline.commands.bench",
     "download": "pipeline.commands.download",
+    "weights": "pipeline.commands.weights",
     "prepare": "pipeline.commands.prepare",
     "evaluate": "pipeline.commands.evaluate",
     "predict": "pipeline.commands.predict",

@@ -37,9 +37,14 @@ NonNegativeFloat = Annotated[float, Field(ge=0)]
 Size = PositiveInt | tuple[PositiveInt, PositiveInt]
 
 BackboneName = Literal["tiny_resnet", "resnet50", "resnet101", "resnest101"]
+# Backbones with a published ImageNet weight file (``pipeline.weights.PUBLISHED``): the keys of ``weights.files``.
+PublishedBackbone = Literal["resnet50", "resnet101", "resnest101"]
+IMAGENET = "imagenet"  # model.pretrained: the backbone's file of weights.files
 HeadName = Literal["fcn", "ppm", "aspp", "danet", "ocr", "grar"]
 # The built-in datasets; a user's own folder datasets are named under ``data.folders``.
 BUILTIN_DATASETS = ("embedded", "ade20k", "pascal_context", "coco_stuff")
+# The built-in datasets that are downloaded: they may instead be read from a local copy (``data.local``).
+DOWNLOADED_DATASETS = ("ade20k", "pascal_context", "coco_stuff")
 # A dataset name: a built-in one or a key of ``data.folders`` (checked by ``Params``).
 DatasetName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
 LabelValue = Annotated[int, Field(ge=0, le=255)]
@@ -94,6 +99,9 @@ class DataConfig(Section):
     embedded: EmbeddedDataConfig
     # The user's own datasets: name -> PATH (or {path, ignore, remap}).
     folders: dict[DatasetName, str | FolderDatasetConfig]
+    # Downloaded datasets already extracted elsewhere (a cluster's shared copy): name -> the folder holding
+    # the official layout (``pipeline.datasets.download.LOCAL_LAYOUTS``), read in place, never written to.
+    local: dict[DatasetName, Annotated[str, Field(min_length=1)]]
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -139,7 +147,7 @@ class ModelConfig(Section):
 
     backbone: BackboneName
     stem: Literal["standard", "deep", "deep_v1c"]  # 7x7 | PyTorch-Encoding resnet50s 64-64-128 | mmseg V1c 32-32-64
-    pretrained: str | None
+    pretrained: str | None  # "imagenet" (weights.files[backbone]) | a weight file of yours | null: random init
     head: HeadName
     width: Annotated[int, Field(ge=16, multiple_of=16)]  # every head derives its widths from it (paper: 512)
     aux: bool
@@ -282,6 +290,19 @@ class GridConfig(Section):
     grids: dict[CellName, tuple[GridCell, ...]]
 
 
+class WeightsConfig(Section):
+    """The backbones' ImageNet weight files (``pipeline.weights``): declared once, fetched by the weights stage.
+
+    ``files``: backbone -> the path of its file, inside ``root`` (the weights
+    stage's output); ``model.pretrained: imagenet`` loads it. ``mirror``: a base
+    URL or local folder replacing the official hosts (the file name is kept).
+    """
+
+    root: str = Field(min_length=1)
+    mirror: str | None
+    files: dict[PublishedBackbone, Annotated[str, Field(min_length=1)]]
+
+
 class Params(Section):
     """The whole of ``params.yaml``."""
 
@@ -295,6 +316,7 @@ class Params(Section):
     bench: BenchConfig
     executor: ExecutorConfig
     grid: GridConfig
+    weights: WeightsConfig
 
     @model_validator(mode="after")
     def _dataset_names_known(self) -> Params:
@@ -310,6 +332,19 @@ class Params(Section):
                         f"data.folders.{name}: {source} overlaps {Path(data.root) / other}, where grar writes the "
                         f"prepared {other!r} dataset, replacing what is there; put your folder elsewhere"
                     )
+        for name, path in data.local.items():
+            if name not in DOWNLOADED_DATASETS:
+                raise ValueError(
+                    f"data.local.{name}: only a downloaded dataset can be read from a local copy; "
+                    f"allowed: {', '.join(DOWNLOADED_DATASETS)} (a dataset of your own goes under data.folders)"
+                )
+            for taken, what in ((Path(data.root) / name, f"the prepared {name!r} dataset"),
+                                (Path(data.downloads), "downloads")):
+                if overlaps(path, taken):
+                    raise ValueError(
+                        f"data.local.{name}: {path} overlaps {taken}, where grar writes {what}; "
+                        f"point it at the folder holding the extracted dataset"
+                    )
         for name in data.datasets:
             if name not in known:
                 raise ValueError(f"data.datasets: unknown dataset {name!r}; {data.names_text}")
@@ -320,6 +355,29 @@ class Params(Section):
         for name in self.train.schedules:
             if name not in known:
                 raise ValueError(f"train.schedules.{name}: unknown dataset {name!r}; {self.data.names_text}")
+        return self
+
+    @model_validator(mode="after")
+    def _weights_fit(self) -> Params:
+        """``weights.files`` lie in ``weights.root``; ``model.pretrained: imagenet`` has a file that fits the stem."""
+        root = Path(os.path.abspath(self.weights.root))
+        for name, path in self.weights.files.items():
+            if root not in Path(os.path.abspath(path)).parents:
+                raise ValueError(
+                    f"weights.files.{name}: {path} must lie inside weights.root ({self.weights.root}), where the "
+                    f"weights stage writes; for a file kept elsewhere set model.pretrained to its path"
+                )
+        if self.model.pretrained == IMAGENET and self.model.stem != "standard":
+            raise ValueError(
+                f"model.pretrained: imagenet: the published ImageNet files have the standard stem, not "
+                f"{self.model.stem!r}; give the path of a file with that stem (PyTorch-Encoding, mmsegmentation) "
+                f"or use model.stem: standard"
+            )
+        if self.model.pretrained == IMAGENET and self.model.backbone not in self.weights.files:
+            raise ValueError(
+                f"model.pretrained: imagenet: weights.files has no file for backbone {self.model.backbone!r} "
+                f"(it has: {', '.join(self.weights.files) or 'none'}); set model.pretrained: null or a file's path"
+            )
         return self
 
 

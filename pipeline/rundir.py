@@ -19,6 +19,7 @@ from pipeline.config import Params
 from pipeline.lock import RUN_LOCK
 from pipeline.paths import DATASET_MARKER
 from pipeline.errors import DataError
+from pipeline.weights import pretrained_file, published_for
 
 CONFIG_FILE = "config.yaml"
 LOG_FILE = "train_log.csv"
@@ -36,11 +37,13 @@ LOG_COLUMNS = ("iteration", "lr", "loss", *TERMS, "seconds", *LAMBDAS)
 # Worker counts only parallelise work whose result does not depend on them (per-sample seeding, deterministic
 # generation and counting); the mirror only changes where verified archives come from.
 # Which datasets the pipeline prepares (data.datasets) and the other datasets' folders (data.folders) do not
-# change a run either: only the definition of the run's own dataset (``train.dataset``) is hashed.
-UNHASHED = ("grid", "executor", "bench", "profile")
+# change a run either: only the definition of the run's own dataset (``train.dataset``) is hashed. Where a
+# local copy of a dataset lies (data.local) does not either: the prepared data's fingerprint is hashed. Of the
+# weights section only the file of the run's backbone counts (``model.pretrained`` resolved).
+UNHASHED = ("grid", "executor", "bench", "profile", "weights")
 UNHASHED_KEYS = (
     ("data", "workers"), ("data", "mirror"), ("stats", "workers"), ("train", "workers"), ("data", "datasets"),
-    ("data", "folders"),
+    ("data", "folders"), ("data", "local"),
 )
 
 
@@ -53,11 +56,20 @@ def config_hash(params: Params) -> str:
     file of ``data.root/<train.dataset>``, both splits), so re-prepared or
     edited data never passes an old run off as done. Before the dataset is
     prepared the fingerprint is ``None``: run folders named then differ from
-    the ones named after.
+    the ones named after. ``model.pretrained`` is hashed as the path it
+    resolves to (``pipeline.weights``); for a published ImageNet file, its
+    published checksum too (the content the weights stage verified), so another
+    backbone's file or another mirror leaves the hash alone.
     """
     raw = {key: value for key, value in params.model_dump(mode="json").items() if key not in UNHASHED}
     for section, key in UNHASHED_KEYS:
         del raw[section][key]
+    pretrained = pretrained_file(params)
+    if pretrained is not None:  # null stays null: runs without pretrained weights keep their hash
+        raw["model"]["pretrained"] = pretrained.as_posix()
+        published = published_for(params.model, params.weights)
+        if published is not None:
+            raw["model"]["pretrained_published"] = f"{published.filename} {published.algorithm} {published.checksum}"
     folder = params.data.folder(params.train.dataset)
     if folder is not None:
         raw["data"]["train_folder"] = folder.model_dump(mode="json")

@@ -172,7 +172,7 @@ def build_model(params: Params, num_classes: int) -> Segmentor:
     affinity = affinity_matrix(params, num_classes)
     torch.manual_seed(params.seed)
     source = str(stats_dir(params, params.train.dataset) / "cooccurrence.parquet")
-    return build_segmentor(params.model, num_classes, affinity, affinity_source=source)
+    return build_segmentor(params.model, num_classes, affinity, affinity_source=source, weights=params.weights)
 
 
 def has_unused_parameters(params: Params) -> bool:
@@ -641,7 +641,10 @@ def write_matrix(path: Path, matrix: np.ndarray) -> None:
 LATER_KEYS: dict[str, Any] = {
     "data.folders": {}, "model.stem": "standard", "model.danet": "matched", "train.head_lr_mult": 1.0,
     "train.loss.danet": 1.0, "eval.base_size": None, "bench.dtype": "float32", "grid.details": "artifacts/scores",
-    "grid.bootstrap": 1000,
+    "grid.bootstrap": 1000, "data.local": {},
+    "weights.root": "weights", "weights.mirror": None,
+    "weights.files": {"resnet50": "weights/resnet50-0676ba61.pth", "resnet101": "weights/resnet101-63fe2227.pth",
+                      "resnest101": "weights/resnest101-22405ba7.pth"},
 }
 
 

@@ -3,7 +3,9 @@
 Generated datasets (the embedded one) have no archives and are skipped. The
 stage also writes ``manifest.json`` into the downloads folder: for each dataset,
 the archive files and their checksums that the prepare stage reads (an empty
-mapping in the embedded profile).
+mapping in the embedded profile). A dataset read from a local copy
+(``data.local``) is not downloaded: the manifest names its folder's entries,
+so pointing ``data.local`` elsewhere re-runs prepare.
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ from pipeline.paths import downloads_dir
 
 def download_all(params: Params) -> dict[str, list[str]]:
     """Download every dataset of ``params.data.datasets`` that has archives; return and record what was fetched."""
+    root = downloads_dir(params)
     manifest = {
-        name: [str(path.relative_to(downloads_dir(params))) for path in download_dataset(params, name)]
+        name: [str(path.relative_to(root) if path.is_relative_to(root) else path.resolve())
+               for path in download_dataset(params, name)]
         for name in params.data.datasets
         if name in ARCHIVES
     }

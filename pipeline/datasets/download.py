@@ -18,6 +18,12 @@ named after the archive (``.../ade20k/ADEChallengeData2016/``):
 - **Mirror.** ``data.mirror`` (``https://host/path``, ``http://...`` or
   ``file:///path``) replaces the official host and path; the file name is kept:
   ``<mirror>/<file name>``.
+- **Local copy.** ``data.local.NAME: PATH`` names a folder already holding the
+  dataset as its archives unpack (``LOCAL_LAYOUTS``): nothing is fetched, and
+  the converters read that folder in place (``source_paths``).
+- **Checksum prefixes.** A file published with only the first hex digits of its
+  SHA-256 (torch.hub's ``name-<prefix>.pth`` convention: ``pipeline.weights``)
+  is checked against that prefix, and its full digest is then recorded as below.
 - **Trust on first use (TOFU).** COCO-Stuff-10k publishes no checksum. Once its
   first download has extracted successfully, the SHA-256 of the archive is recorded
   in ``<file>.sha256`` beside it, loudly; every later use verifies against that
@@ -57,7 +63,8 @@ TOFU_ALGORITHM = "sha256"
 class Archive:
     """One downloadable file of a dataset.
 
-    ``checksum`` is ``None`` when the publisher gives none: trust on first use.
+    ``checksum`` is ``None`` when the publisher gives none: trust on first use;
+    shorter than a full digest, it is a published prefix (``prefix``).
     ``extract`` says whether the file is a zip/tar to unpack (else it is read as is).
     """
 
@@ -67,6 +74,16 @@ class Archive:
     algorithm: str
     checksum: str | None
     extract: bool
+
+    @property
+    def prefix(self) -> bool:
+        """Whether only a prefix of the digest is published (the full one is recorded at first use)."""
+        return self.checksum is not None and len(self.checksum) < 2 * hashlib.new(self.algorithm).digest_size
+
+    @property
+    def trusted_on_first_use(self) -> bool:
+        """Whether the full digest is recorded at first use rather than published."""
+        return self.checksum is None or self.prefix
 
 
 ARCHIVES: dict[str, tuple[Archive, ...]] = {
@@ -135,11 +152,54 @@ def archives_for(name: str) -> tuple[Archive, ...]:
     return ARCHIVES[name]
 
 
+# What a local copy of a dataset (``data.local.NAME: PATH``) holds, as the official archives unpack: for each
+# archive key, the entry of PATH a converter reads in place of the extracted folder (or file).
+LOCAL_LAYOUTS: dict[str, dict[str, str]] = {
+    "ade20k": {"ADEChallengeData2016": "."},  # PATH/ADEChallengeData2016/{images,annotations}/, objectInfo150.txt
+    "pascal_context": {"VOC2010": ".", "trainval_merged": "trainval_merged.json"},  # PATH/VOCdevkit/VOC2010/
+    "coco_stuff": {"cocostuff-10k": "."},  # PATH/{images,annotations,imageLists}/
+}
+# Entries of PATH that must exist, checked before anything is read (the converters check the rest).
+LOCAL_REQUIRED: dict[str, tuple[str, ...]] = {
+    "ade20k": ("ADEChallengeData2016/images", "ADEChallengeData2016/annotations"),
+    "pascal_context": ("VOCdevkit/VOC2010/JPEGImages", "trainval_merged.json"),
+    "coco_stuff": ("images", "annotations", "imageLists"),
+}
+
+
+def local_source(params: Params, name: str) -> Path | None:
+    """The folder of ``data.local.NAME`` after checking its layout, or ``None`` when the dataset is downloaded.
+
+    A missing entry raises ``DataError`` naming it and the layout expected.
+    """
+    path = params.data.local.get(name)
+    if path is None:
+        return None
+    root = Path(path)
+    if not root.is_dir():
+        raise DataError(f"data.local.{name}: {root}: folder not found; expected {local_layout_text(name)}")
+    for entry in LOCAL_REQUIRED[name]:
+        if not (root / entry).exists():
+            raise DataError(f"data.local.{name}: {root / entry} not found; expected {local_layout_text(name)}")
+    return root
+
+
+def local_layout_text(name: str) -> str:
+    """The layout of a local copy of ``name`` in words, for error messages."""
+    entries = ", ".join(f"{entry}/" if "." not in Path(entry).name else entry for entry in LOCAL_REQUIRED[name])
+    return f"the folder holding {entries} (as the official archives unpack)"
+
+
 def source_paths(params: Params, name: str) -> dict[str, Path]:
     """Archive key -> what a converter reads: the extracted folder, or the file itself.
 
-    Raises ``DataError`` naming the first missing path and the command that makes it.
+    With ``data.local.NAME`` set, those are entries of that folder (``LOCAL_LAYOUTS``),
+    read in place. Raises ``DataError`` naming the first missing path and the command
+    that makes it.
     """
+    local = local_source(params, name)
+    if local is not None:
+        return {key: local / entry for key, entry in LOCAL_LAYOUTS[name].items()}
     root = download_dir(params, name)
     paths = {}
     for archive in archives_for(name):
@@ -150,13 +210,18 @@ def source_paths(params: Params, name: str) -> dict[str, Path]:
     return paths
 
 
-def resolve_url(archive: Archive, mirror: str | None) -> str:
-    """The official URL, or ``<mirror>/<file name>`` when a mirror is set."""
+def resolve_url(archive: Archive, mirror: str | None, key: str = "data.mirror", local_folders: bool = False) -> str:
+    """The official URL, or ``<mirror>/<file name>`` when a mirror is set.
+
+    ``local_folders``: a mirror without a scheme is a local folder (``/shared/weights``).
+    """
     if mirror is None:
         return archive.url
+    if local_folders and urlparse(mirror).scheme == "":
+        return (Path(mirror).absolute() / archive.filename).as_uri()
     if urlparse(mirror).scheme not in ("http", "https", "file"):
         raise ConfigError(
-            f"data.mirror: {mirror!r} must start with http://, https:// or file:// (e.g. file:///shared/datasets)"
+            f"{key}: {mirror!r} must start with http://, https:// or file:// (e.g. file:///shared/datasets)"
         )
     return f"{mirror.rstrip('/')}/{archive.filename}"
 
@@ -172,16 +237,27 @@ def file_digest(path: Path, algorithm: str) -> str:
 
 
 def expected_checksum(archive: Archive, target: Path) -> str | None:
-    """The published checksum, or the one recorded at first use (``None``: not recorded yet)."""
-    if archive.checksum is not None:
+    """The published checksum, or the one recorded at first use (``None``: not recorded yet).
+
+    A published prefix counts until the full digest is recorded; a record that contradicts it raises ``DataError``.
+    """
+    if not archive.trusted_on_first_use:
         return archive.checksum
     record = tofu_record(target)
     if not record.exists():
-        return None
+        return archive.checksum
     digest = (record.read_text(encoding="utf-8").split() or [""])[0]
-    if not re.fullmatch(r"[0-9a-f]{64}", digest):
-        raise DataError(f"{record}: not a {TOFU_ALGORITHM} record (expected '<64 hex digits>  {target.name}')")
+    if not re.fullmatch(r"[0-9a-f]{64}", digest) or not digest.startswith(archive.checksum or ""):
+        raise DataError(
+            f"{record}: not a {TOFU_ALGORITHM} record of {archive.filename} (expected '<64 hex digits"
+            f"{', starting ' + archive.checksum if archive.checksum else ''}>  {target.name}')"
+        )
     return digest
+
+
+def matches(actual: str, expected: str | None) -> bool:
+    """Whether digest ``actual`` is ``expected`` (or starts with it, when a prefix is published); ``None``: unknown."""
+    return expected is None or actual.startswith(expected) and len(expected) >= 8
 
 
 def tofu_record(target: Path) -> Path:
@@ -196,19 +272,30 @@ def fetch(
     force: bool = False,
     timeout: float = 60.0,
     retries: int = 3,
+    url: str | None = None,
+    replace_mismatch: bool = True,
 ) -> str:
     """Make ``target`` a verified copy of ``archive``; return its checksum.
 
     An existing, verified ``target`` is kept without any request unless ``force``.
     With no checksum published or recorded yet, nothing is verified or recorded here:
-    ``download_dataset`` records it once the archive has extracted.
+    ``download_dataset`` records it once the archive has extracted. ``url``
+    replaces ``resolve_url(archive, mirror)``. An existing ``target`` that fails
+    verification is downloaded again, or with ``replace_mismatch=False`` left
+    untouched and named in a ``DataError`` (a file grar may not have written).
     """
-    url = resolve_url(archive, mirror)
+    url = url or resolve_url(archive, mirror)
     if target.exists() and not force:
         expected = expected_checksum(archive, target)
         actual = file_digest(target, archive.algorithm)
-        if expected is None or actual == expected:
+        if matches(actual, expected):
             return actual
+        if not replace_mismatch:
+            raise DataError(
+                f"{target}: not the expected file {archive.filename} from {url} ({archive.algorithm} expected "
+                f"{expected}{'...' if len(expected or '') < len(actual) else ''}, got {actual}); left untouched: "
+                f"move it away (or point the params at it as a file of yours) and fetch again"
+            )
         print(f"{target}: checksum mismatch (expected {archive.algorithm} {expected}, got {actual}); downloading again")
         target.unlink()
     part = target.with_name(target.name + ".part")
@@ -230,10 +317,10 @@ def verify_part(archive: Archive, part: Path, target: Path, url: str) -> str:
     """Hash the finished ``part``; rename it to ``target`` on a match, delete it otherwise."""
     actual = file_digest(part, archive.algorithm)
     expected = expected_checksum(archive, target)
-    if expected is not None and actual != expected:
+    if not matches(actual, expected):
         looks = f"; {describe_start(part)}" if archive.extract and not is_archive(part) else ""
         part.unlink()
-        origin = "published" if archive.checksum else f"recorded at first use in {tofu_record(target)}"
+        origin = "published" if expected == archive.checksum else f"recorded at first use in {tofu_record(target)}"
         raise DataError(
             f"{url}: corrupt download, deleted: {archive.algorithm} expected {expected} ({origin}), got {actual}"
             f"{looks} (a wrong mirror file, or damaged in transit: run the command again)"
@@ -242,12 +329,12 @@ def verify_part(archive: Archive, part: Path, target: Path, url: str) -> str:
     return actual
 
 
-def record_tofu(target: Path, digest: str) -> None:
-    """Record the checksum of a dataset that publishes none, and say so."""
+def record_tofu(target: Path, digest: str, why: str = "no official checksum is published", proof: str = "it extracted") -> None:
+    """Record the full checksum of a file whose publisher gives none (or only a prefix), and say so."""
     record = tofu_record(target)
     write_text_atomic(record, f"{digest}  {target.name}\n")
     print(
-        f"{target.name}: no official checksum is published; TRUST ON FIRST USE: it extracted, so recorded "
+        f"{target.name}: {why}; TRUST ON FIRST USE: {proof}, so recorded "
         f"{TOFU_ALGORITHM} {digest} in {record}. Later runs verify against it; keep that file."
     )
 
@@ -342,10 +429,17 @@ def copy_local(source: Path, part: Path, offset: int, url: str) -> None:
 
 
 def download_dataset(params: Params, name: str, force: bool = False) -> list[Path]:
-    """Fetch, verify and extract every archive of dataset ``name``; return what a converter reads."""
+    """Fetch, verify and extract every archive of dataset ``name``; return what a converter reads.
+
+    A dataset of ``data.local`` is not downloaded: its folder's layout is checked and its entries returned.
+    """
+    archives = archives_for(name)
+    if local_source(params, name) is not None:
+        print(f"{name}: using the local copy {params.data.local[name]} (data.local.{name}); nothing downloaded")
+        return list(source_paths(params, name).values())
     root = download_dir(params, name)
     results = []
-    for archive in archives_for(name):
+    for archive in archives:
         target = root / archive.filename
         digest = fetch(archive, target, params.data.mirror, force=force)
         untrusted = archive.checksum is None and not tofu_record(target).exists()

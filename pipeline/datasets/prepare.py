@@ -18,6 +18,7 @@ import functools
 import hashlib
 import importlib
 import json
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -62,30 +63,54 @@ def prepare_dataset(params: Params, name: str) -> Path:
 def source_fingerprint(params: Params, name: str) -> dict[str, object]:
     """What ``prepare@NAME`` reads from outside the pipeline, summarised so that any change shows.
 
-    For a folder dataset: its definition, and the count, total size and a
+    For a folder dataset (``data.folders``) and a local copy of a downloaded
+    one (``data.local``): its definition, and the count, total size and a
     SHA-256 of the listing (relative path, size, modification time) of every
-    file under it, so an added, removed or edited file changes the
-    fingerprint without reading the files. Built-in datasets are tracked by
-    the download stage and params: a constant. The ``sources`` stage writes
-    it on every ``dvc repro``; ``prepare`` re-runs only when it changed.
+    file under it (``listing_fingerprint``), so an added, removed or edited
+    file changes the fingerprint without reading the files. Downloaded datasets
+    are tracked by the download stage and params: a constant. The ``sources``
+    stage writes it on every ``dvc repro``; ``prepare`` re-runs only when it changed.
     """
     spec = params.data.folder(name)
     if spec is None:
         if name not in params.data.names:
             raise ConfigError(f"unknown dataset {name!r}; allowed: {', '.join(params.data.names)}")
-        return {"dataset": name, "source": "built-in"}
+        local = params.data.local.get(name)
+        if local is None:
+            return {"dataset": name, "source": "built-in"}
+        root = Path(local)
+        if not root.is_dir():
+            raise DataError(f"{root}: folder not found (data.local.{name})")
+        return {"dataset": name, "source": "local", "path": str(root.resolve()), **listing_fingerprint(root)}
     root = Path(spec.path)
     if not root.is_dir():
         raise DataError(f"{root}: folder not found (data.folders.{name})")
-    listing = hashlib.sha256()
-    files = size = 0
-    for path in sorted(root.rglob("*")):
-        if path.is_file():
-            stat = path.stat()
-            listing.update(f"{path.relative_to(root).as_posix()}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-            files, size = files + 1, size + stat.st_size
     return {"dataset": name, "source": "folder", "definition": spec.model_dump(mode="json"),
-            "path": str(root.resolve()), "files": files, "bytes": size, "listing_sha256": listing.hexdigest()}
+            "path": str(root.resolve()), **listing_fingerprint(root)}
+
+
+def listing_fingerprint(root: Path) -> dict[str, object]:
+    """Count, total size and SHA-256 of the listing of every file under ``root``: no file is read.
+
+    The listing holds, per file in path order (by components), its relative
+    path, size and modification time. One ``os.scandir`` per folder: COCO-Stuff's
+    164k images cost one stat each. Links to folders are not followed.
+    """
+    entries: list[tuple[tuple[str, ...], int, int]] = []
+    pending = [((), root)]
+    while pending:
+        parts, folder = pending.pop()
+        with os.scandir(folder) as scan:
+            for entry in scan:
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append(((*parts, entry.name), Path(entry.path)))
+                elif entry.is_file():
+                    stat = entry.stat()
+                    entries.append(((*parts, entry.name), stat.st_size, stat.st_mtime_ns))
+    listing = hashlib.sha256()
+    for parts, size, mtime in sorted(entries):
+        listing.update(f"{'/'.join(parts)}\0{size}\0{mtime}\n".encode())
+    return {"files": len(entries), "bytes": sum(size for _, size, _ in entries), "listing_sha256": listing.hexdigest()}
 
 
 def content_fingerprint(root: Path) -> dict[str, object]:
