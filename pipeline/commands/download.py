@@ -17,6 +17,11 @@ tar archives next to them. The embedded dataset is generated: it has no download
   idempotent   a verified archive is not fetched again, nor re-extracted
   mirror       data.mirror (https://..., file:///...) replaces the official host;
                the file name is kept: --set data.mirror=file:///shared/datasets
+  local copy   data.local.NAME: PATH names a folder already holding the dataset
+               as the official archive unpacks (ade20k: ADEChallengeData2016/;
+               pascal_context: VOCdevkit/VOC2010/ and trainval_merged.json;
+               coco_stuff: images/, annotations/, imageLists/): nothing is
+               fetched, the layout is checked, prepare reads it in place
   safe         an archive with an absolute path, '..' or a link out is refused whole
 
 COCO-Stuff-10k publishes no checksum: the first download records its SHA-256 in

@@ -17,8 +17,9 @@ Write dataset NAME (embedded, ade20k, pascal_context, coco_stuff, or yours) into
 
 ade20k: 150 classes (0 -> 255, k -> k-1); pascal_context: the 59-class benchmark
 (background -> 255); coco_stuff: 171 classes (0 and the 11 unused ids -> 255).
-Real datasets must be downloaded first (`grar download NAME`); conversion runs in
-data.workers processes.
+Real datasets must be downloaded first (`grar download NAME`), or named in
+data.local (a copy already extracted, read in place, never written to);
+conversion runs in data.workers processes.
 
 A dataset of your own (data.folders.NAME: PATH, or {path, ignore, remap}) is
 read in place, never written to. PATH holds classes.csv (id,name; ids 0..K-1)
