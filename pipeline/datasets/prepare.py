@@ -47,6 +47,9 @@ def prepare_dataset(params: Params, name: str) -> Path:
             raise ConfigError(f"data.folders.{name}: {source.path} overlaps the output {target}; put it elsewhere")
         prepare = functools.partial(importlib.import_module("pipeline.datasets.folder").prepare, name=name)
     elif name in PREPARERS:
+        local = params.data.local.get(name)
+        if local is not None and overlaps(local, target):  # checked when params load; it may be a new link since
+            raise ConfigError(f"data.local.{name}: {local} overlaps the output {target}; put it elsewhere")
         prepare = importlib.import_module(PREPARERS[name]).prepare
     else:
         raise ConfigError(f"unknown dataset {name!r}; allowed: {', '.join(params.data.names)}")
