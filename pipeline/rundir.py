@@ -15,11 +15,11 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import Params
+from pipeline.config import IMAGENET, Params
 from pipeline.lock import RUN_LOCK
 from pipeline.paths import DATASET_MARKER
 from pipeline.errors import DataError
-from pipeline.weights import pretrained_file, published_for
+from pipeline.weights import published_for
 
 CONFIG_FILE = "config.yaml"
 LOG_FILE = "train_log.csv"
@@ -56,20 +56,20 @@ def config_hash(params: Params) -> str:
     file of ``data.root/<train.dataset>``, both splits), so re-prepared or
     edited data never passes an old run off as done. Before the dataset is
     prepared the fingerprint is ``None``: run folders named then differ from
-    the ones named after. ``model.pretrained`` is hashed as the path it
-    resolves to (``pipeline.weights``); for a published ImageNet file, its
-    published checksum too (the content the weights stage verified), so another
-    backbone's file or another mirror leaves the hash alone.
+    the ones named after. ``model.pretrained: imagenet`` is hashed as the path
+    it resolves to (``pipeline.weights``: ``weights.files[backbone]``, so
+    another backbone's file or a mirror leaves the hash alone), and a published
+    ImageNet file with its published checksum (the content the weights stage
+    verified). Null and a file of the user's are hashed as written.
     """
     raw = {key: value for key, value in params.model_dump(mode="json").items() if key not in UNHASHED}
     for section, key in UNHASHED_KEYS:
         del raw[section][key]
-    pretrained = pretrained_file(params)
-    if pretrained is not None:  # null stays null: runs without pretrained weights keep their hash
-        raw["model"]["pretrained"] = pretrained.as_posix()
-        published = published_for(params.model, params.weights)
-        if published is not None:
-            raw["model"]["pretrained_published"] = f"{published.filename} {published.algorithm} {published.checksum}"
+    if params.model.pretrained == IMAGENET:  # the path as weights.files writes it; a path of yours is kept as is
+        raw["model"]["pretrained"] = params.weights.files[params.model.backbone]
+    published = published_for(params.model, params.weights)
+    if published is not None:  # null and files of yours add nothing: those runs keep their hash
+        raw["model"]["pretrained_published"] = f"{published.filename} {published.algorithm} {published.checksum}"
     folder = params.data.folder(params.train.dataset)
     if folder is not None:
         raw["data"]["train_folder"] = folder.model_dump(mode="json")

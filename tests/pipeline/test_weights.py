@@ -269,3 +269,11 @@ def test_the_command_fetches_and_lists(params, fake, server, tmp_path, monkeypat
     assert f"ready: {params.weights.files['resnet50']}" in capsys.readouterr().out
     assert main(["weights", "list"]) == 0
     assert "present, verified (sha256 recorded); needed by grid t cell r50" in capsys.readouterr().out
+
+
+def test_imagenet_and_the_same_path_written_out_are_one_run(params):
+    r50 = with_overrides(params, R50)
+    written = with_overrides(params, {**R50, "model.pretrained": params.weights.files["resnet50"]})
+    assert config_hash(written) == config_hash(r50)
+    mine = with_overrides(params, {**R50, "model.pretrained": str(Path(params.weights.root) / "mine.pth")})
+    assert config_hash(mine) != config_hash(r50)
