@@ -270,8 +270,40 @@ class GridCell(Section):
     set: dict[str, Any]
 
 
+class Grid(Section):
+    """One grid: overrides shared by all its cells (``set``), then its cells.
+
+    In params.yaml either ``{set: {...}, cells: [...]}`` or a plain list of cells
+    (nothing shared). A cell's overrides are ``overrides()[cell]``: the shared
+    ``set``, then the cell's own (a cell may override a shared key); every reader
+    of grid cells goes through it.
+    """
+
+    set: dict[str, Any] = Field(default_factory=dict)
+    cells: tuple[GridCell, ...]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _list_is_cells(cls, value: Any) -> Any:
+        """A plain list of cells is a grid that shares nothing. (Past a before-validator pydantic validates
+        Python objects, strictly: the YAML list of cells becomes the tuple the field expects.)"""
+        if isinstance(value, (list, tuple)):
+            return {"set": {}, "cells": tuple(value)}
+        if isinstance(value, dict) and isinstance(value.get("cells"), list):
+            return {**value, "cells": tuple(value["cells"])}
+        return value
+
+    def overrides(self) -> dict[str, dict[str, Any]]:
+        """Cell name -> its effective overrides (shared ``set`` ⊕ the cell's ``set``), in cell order.
+
+        Applied in order with ``set_path``: a cell key that names a shared key (or a
+        section holding it) replaces it; the rest of the shared ``set`` stays.
+        """
+        return {cell.name: {**self.set, **cell.set} for cell in self.cells}
+
+
 class GridConfig(Section):
-    """Ablation grids (Tables 1-3): named lists of cells, each run once per seed."""
+    """Ablation grids (Tables 1-6): named grids of cells, each run once per seed."""
 
     runs: str = Field(min_length=1)  # run folders <runs>/<cell>-s<seed>-<hash10>/, grid indexes <runs>/grids/
     metrics: str = Field(min_length=1)  # the evaluate stage's <metrics>/<grid>/<cell>.json (dvc metrics)
@@ -279,7 +311,7 @@ class GridConfig(Section):
     plots: str = Field(min_length=1)  # the evaluate stage's training curves <plots>/<grid>/<cell>.csv (dvc plots)
     bootstrap: Annotated[int, Field(ge=100)]  # replicates of the paired bootstrap (pipeline.bootstrap)
     seeds: tuple[NonNegativeInt, ...] = Field(min_length=1)
-    grids: dict[CellName, tuple[GridCell, ...]]
+    grids: dict[CellName, Grid]
 
 
 class Params(Section):
@@ -419,21 +451,34 @@ def allowed_keys_text(raw: dict[str, Any], parents: list[str]) -> str:
 
 
 def validate(raw: dict[str, Any], source: str = "params.yaml") -> Params:
-    """Validate a raw mapping into ``Params``, grid cells included; the first error becomes one ``ConfigError``."""
+    """Validate a raw mapping into ``Params``, grid cells included; the first error becomes one ``ConfigError``.
+
+    Each grid's shared ``set`` is checked on the base config first (an error names
+    ``grid.grids.NAME set``), then every cell with its effective overrides
+    (``Grid.overrides``; an error names ``grid.grids.NAME cell 'CELL'``).
+    """
     params = _validate_tree(raw, source)
-    for grid, cells in params.grid.grids.items():
-        names = [cell.name for cell in cells]
-        for cell in cells:
-            if names.count(cell.name) > 1:
-                raise ConfigError(f"{source}: grid.grids.{grid}: cell name {cell.name!r} is used twice")
-            cell_raw = copy.deepcopy(raw)
-            try:
-                for key, value in cell.set.items():
-                    set_path(cell_raw, key, value)
-                _validate_tree(cell_raw, f"{source}: grid.grids.{grid} cell {cell.name!r}")
-            except ConfigError as err:
-                raise ConfigError(str(err).replace("--set ", f"{source}: grid.grids.{grid} cell {cell.name!r}: ")) from None
+    for grid, spec in params.grid.grids.items():
+        names = [cell.name for cell in spec.cells]
+        for name in names:
+            if names.count(name) > 1:
+                raise ConfigError(f"{source}: grid.grids.{grid}: cell name {name!r} is used twice")
+        if spec.set:
+            _validate_overrides(raw, spec.set, f"{source}: grid.grids.{grid} set")
+        for name, overrides in spec.overrides().items():
+            _validate_overrides(raw, overrides, f"{source}: grid.grids.{grid} cell {name!r}")
     return params
+
+
+def _validate_overrides(raw: dict[str, Any], overrides: dict[str, Any], where: str) -> None:
+    """Validate ``raw`` with ``overrides`` applied; a ``ConfigError`` names ``where``."""
+    changed = copy.deepcopy(raw)
+    try:
+        for key, value in overrides.items():
+            set_path(changed, key, value)
+        _validate_tree(changed, where)
+    except ConfigError as err:
+        raise ConfigError(str(err).replace("--set ", f"{where}: ")) from None
 
 
 def _validate_tree(raw: dict[str, Any], source: str) -> Params:
@@ -441,7 +486,18 @@ def _validate_tree(raw: dict[str, Any], source: str) -> Params:
         # JSON-mode validation: strict types, yet YAML lists fill tuple fields.
         return Params.model_validate_json(json.dumps(raw, default=str))
     except ValidationError as err:
-        raise ConfigError(describe_error(first_error(err.errors()), source)) from None
+        raise ConfigError(describe_error(as_written(first_error(err.errors()), raw), source)) from None
+
+
+def as_written(error: dict[str, Any], raw: dict[str, Any]) -> dict[str, Any]:
+    """``error`` located as ``raw`` spells it: in a grid written as a plain list of cells, the cell at
+    ``grid.grids.NAME.1`` (``Grid`` validates it as ``grid.grids.NAME.cells.1``)."""
+    loc = tuple(error["loc"])
+    if len(loc) > 3 and loc[:2] == ("grid", "grids") and loc[3] == "cells":
+        grids = raw.get("grid", {}).get("grids") if isinstance(raw.get("grid"), dict) else None
+        if isinstance(grids, dict) and isinstance(grids.get(loc[2]), list):
+            return {**error, "loc": loc[:3] + loc[4:]}
+    return error
 
 
 def first_error(errors: list[dict[str, Any]]) -> dict[str, Any]:

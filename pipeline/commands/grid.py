@@ -100,14 +100,17 @@ def run(args: argparse.Namespace) -> int:
 
 
 def list_text(params: Params) -> str:
-    """Every grid: its cells with their overrides."""
+    """Every grid: its cells, each with its effective overrides (the grid's shared ones, then its own)."""
+    from pipeline.grid import grid_cells
+
     seeds = params.grid.seeds
     lines = []
-    for name, cells in params.grid.grids.items():
+    for name in params.grid.grids:
+        cells = grid_cells(params, name)
         lines.append(f"{name}: {len(cells)} cells x {len(seeds)} seed(s) {list(seeds)}")
-        width = max(len(cell.name) for cell in cells)
-        lines += [f"  {cell.name:<{width}}  " + " ".join(f"{key}={value}" for key, value in cell.set.items())
-                  for cell in cells]
+        width = max((len(cell) for cell in cells), default=0)
+        lines += [f"  {cell:<{width}}  " + " ".join(f"{key}={value}" for key, value in overrides.items())
+                  for cell, overrides in cells.items()]
     return "\n".join(lines) if lines else "no grids in grid.grids"
 
 

@@ -169,9 +169,11 @@ class Grid:
 
 def load_grids(params: Params) -> dict[str, Grid]:
     """Every grid of ``params.grid.grids``, in order (``load_grid``)."""
-    return {name: load_grid(grid_index(params, name), runs_dir(params), name, [cell.name for cell in cells],
+    from pipeline.grid import grid_cells
+
+    return {name: load_grid(grid_index(params, name), runs_dir(params), name, list(grid_cells(params, name)),
                             params.grid.seeds)
-            for name, cells in params.grid.grids.items()}
+            for name in params.grid.grids}
 
 
 def load_grid(path: Path, runs: Path, grid: str, cells: Sequence[str], seeds: Sequence[int]) -> Grid:
