@@ -22,7 +22,7 @@ from types import UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer, model_validator
 
 from pipeline.errors import ConfigError
 from pipeline.io import overlaps
@@ -293,6 +293,12 @@ class Grid(Section):
             return {**value, "cells": tuple(value["cells"])}
         return value
 
+    @model_serializer(mode="wrap")
+    def _as_written(self, handler: Any) -> Any:
+        """A grid that shares nothing dumps as the plain list of cells it can be written as (``grar config``)."""
+        dumped = handler(self)
+        return dumped["cells"] if not self.set else dumped
+
     def overrides(self) -> dict[str, dict[str, Any]]:
         """Cell name -> its effective overrides (shared ``set`` ⊕ the cell's ``set``), in cell order.
 
@@ -427,7 +433,7 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
 
 
 def set_path(raw: dict[str, Any], key: str, value: Any) -> None:
-    """Set ``raw[a][b][c] = value`` for ``key = "a.b.c"``; every parent must be a section."""
+    """Set ``raw[a][b][c] = value`` (a copy) for ``key = "a.b.c"``; every parent must be a section."""
     parts = key.split(".")
     node = raw
     for depth, part in enumerate(parts[:-1]):
@@ -436,7 +442,7 @@ def set_path(raw: dict[str, Any], key: str, value: Any) -> None:
             prefix = ".".join(parts[: depth + 1])
             raise ConfigError(f"--set {key}: {prefix} is not a section; {allowed_keys_text(raw, parts[:depth])}")
         node = child
-    node[parts[-1]] = value
+    node[parts[-1]] = copy.deepcopy(value)  # a later key inside it (a cell's, after a grid's) must not edit the source
 
 
 def allowed_keys_text(raw: dict[str, Any], parents: list[str]) -> str:
