@@ -8,8 +8,9 @@ resolved ``Params`` (``with_overrides(params, overrides | {"seed": s})``), their
 ``<grid.runs>/<cell>-s<seed>-<hash10>/`` (the run-folder contract, README).
 Identical configs are trained once: a run whose hash names an existing folder
 (any grid, any cell name; a finished one first) reuses it, so ``fcn`` of
-Tables 1-3 is one run, and so are Table 1's and Table 4's ResNet-101 cells. A run is *done* when its folder holds ``metrics.json``
-whose ``provenance.config_hash`` is the run's hash.
+Tables 1-3 is one run, and so are Table 1's and Table 4's ResNet-101 cells.
+A run is *done* when its folder holds ``metrics.json`` whose
+``provenance.config_hash`` is the run's hash.
 
 States (``status``), read fresh from the run folders and SLURM, never cached:
 

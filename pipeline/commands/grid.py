@@ -1,4 +1,4 @@
-"""`grar grid`: list, submit, inspect and wait for the ablation grids (Tables 1-3)."""
+"""`grar grid`: list, submit, inspect and wait for the grids (Tables 1-6)."""
 
 from __future__ import annotations
 
@@ -8,15 +8,18 @@ from pipeline.cli import require_params
 from pipeline.config import Params
 from pipeline.errors import ConfigError
 
-HELP = "list, submit, inspect and wait for the ablation grids (Tables 1-3)"
+HELP = "list, submit, inspect and wait for the grids (Tables 1-6)"
 DESCRIPTION = """\
 A grid (grid.grids.NAME in params.yaml) is a list of cells, each a set of
-overrides on the base config, run once per seed of grid.seeds. Each run trains
-into grid.runs/<cell>-s<seed>-<hash10>/ (hash of its resolved config: identical
+overrides on the base config, or {set: SHARED, cells: [...]} whose SHARED
+overrides apply to every cell before its own (a cell may override a shared
+key); --set overrides reach every cell that does not set the key itself.
+Each cell runs once per seed of grid.seeds. Each run trains into
+grid.runs/<cell>-s<seed>-<hash10>/ (hash of its resolved config: identical
 configs of different grids share one folder and are trained once) and is done
 when that folder holds metrics.json.
 
-  list           the grids and their cells
+  list           the grids and their cells, each with its effective overrides
   submit NAME    run (executor.kind local or debug: here, one after another) or
                  submit (slurm: one job array) every run that is not done and
                  not queued; prints the job ids. Submitting again runs only the

@@ -608,6 +608,18 @@ def test_grid_list_and_status(params_file, capsys):
     assert out[2].split() == ["fcn", "0", "pending", "-", "-", "-"]
 
 
+def test_grid_list_shows_each_cells_effective_overrides(tmp_path, capsys):
+    paper = str(ROOT / "profiles" / "paper.yaml")
+    assert main(["grid", "list", "--params", paper]) == 0
+    out = capsys.readouterr().out.splitlines()
+    headers = [line for line in out if not line.startswith("  ")]
+    assert headers == ["table1: 5 cells x 1 seed(s) [0]", "table2: 9 cells x 1 seed(s) [0]",
+                       "table3: 7 cells x 1 seed(s) [0]", "table4: 2 cells x 1 seed(s) [0]",
+                       "table5: 2 cells x 1 seed(s) [0]", "table6: 2 cells x 1 seed(s) [0]"]
+    assert out[1] == "  r50-fcn             model.head=fcn model.backbone=resnet50 train.loss.sr=0.0"
+    assert out[-1] == "  resnest101-grar-sr  train.dataset=coco_stuff model.head=grar model.backbone=resnest101"
+
+
 def test_grid_submit_and_wait_exit_codes(params_file, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(grid, "run_cell", FakeTrainer(fail=frozenset({"fcn"})))
     assert main(["grid", "submit", "h", "--params", str(params_file)]) == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -12,9 +13,10 @@ from test_grid import GRIDS, grid_params
 
 from pipeline import grid
 from pipeline.cli import main
-from pipeline.config import with_overrides
+from pipeline.config import load_params, with_overrides
 from pipeline.plan import duration, grid_plan, plan_rows
 
+ROOT = Path(__file__).resolve().parents[2]
 SLURM = {"executor.kind": "slurm", "executor.slurm.array_parallelism": 2, "executor.slurm.gpus_per_node": 2,
          "executor.slurm.timeout_min": 2, "grid.grids": {"g": GRIDS["g"]}}
 
@@ -89,3 +91,24 @@ def test_grid_plan_command(planned, tmp_path, capsys):
 def test_plan_does_not_import_torch():
     code = "import sys, pipeline.plan, pipeline.commands.grid; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"
+
+
+def test_paper_profile_plans_tables_1_to_6_with_table4_sharing_table1s_runs(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    paper = str(ROOT / "profiles" / "paper.yaml")
+    params = load_params(ROOT / "profiles" / "paper.yaml")
+    r101 = next(run for run in grid.expand(params, "table1") if run.cell == "r101-grar-sr")
+    write_run(r101, [2.0] * 10, finished=True)
+    counts = {}
+    for number in range(1, 7):
+        plan = grid_plan(params, f"table{number}")
+        counts[number] = (len(plan.runs), sorted({run.iterations for run in plan.runs}),
+                          sum(run.state == "done" for run in plan.runs))
+    assert counts == {1: (5, [50000], 1), 2: (9, [50000], 0), 3: (7, [50000], 0), 4: (2, [50000], 1),
+                      5: (2, [200000], 0), 6: (2, [100000], 0)}
+    assert main(["grid", "plan", "table5", "--params", paper, "--set", "executor.slurm.partition=other"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == ("grid table5: 2 runs (2 pending); executor slurm: 8 run(s) at a time, 4 GPU(s) per job, "
+                      "time limit 1440 min")
+    assert [line.split()[:5] for line in out[4:6]] == [["r101-grar-sr", "0", "pending", "0/200000", "2.000"],
+                                                       ["resnest101-grar-sr", "0", "pending", "0/200000", "unknown"]]
