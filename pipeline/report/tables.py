@@ -542,8 +542,7 @@ def others(inputs: Inputs, number: int) -> Table:
         f"project's rows come from finished runs on {DATASET_NAMES[dataset]} ({dataset}), "
         f"{SCORE_NAMES[OURS_SCORE]} for the Ours rows: grid table{number} first, then any other grid.")
     own = inputs.grids.get(f"table{number}")
-    ordered = [own] + [grid for grid in inputs.grids.values() if grid is not own] if own is not None \
-        else list(inputs.grids.values())
+    ordered = sorted(inputs.grids.values(), key=lambda grid: grid is not own)  # the table's own grid first
     on_dataset = [cells for grid in ordered for cells in grid.cells
                   if cells.measure(OURS_SCORE, dataset) or cells.measure("miou", dataset)]
     for row in paper.rows:
