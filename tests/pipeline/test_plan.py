@@ -106,6 +106,15 @@ def test_paper_profile_plans_tables_1_to_6_with_table4_sharing_table1s_runs(tmp_
                           sum(run.state == "done" for run in plan.runs))
     assert counts == {1: (5, [50000], 1), 2: (9, [50000], 0), 3: (7, [50000], 0), 4: (2, [50000], 1),
                       5: (2, [200000], 0), 6: (2, [100000], 0)}
+    assert grid_plan(params, "table4").shared == {("r101-grar-sr", 0): ("table1/r101-grar-sr",),
+                                                  ("resnest101-grar-sr", 0): ("table1/resnest101-grar-sr",)}
+    assert grid_plan(params, "table3").shared == {("fcn", 0): ("table1/r50-fcn", "table2/fcn"),
+                                                  ("grar", 0): ("table1/r50-grar", "table2/posneg-graph")}
+    assert grid_plan(params, "table5").shared == {}
+    assert main(["grid", "plan", "table4", "--params", paper]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "2 of these runs are also runs of other grids (the same config, trained once; counted in each grid's "
+        "plan): r101-grar-sr seed 0 = table1/r101-grar-sr; resnest101-grar-sr seed 0 = table1/resnest101-grar-sr")
     assert main(["grid", "plan", "table5", "--params", paper, "--set", "executor.slurm.partition=other"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0] == ("grid table5: 2 runs (2 pending); executor slurm: 8 run(s) at a time, 4 GPU(s) per job, "
