@@ -264,7 +264,7 @@ CellName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
 
 
 class GridCell(Section):
-    """One cell of an ablation grid: a name and overrides (``dotted.key: value``) on the base config."""
+    """One cell of a grid: a name and overrides (``dotted.key: value``) on the base config, after the grid's."""
 
     name: CellName
     set: dict[str, Any]

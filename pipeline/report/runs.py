@@ -1,4 +1,4 @@
-"""The runs of the ablation grids as the report sees them: per cell, per seed, finished or why not.
+"""The runs of the grids as the report sees them: per cell, per seed, finished or why not.
 
 Reads the grid index ``<grid.runs>/grids/<grid>.json`` and the run folders it
 names (the run-folder contract of ``pipeline.grid`` / ``pipeline.train``). A run

@@ -57,7 +57,8 @@ def test_paper_profile_grids_name_no_weight_file_and_cover_tables_1_to_6():
     assert list(grids["table1"].overrides()) == ["r50-fcn", "r50-grar", "r50-grar-sr", "r101-grar-sr",
                                                  "resnest101-grar-sr"]
     for number, dataset in ((4, "pascal_context"), (5, "ade20k"), (6, "coco_stuff")):
-        cells = {cell: with_overrides(params, overrides) for cell, overrides in grids[f"table{number}"].overrides().items()}
+        cells = {cell: with_overrides(params, overrides)
+                 for cell, overrides in grids[f"table{number}"].overrides().items()}
         assert list(cells) == ["r101-grar-sr", "resnest101-grar-sr"]
         assert [(p.train.dataset, p.model.backbone, p.model.head, p.train.loss.sr, p.eval.multi_scale)
                 for p in cells.values()] == [(dataset, "resnet101", "grar", 0.2, True),
