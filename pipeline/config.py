@@ -309,7 +309,7 @@ class Grid(Section):
 
 
 class GridConfig(Section):
-    """Ablation grids (Tables 1-6): named grids of cells, each run once per seed."""
+    """Grids (Tables 1-6): named grids of cells, each run once per seed."""
 
     runs: str = Field(min_length=1)  # run folders <runs>/<cell>-s<seed>-<hash10>/, grid indexes <runs>/grids/
     metrics: str = Field(min_length=1)  # the evaluate stage's <metrics>/<grid>/<cell>.json (dvc metrics)

@@ -577,9 +577,9 @@ def ours_missing(inputs: Inputs, number: int, name: str | None, mine: CellRuns |
     if mine is not None:
         return f"{NOT_RUN} (no finished run of {grid}/{name} on {dataset} yet)"
     if inputs.profile == "embedded":
-        why = "the embedded profile trains on its synthetic dataset only (the paper profile's grid trains it)"
+        why = f"the embedded profile trains on its synthetic dataset only; profiles/paper.yaml's grid {grid} trains it"
     else:
-        why = f"profile {inputs.profile} has no grid {grid} with a cell {name}"
+        why = f"profile {inputs.profile} trains on {inputs.train_dataset} and has no grid {grid} with a cell {name}"
     return f"{NOT_RUN} (no finished {name} run on {dataset}; {why})"
 
 

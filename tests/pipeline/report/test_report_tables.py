@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from report_runs import COMMIT, Runs, bench_report, run_name
 
+from pipeline.config import with_overrides
 from pipeline.datasets import embedded as E
 from pipeline.paper import load_paper_tables
 from pipeline.report import layout
@@ -252,13 +253,25 @@ def test_tables_4_to_6_ours_rows_come_from_grids_table4_to_table6(paper_params):
     assert len(tables[4].rows) == 22 and len(tables[5].rows) == 14  # every published row, no extra
 
 
+def test_tables_4_to_6_without_their_grids_fall_back_to_other_grids_or_say_why(paper_params):
+    params = with_overrides(paper_params, {"grid.grids": {"table1": paper_params.grid.grids["table1"].model_dump()}})
+    runs = Runs(Path(params.grid.runs))
+    runs.done("table1", "r101-grar-sr", 0, 0.45, ms=0.46, dataset="ade20k", profile="paper", backbone="resnet101")
+    tables = tables_of(params)
+    assert texts(row(tables[4], "Ours", "ResNet101")[3:]) == ["46.00 (n=1)", "-1.10",
+                                                               "table1/r101-grar-sr · resnet101"]
+    assert row(tables[5], "Ours", "ResNest101")[3].text == (
+        "not run (no finished resnest101-grar-sr run on coco_stuff; profile paper trains on pascal_context and has "
+        "no grid table6 with a cell resnest101-grar-sr)")
+
+
 def test_tables_4_to_6_say_why_the_embedded_profile_has_no_ours_rows(params, runs):
     runs.done("table1", "grar-sr", 0, 0.50, ms=0.51)
     tables = tables_of(params)
     for table, dataset in zip(tables[3:], ("pascal_context", "ade20k", "coco_stuff"), strict=True):
         assert row(table, "Ours", "ResNet101")[3].text == (
             f"not run (no finished r101-grar-sr run on {dataset}; the embedded profile trains on its synthetic "
-            "dataset only (the paper profile's grid trains it))")
+            f"dataset only; profiles/paper.yaml's grid table{table.number} trains it)")
         assert table.findings == [f"No finished run on {dataset} in this report: this project's rows are not run."]
 
 
