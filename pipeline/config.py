@@ -91,6 +91,7 @@ class DataConfig(Section):
     mirror: str | None
     datasets: tuple[DatasetName, ...] = Field(min_length=1)
     workers: PositiveInt  # processes converting a real dataset (grar prepare)
+    max_images: PositiveInt | None  # keep the first N images of each split (sorted by name); null = all
     embedded: EmbeddedDataConfig
     # The user's own datasets: name -> PATH (or {path, ignore, remap}).
     folders: dict[DatasetName, str | FolderDatasetConfig]

@@ -639,7 +639,7 @@ def write_matrix(path: Path, matrix: np.ndarray) -> None:
 # Params keys added after checkpoints were first written, with the value that reproduces the older behaviour:
 # a checkpoint without them still loads.
 LATER_KEYS: dict[str, Any] = {
-    "data.folders": {}, "model.stem": "standard", "model.danet": "matched", "train.head_lr_mult": 1.0,
+    "data.folders": {}, "data.max_images": None, "model.stem": "standard", "model.danet": "matched", "train.head_lr_mult": 1.0,
     "train.loss.danet": 1.0, "eval.base_size": None, "bench.dtype": "float32", "grid.details": "artifacts/scores",
     "grid.bootstrap": 1000,
 }
