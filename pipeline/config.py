@@ -288,7 +288,11 @@ class ExecutorConfig(Section):
     kind: Literal["local", "slurm", "debug"]
     log_dir: str = Field(min_length=1)
     slurm: SlurmConfig
-    stages: StagesPlacement
+    stages: StagesPlacement = Field(default_factory=lambda: StagesPlacement.model_validate(ALL_LOCAL))
+
+
+# ``executor.stages`` of an executor built in code (tests, `grar cluster`): every stage in-process.
+ALL_LOCAL = {stage: {"kind": "local", "slurm": {}} for stage in ("prepare", "stats", "bench")}
 
 
 CellName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]

@@ -3,8 +3,8 @@
 ``run_stage(params, "bench", bench, outputs=[...], keys=[...])`` runs ``bench(params)``:
 
 * ``executor.stages.<stage>.kind: local``: here, in the ``dvc repro`` process;
-* ``slurm``: as one submitit job (a job array of one task, submitted like a grid's
-  arrays through ``pipeline.slurm.make_executor``, with ``executor.slurm``'s
+* ``slurm``: as one submitit job (submitted like a grid's arrays through
+  ``pipeline.slurm.make_executor``, with ``executor.slurm``'s
   resources and the keys ``executor.stages.<stage>.slurm`` replaces), waited for
   with the grid's bounded polls (``pipeline.grid``: squeue or sacct, ``Patience``
   for jobs SLURM forgets). The job writes the stage's outputs itself, so they
@@ -69,7 +69,7 @@ class StageRecord:
     name: str  # <stage>[-<item>]
     digest: str  # of the params keys the stage reads
     token: str  # the job's name, recorded before sbatch
-    job_id: str | None = None  # "<array>_0" once sbatch answered
+    job_id: str | None = None  # once sbatch answered
     log: str | None = None  # the job's stderr log
 
     def text(self) -> str:
@@ -203,8 +203,7 @@ def submit_stage(params: Params, stage: str, name: str, digest: str, work: Calla
     folder = stages_dir(params) / name
     record = StageRecord(name, digest, f"grar-{name}-{uuid.uuid4().hex[:8]}", log=portable(folder))
     write_text_atomic(path, record.text())
-    job = make_executor(stage_executor(params, stage), folder, record.token).map_array(
-        StageJob(work), [params], *[[arg] for arg in args])[0]
+    job = make_executor(stage_executor(params, stage), folder, record.token).submit(StageJob(work), params, *args)
     record = StageRecord(name, digest, record.token, job.job_id, portable(job.paths.stderr))
     write_text_atomic(path, record.text())
     print(f"stage {name}: submitted SLURM job {job.job_id} (log {record.log})", file=sys.stderr, flush=True)

@@ -74,15 +74,15 @@ def test_the_digest_follows_the_keys_the_stage_reads_only(params):
 
 
 def recorded(params, tmp_path, state: str, outcome: tuple | None, digest: str | None = None,
-             job_id: str | None = "41_0", monkeypatch=None) -> StageRecord:
+             job_id: str | None = "41", monkeypatch=None) -> StageRecord:
     """A record of job ``job_id`` (``state`` in SLURM, ``outcome`` in its result pickle) for the bench stage."""
     folder = tmp_path / "logs" / "stages" / "bench"
     folder.mkdir(parents=True)
     record = StageRecord("bench", digest or stage_jobs.params_digest(params, KEYS, None), "grar-bench-0000abcd",
-                         job_id, str(folder / "41_0_0_log.err") if job_id else str(folder))
+                         job_id, str(folder / "41_0_log.err") if job_id else str(folder))
     (tmp_path / "logs" / "stages" / "bench.json").write_text(record.text())
     if outcome is not None:
-        cloudpickle_dump(outcome, folder / "41_0_0_result.pkl")
+        cloudpickle_dump(outcome, folder / "41_0_result.pkl")
     monkeypatch.setattr(stage_jobs, "slurm_states", lambda ids: dict.fromkeys(ids, state))
     monkeypatch.setattr(stage_jobs, "submit_stage", lambda *args: pytest.fail("submitted again"))
     return record
@@ -94,33 +94,33 @@ def test_a_job_that_finished_while_nobody_waited_is_collected_not_resubmitted(pa
     (tmp_path / "bench.json").write_text("{}\n")  # the job wrote it
     stage_jobs.run_stage(params, "bench", written(tmp_path / "never"), outputs=[tmp_path / "bench.json"], keys=KEYS)
     assert capsys.readouterr().err.splitlines() == [
-        "stage bench: job 41_0 finished earlier: collecting it", "stage bench: job 41_0 done"]
+        "stage bench: job 41 finished earlier: collecting it", "stage bench: job 41 done"]
 
 
 def test_a_job_killed_before_its_id_was_written_is_found_by_name(params, tmp_path, monkeypatch, capsys):
     recorded(params, tmp_path, "RUNNING", None, job_id=None, monkeypatch=monkeypatch)
-    monkeypatch.setattr(stage_jobs, "jobs_named", lambda names: {"grar-bench-0000abcd": {0: "41_0"}})
+    monkeypatch.setattr(stage_jobs, "jobs_named", lambda names: {"grar-bench-0000abcd": {0: "41"}})
     found = stage_jobs.find_job(params, "bench", stage_jobs.params_digest(params, KEYS, None))
     folder = tmp_path / "logs" / "stages" / "bench"
-    assert (found.job_id, found.log) == ("41_0", str(folder / "41_0_0_log.err"))
+    assert (found.job_id, found.log) == ("41", str(folder / "41_0_log.err"))
     assert stage_jobs.read_record(tmp_path / "logs" / "stages" / "bench.json") == found
-    assert capsys.readouterr().err == "stage bench: collecting job 41_0 (RUNNING), submitted earlier\n"
+    assert capsys.readouterr().err == "stage bench: collecting job 41 (RUNNING), submitted earlier\n"
 
 
 def test_a_failed_job_is_one_line_with_its_log_and_is_submitted_again(params, tmp_path, monkeypatch, capsys):
     record = recorded(params, tmp_path, "FAILED", ("error", "Traceback ...\nRuntimeError: no GPU\n"),
                       monkeypatch=monkeypatch)
     assert stage_jobs.find_job(params, "bench", record.digest) is None
-    assert capsys.readouterr().err == (f"stage bench: job 41_0 failed (RuntimeError: no GPU), log {record.log}; "
+    assert capsys.readouterr().err == (f"stage bench: job 41 failed (RuntimeError: no GPU), log {record.log}; "
                                        "submitting again\n")
-    with pytest.raises(StageJobFailed, match=r"^stage bench: job 41_0 failed \(RuntimeError: no GPU\), log .*"
-                                             r"41_0_0_log.err; the next run submits it again$"):
+    with pytest.raises(StageJobFailed, match=r"^stage bench: job 41 failed \(RuntimeError: no GPU\), log .*"
+                                             r"41_0_log.err; the next run submits it again$"):
         stage_jobs.collect(record, [])
 
 
 def test_a_job_that_ended_without_a_result_names_its_state(params, tmp_path, monkeypatch):
     record = recorded(params, tmp_path, "TIMEOUT", None, monkeypatch=monkeypatch)
-    assert stage_jobs.job_problem(record, "TIMEOUT") == f"job 41_0 ended TIMEOUT without a result, log {record.log}"
+    assert stage_jobs.job_problem(record, "TIMEOUT") == f"job 41 ended TIMEOUT without a result, log {record.log}"
 
 
 def test_a_succeeded_job_without_its_output_fails_naming_it(params, tmp_path, monkeypatch):
@@ -132,6 +132,6 @@ def test_a_succeeded_job_without_its_output_fails_naming_it(params, tmp_path, mo
 
 def test_a_running_job_of_other_params_is_an_error_naming_it(params, tmp_path, monkeypatch):
     recorded(params, tmp_path, "RUNNING", None, digest="0" * 64, monkeypatch=monkeypatch)
-    with pytest.raises(ClusterError, match=r"stage bench: job 41_0 of other parameters still runs \(RUNNING\) and "
+    with pytest.raises(ClusterError, match=r"stage bench: job 41 of other parameters still runs \(RUNNING\) and "
                                            r"would overwrite the outputs: wait for it to end or `scancel 41`"):
         stage_jobs.find_job(params, "bench", stage_jobs.params_digest(params, KEYS, None))
