@@ -22,7 +22,7 @@ from types import UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer, model_validator
 
 from pipeline.errors import ConfigError
 from pipeline.io import overlaps
@@ -263,6 +263,11 @@ class SlurmOverrides(Section):
     mem_gb: PositiveInt | None = None
     timeout_min: PositiveInt | None = None
     additional: dict[SbatchKey, SbatchText | int] | None = None
+
+    @model_serializer(mode="wrap")
+    def _only_the_overrides(self, handler: Any) -> dict[str, Any]:
+        """Dumped as written in params.yaml: the keys that override, not every key as ``null``."""
+        return {key: value for key, value in handler(self).items() if value is not None}
 
 
 class StagePlacement(Section):
