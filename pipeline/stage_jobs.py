@@ -163,6 +163,17 @@ def run_stage(params: Params, stage: str, work: Callable[..., object], *, output
     collect(record, outputs)
 
 
+def dataset_stage(stage: str, work: Callable[[Params, str], object], output: Callable[[Params, str], Path],
+                  keys: Iterable[str]) -> Callable[[Params, str], None]:
+    """A per-dataset stage's ``work(params, name)`` (writing ``output(params, name)``) run by ``run_stage``."""
+    keys = tuple(keys)
+
+    def run(params: Params, name: str) -> None:
+        run_stage(params, stage, work, outputs=[output(params, name)], keys=keys, item=name, args=(name,))
+
+    return run
+
+
 def find_job(params: Params, name: str, digest: str) -> StageRecord | None:
     """The recorded job of this digest that still runs or succeeded (to wait for or collect), else ``None``
     (submit). A job of another digest that still runs is a ``ClusterError``; a failed one is reported."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -112,3 +113,22 @@ def test_a_killed_train_stage_collects_its_jobs_when_run_again(slurm_cluster, tm
     cell = json_field(index, "cells", 0)
     assert (cell["state"], cell["job_id"]) == ("done", job_id)
     assert submissions(tmp_path / "logs" / "r") == [f"{job_id.split('_')[0]}_submission.sh"]
+
+
+def test_stats_on_a_cpu_partition_runs_as_one_job_and_writes_where_dvc_expects(slurm_cluster, tmp_path):
+    params = make_project(tmp_path)
+    expected = sorted(path.name for path in (tmp_path / "stats" / "embedded").iterdir())
+    shutil.rmtree(tmp_path / "stats")
+    params = with_overrides(params, {**SLURM, "executor.log_dir": str(tmp_path / "logs"),
+                                     "executor.stages.stats.kind": "slurm",
+                                     "executor.stages.stats.slurm": {"partition": "local", "gpus_per_node": 0}})
+    project = write_project(tmp_path / "project", params)
+    result = subprocess.run([sys.executable, "-m", "stages.stats", "embedded"], cwd=project, capture_output=True,
+                            text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=240)
+    assert result.returncode == 0, result.stderr
+    job_id = json_field(tmp_path / "logs" / "stages" / "stats-embedded.json", "job_id")
+    script = (tmp_path / "logs" / "stages" / "stats-embedded" / f"{job_id}_submission.sh").read_text()
+    assert "#SBATCH --partition=local" in script and "--gpus" not in script
+    assert sorted(path.name for path in (tmp_path / "stats" / "embedded").iterdir()) == expected
+    assert result.stderr.splitlines()[0] == (f"stage stats-embedded: submitted SLURM job {job_id} (log "
+                                             f"{tmp_path}/logs/stages/stats-embedded/{job_id}_0_log.err)")
