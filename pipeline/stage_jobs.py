@@ -18,7 +18,8 @@ and the job's name (a fresh token) before ``sbatch``, its job id and log after.
 A later run of the stage with the same digest, after the first was stopped
 (Ctrl-C, a dropped ssh session, a kill: the process may die at any time, it
 writes nothing but this record and never cancels the job), finds the job by id,
-or by name in squeue when the submit was killed before the id was written, and
+or, when the submit was killed before the id was written, by name (in squeue,
+else in the sbatch scripts submitit keeps in the job folder), and
 waits for it or collects its result instead of submitting again. A job that
 failed (its SLURM state, or the exception in its result) is reported in one
 line naming its log and is submitted again by the next run. A record with
@@ -183,7 +184,8 @@ def find_job(params: Params, name: str, digest: str) -> StageRecord | None:
         return None
     job_id = record.job_id
     if job_id is None:  # the submit was killed after sbatch, before it wrote the id: find the job by its name
-        job_id = jobs_named([record.token]).get(record.token, {}).get(0)
+        job_id = jobs_named([record.token]).get(record.token, {}).get(0) or submitted_as(
+            stages_dir(params) / name, record.token)
         if job_id is None:
             return None  # killed before sbatch: nothing was submitted
         record = StageRecord(record.name, record.digest, record.token, job_id,
@@ -204,6 +206,20 @@ def find_job(params: Params, name: str, digest: str) -> StageRecord | None:
         print(f"stage {name}: job {job_id} finished earlier: collecting it", file=sys.stderr, flush=True)
         return record
     print(f"stage {name}: {problem}; submitting again", file=sys.stderr, flush=True)
+    return None
+
+
+def submitted_as(folder: Path, token: str) -> str | None:
+    """The job id of the sbatch script submitit kept in ``folder`` (``<job id>_submission.sh``) for the job named
+    ``token``: finds a job that squeue has forgotten (ended more than ``MinJobAge`` ago)."""
+    line = f"#SBATCH --job-name={token}\n"
+    for script in sorted(folder.glob("*_submission.sh")) if folder.is_dir() else []:
+        job_id = script.name.removesuffix("_submission.sh")
+        try:
+            if job_id.isdigit() and line in script.read_text(encoding="utf-8", errors="replace"):
+                return job_id
+        except OSError:
+            continue
     return None
 
 

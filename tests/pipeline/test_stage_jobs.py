@@ -135,3 +135,16 @@ def test_a_running_job_of_other_params_is_an_error_naming_it(params, tmp_path, m
     with pytest.raises(ClusterError, match=r"stage bench: job 41 of other parameters still runs \(RUNNING\) and "
                                            r"would overwrite the outputs: wait for it to end or `scancel 41`"):
         stage_jobs.find_job(params, "bench", stage_jobs.params_digest(params, KEYS, None))
+
+
+def test_a_job_squeue_forgot_is_found_by_name_in_its_sbatch_script(params, tmp_path, monkeypatch):
+    recorded(params, tmp_path, "PURGED", ("success", None), job_id=None, monkeypatch=monkeypatch)
+    monkeypatch.setattr(stage_jobs, "jobs_named", lambda names: {})
+    folder = tmp_path / "logs" / "stages" / "bench"
+    (folder / "40_submission.sh").write_text("#!/bin/bash\n#SBATCH --job-name=grar-bench-00000000\n")
+    (folder / "41_submission.sh").write_text("#!/bin/bash\n#SBATCH --job-name=grar-bench-0000abcd\n")
+    found = stage_jobs.find_job(params, "bench", stage_jobs.params_digest(params, KEYS, None))
+    assert (found.job_id, found.log) == ("41", str(folder / "41_0_log.err"))
+    (folder / "41_submission.sh").unlink()
+    (tmp_path / "logs" / "stages" / "bench.json").write_text(StageRecord("bench", found.digest, found.token).text())
+    assert stage_jobs.find_job(params, "bench", found.digest) is None  # never submitted: submit
