@@ -52,7 +52,6 @@ from pipeline.io import write_text_atomic
 from pipeline.slurm import jobs_named, make_executor
 
 DEFAULT_POLL_S = 10.0
-STAGES = ("prepare", "stats", "bench")  # the stages of executor.stages
 
 
 class StageJobFailed(GrarError):
@@ -136,7 +135,8 @@ class StageJob:
             spec = getattr(sys.modules["__main__"], "__spec__", None)
             module = spec.name if spec is not None else module
         self.module, self.function = module, work.__qualname__
-        self.work = work if module == "__main__" else None  # a script's function: pickled by value
+        importable = module != "__main__" and "<" not in self.function  # not a script's, a closure or a lambda
+        self.work = None if importable else work  # else pickled by value
 
     def __call__(self, params: Params, *args: Any) -> None:
         work = self.work or getattr(importlib.import_module(self.module), self.function)
@@ -160,8 +160,7 @@ def run_stage(params: Params, stage: str, work: Callable[..., object], *, output
     record = find_job(params, name, digest)
     if record is None:
         record = submit_stage(params, stage, name, digest, work, args)
-    wait_stage(record, poll_s, timeout_s)
-    collect(record, outputs)
+    collect(record, outputs, wait_stage(record, poll_s, timeout_s))
 
 
 def dataset_stage(stage: str, work: Callable[[Params, str], object], output: Callable[[Params, str], Path],
@@ -291,9 +290,9 @@ def job_outcome(record: StageRecord) -> tuple[str, Any] | None:
         return None
 
 
-def collect(record: StageRecord, outputs: Sequence[str | Path]) -> None:
-    """After the job ended: ``StageJobFailed`` (one line, the log) unless it succeeded and wrote every output."""
-    state = slurm_states([record.job_id])[record.job_id] if record.job_id else "UNKNOWN"
+def collect(record: StageRecord, outputs: Sequence[str | Path], state: str) -> None:
+    """After the job ended in SLURM ``state``: ``StageJobFailed`` (one line, the log) unless it succeeded and
+    wrote every output."""
     problem = job_problem(record, state)
     if problem is not None:
         raise StageJobFailed(f"stage {record.name}: {problem}; the next run submits it again")

@@ -115,7 +115,7 @@ def test_a_failed_job_is_one_line_with_its_log_and_is_submitted_again(params, tm
                                        "submitting again\n")
     with pytest.raises(StageJobFailed, match=r"^stage bench: job 41 failed \(RuntimeError: no GPU\), log .*"
                                              r"41_0_log.err; the next run submits it again$"):
-        stage_jobs.collect(record, [])
+        stage_jobs.collect(record, [], "FAILED")
 
 
 def test_a_job_that_ended_without_a_result_names_its_state(params, tmp_path, monkeypatch):
@@ -127,7 +127,7 @@ def test_a_succeeded_job_without_its_output_fails_naming_it(params, tmp_path, mo
     record = recorded(params, tmp_path, "COMPLETED", ("success", None), monkeypatch=monkeypatch)
     with pytest.raises(StageJobFailed, match=r"succeeded but .*bench.json is missing \(are the outputs on a file "
                                              r"system the compute nodes share\?\)"):
-        stage_jobs.collect(record, [tmp_path / "bench.json"])
+        stage_jobs.collect(record, [tmp_path / "bench.json"], "COMPLETED")
 
 
 def test_a_running_job_of_other_params_is_an_error_naming_it(params, tmp_path, monkeypatch):
