@@ -157,7 +157,7 @@ def run_stage(params: Params, stage: str, work: Callable[..., object], *, output
         return
     name = stage_name(stage, item)
     digest = params_digest(params, keys, item)
-    record = find_job(params, name, digest)
+    record = find_job(params, name, digest, outputs)
     if record is None:
         record = submit_stage(params, stage, name, digest, work, args)
     collect(record, outputs, wait_stage(record, poll_s, timeout_s))
@@ -174,9 +174,10 @@ def dataset_stage(stage: str, work: Callable[[Params, str], object], output: Cal
     return run
 
 
-def find_job(params: Params, name: str, digest: str) -> StageRecord | None:
-    """The recorded job of this digest that still runs or succeeded (to wait for or collect), else ``None``
-    (submit). A job of another digest that still runs is a ``ClusterError``; a failed one is reported."""
+def find_job(params: Params, name: str, digest: str, outputs: Sequence[str | Path] = ()) -> StageRecord | None:
+    """The recorded job of this digest that still runs or succeeded with ``outputs`` in place (to wait for or
+    collect), else ``None`` (submit). A job of another digest that still runs is a ``ClusterError``; a failed
+    one is reported."""
     path = record_path(params, name)
     record = read_record(path)
     if record is None:
@@ -201,6 +202,9 @@ def find_job(params: Params, name: str, digest: str) -> StageRecord | None:
         print(f"stage {name}: collecting job {job_id} ({state}), submitted earlier", file=sys.stderr, flush=True)
         return record
     problem = job_problem(record, state)
+    missing = [str(path) for path in outputs if not Path(path).exists()]
+    if problem is None and missing:
+        problem = f"job {job_id} succeeded earlier, but {', '.join(missing)} is gone"
     if problem is None:
         print(f"stage {name}: job {job_id} finished earlier: collecting it", file=sys.stderr, flush=True)
         return record

@@ -148,3 +148,10 @@ def test_a_job_squeue_forgot_is_found_by_name_in_its_sbatch_script(params, tmp_p
     (folder / "41_submission.sh").unlink()
     (tmp_path / "logs" / "stages" / "bench.json").write_text(StageRecord("bench", found.digest, found.token).text())
     assert stage_jobs.find_job(params, "bench", found.digest) is None  # never submitted: submit
+
+
+def test_a_succeeded_job_whose_output_is_gone_is_submitted_again(params, tmp_path, monkeypatch, capsys):
+    record = recorded(params, tmp_path, "COMPLETED", ("success", None), monkeypatch=monkeypatch)
+    assert stage_jobs.find_job(params, "bench", record.digest, [tmp_path / "bench.json"]) is None
+    assert capsys.readouterr().err == (f"stage bench: job 41 succeeded earlier, but {tmp_path / 'bench.json'} is "
+                                       "gone; submitting again\n")
