@@ -253,12 +253,52 @@ class SlurmConfig(Section):
     additional: dict[SbatchKey, SbatchText | int]
 
 
+class SlurmOverrides(Section):
+    """Keys of ``executor.slurm`` replaced for one stage's job (``executor.stages.<stage>.slurm``); unset keys
+    (and ``null``) keep ``executor.slurm``'s value."""
+
+    partition: SbatchText | None = None
+    gpus_per_node: NonNegativeInt | None = None
+    tasks_per_node: PositiveInt | None = None
+    cpus_per_task: PositiveInt | None = None
+    mem_gb: PositiveInt | None = None
+    timeout_min: PositiveInt | None = None
+    additional: dict[SbatchKey, SbatchText | int] | None = None
+
+    @model_serializer(mode="wrap")
+    def _only_the_overrides(self, handler: Any) -> dict[str, Any]:
+        """Dumped as written in params.yaml: the keys that override, not every key as ``null``."""
+        return {key: value for key, value in handler(self).items() if value is not None}
+
+
+class StagePlacement(Section):
+    """Where one non-training stage runs: ``local`` (in the ``dvc repro`` process) or ``slurm`` (one job, waited
+    for, with ``executor.slurm`` and this ``slurm``'s overrides; ``pipeline.stage_jobs``)."""
+
+    kind: Literal["local", "slurm"]
+    slurm: SlurmOverrides
+
+
+class StagesPlacement(Section):
+    """``executor.stages``: where prepare, stats and bench run (training always follows ``executor.kind``)."""
+
+    prepare: StagePlacement
+    stats: StagePlacement
+    bench: StagePlacement
+
+
 class ExecutorConfig(Section):
-    """Where training runs: in-process (local), on SLURM via submitit, or submitit's debug."""
+    """Where training runs: in-process (local), on SLURM via submitit, or submitit's debug; and where the
+    other heavy stages run (``stages``)."""
 
     kind: Literal["local", "slurm", "debug"]
     log_dir: str = Field(min_length=1)
     slurm: SlurmConfig
+    stages: StagesPlacement = Field(default_factory=lambda: StagesPlacement.model_validate(ALL_LOCAL))
+
+
+# ``executor.stages`` of an executor built in code (tests, `grar cluster`): every stage in-process.
+ALL_LOCAL = {stage: {"kind": "local", "slurm": {}} for stage in ("prepare", "stats", "bench")}
 
 
 CellName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]

@@ -140,6 +140,36 @@ def logged_iterations(run_dir: Path) -> int:
         return 0
 
 
+RECENT_ITERATIONS = 50  # the last so many logged iterations estimate a running run's time left
+
+
+def progress_text(run_dir: Path, total: int) -> str:
+    """A running run's progress from its ``train_log.csv``: ``1200/50000 it, ETA 3 h 10 min``.
+
+    The ETA is the median ``seconds`` of the last ``RECENT_ITERATIONS`` logged
+    iterations x the iterations left; the evaluation after training is not
+    counted. ``0/<total> it`` before the first logged iteration.
+    """
+    path = run_dir / LOG_FILE
+    try:
+        rows = read_log(path) if path.is_file() else []
+        done = max((int(row["iteration"]) for row in rows if row.get("iteration")), default=0)
+        seconds = [float(row["seconds"]) for row in rows[-RECENT_ITERATIONS:] if row.get("seconds")]
+    except (OSError, ValueError, KeyError):
+        return "log unreadable"
+    if not seconds:
+        return f"{done}/{total} it"
+    return f"{done}/{total} it, ETA {eta_text(statistics.median(seconds) * max(total - done, 0))}"
+
+
+def eta_text(seconds: float) -> str:
+    """A time left for people: ``3 h 10 min``, ``12 min``, ``< 1 min`` (rounded to the minute)."""
+    minutes = round(seconds / 60)
+    if minutes >= 60:
+        return f"{minutes // 60} h {minutes % 60} min"
+    return f"{minutes} min" if minutes >= 1 else "< 1 min"
+
+
 def offline_state(run_dir: Path, digest: str) -> str:
     """A run's state from its folder alone: ``done`` (metrics.json), ``started`` (a log), else ``pending``."""
     if finished_metrics(run_dir, digest) is not None:

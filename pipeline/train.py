@@ -79,7 +79,7 @@ from tqdm import tqdm
 
 from model.segmentor import Segmentor
 from pipeline.build import build_criterion, build_segmentor
-from pipeline.config import Params, validate
+from pipeline.config import ALL_LOCAL, Params, validate
 from pipeline.data import EpochBatchSampler, SegmentationDataset, train_loader, train_transform
 from pipeline.distributed import (
     MEMORY_FORMAT, Ranks, all_gather, all_sum, amp, distributed, resolve_device, sync_batchnorm,
@@ -642,6 +642,7 @@ LATER_KEYS: dict[str, Any] = {
     "data.folders": {}, "data.max_images": None, "model.stem": "standard", "model.danet": "matched", "train.head_lr_mult": 1.0,
     "train.loss.danet": 1.0, "eval.base_size": None, "bench.dtype": "float32", "grid.details": "artifacts/scores",
     "grid.bootstrap": 1000,
+    "executor.stages": ALL_LOCAL,
 }
 
 

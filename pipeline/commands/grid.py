@@ -25,7 +25,9 @@ when that folder holds metrics.json.
                  not queued; prints the job ids. Submitting again runs only the
                  missing and failed runs.
   status NAME    one line per run: cell, seed, state (pending / running / done /
-                 failed), mIoU when done, the log and the reason (SLURM state,
+                 failed), for a running run the iterations done / total and
+                 an ETA (median seconds of its last 50 logged iterations x
+                 iterations left; evaluation not counted), mIoU when done, the log and the reason (SLURM state,
                  "lost", or the error's last line) when it failed; from any
                  shell (job ids are read from grid.runs/grids/NAME.json, states
                  from squeue or sacct). A run another process trains (its
@@ -118,17 +120,21 @@ def list_text(params: Params) -> str:
 
 
 def status_text(params: Params, name: str, states: list) -> str:
-    """A table, one run per line: cell, seed, state, mIoU (%) when done, job id, log (or run folder when done),
-    reason (why it failed, or who trains it)."""
+    """A table, one run per line: cell, seed, state, progress of a running run (iterations done / total and
+    the ETA from its train_log.csv, ``pipeline.plan.progress_text``), mIoU (%) when done, job id, log (or run
+    folder when done), reason (why it failed, or who trains it)."""
     from pipeline.grid import STATES
     from pipeline.paths import grid_index
 
     counts = ", ".join(f"{sum(s.state == state for s in states)} {state}" for state in STATES)
-    rows = [("cell", "seed", "state", "mIoU %", "job", "log / run folder", "reason")]
+    from pipeline.plan import progress_text
+
+    rows = [("cell", "seed", "state", "progress", "mIoU %", "job", "log / run folder", "reason")]
     for s in states:
         miou = f"{100 * s.metrics['miou']:.2f}" if s.metrics is not None else "-"
         where = str(s.run.run_dir) if s.state == "done" else (s.log or "-")
-        rows.append((s.run.cell, str(s.run.seed), s.state, miou, s.job_id or "-", where, s.reason or ""))
+        progress = progress_text(s.run.run_dir, s.run.params.train.schedule.iterations) if s.state == "running" else "-"
+        rows.append((s.run.cell, str(s.run.seed), s.state, progress, miou, s.job_id or "-", where, s.reason or ""))
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
     table = ["  ".join(value.ljust(width) for value, width in zip(row, widths, strict=True)).rstrip() for row in rows]
     return "\n".join([f"grid {name}: {len(states)} runs: {counts} (index {grid_index(params, name)})", *table])

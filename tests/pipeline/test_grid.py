@@ -604,8 +604,9 @@ def test_grid_list_and_status(params_file, capsys):
     assert main(["grid", "status", "g", "--params", str(params_file)]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("grid g: 6 runs: 6 pending, 0 running, 0 done, 0 failed (index ")
-    assert out[1].split() == ["cell", "seed", "state", "mIoU", "%", "job", "log", "/", "run", "folder", "reason"]
-    assert out[2].split() == ["fcn", "0", "pending", "-", "-", "-"]
+    assert out[1].split() == ["cell", "seed", "state", "progress", "mIoU", "%", "job", "log", "/", "run", "folder",
+                              "reason"]
+    assert out[2].split() == ["fcn", "0", "pending", "-", "-", "-", "-"]
 
 
 def test_grid_list_shows_each_cells_effective_overrides(tmp_path, capsys):
@@ -628,8 +629,8 @@ def test_grid_submit_and_wait_exit_codes(params_file, tmp_path, monkeypatch, cap
     assert error.startswith("2 run(s) not done:\n  h/fcn-again seed 0: failed (RuntimeError: fcn exploded), log ")
     assert "danet" not in error
     rows = [line.split() for line in captured.out.splitlines()[2:]]
-    assert [row[:4] for row in rows] == [["fcn-again", "0", "failed", "-"], ["fcn-again", "1", "failed", "-"],
-                                         ["danet", "0", "done", "12.50"], ["danet", "1", "done", "13.50"]]
+    assert [row[:5] for row in rows] == [["fcn-again", "0", "failed", "-", "-"], ["fcn-again", "1", "failed", "-", "-"],
+                                         ["danet", "0", "done", "-", "12.50"], ["danet", "1", "done", "-", "13.50"]]
     assert main(["grid", "wait", "h", "--params", str(params_file), "--poll", "0.01"]) == 1
     assert "h/fcn-again seed 1: failed" in capsys.readouterr().err
     monkeypatch.setattr(grid, "run_cell", FakeTrainer())

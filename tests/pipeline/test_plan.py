@@ -14,7 +14,7 @@ from test_grid import GRIDS, grid_params
 from pipeline import grid
 from pipeline.cli import main
 from pipeline.config import load_params, with_overrides
-from pipeline.plan import duration, grid_plan, plan_rows
+from pipeline.plan import duration, eta_text, grid_plan, plan_rows, progress_text
 
 ROOT = Path(__file__).resolve().parents[2]
 SLURM = {"executor.kind": "slurm", "executor.slurm.array_parallelism": 2, "executor.slurm.gpus_per_node": 2,
@@ -121,3 +121,31 @@ def test_paper_profile_plans_tables_1_to_6_with_table4_sharing_table1s_runs(tmp_
                       "time limit 1440 min")
     assert [line.split()[:5] for line in out[4:6]] == [["r101-grar-sr", "0", "pending", "0/200000", "2.000"],
                                                        ["resnest101-grar-sr", "0", "pending", "0/200000", "unknown"]]
+
+
+def test_progress_of_a_running_run_from_its_log(planned, tmp_path):
+    runs = {(run.cell, run.seed): run for run in grid.expand(planned, "g")}
+    # ppm seed 0: 100 of 300 iterations, the last 50 at 0.5 s: 200 x 0.5 s = 100 s left
+    assert progress_text(runs["ppm", 0].run_dir, 300) == "100/300 it, ETA 2 min"
+    assert progress_text(runs["grar", 0].run_dir, 300) == "0/300 it"  # no log yet
+    long = tmp_path / "long"
+    long.mkdir()
+    rows = ["iteration,lr,loss,ce,aux,coarse,sr,seconds"] + [f"{i},0.01,1.0,1.0,,,,{9.0 if i <= 1150 else 0.25}"
+                                                             for i in range(1, 1201)]
+    (long / "train_log.csv").write_text("\n".join(rows) + "\n")
+    # the median of the last 50 iterations (0.25 s) x 48800 left = 12200 s; the slow start does not count
+    assert progress_text(long, 50000) == "1200/50000 it, ETA 3 h 23 min"
+    assert [eta_text(s) for s in (29, 31, 3599, 3600 * 25 + 60)] == ["< 1 min", "1 min", "1 h 0 min", "25 h 1 min"]
+
+
+def test_grid_status_shows_progress_and_eta_of_running_runs(planned):
+    from pipeline.commands.grid import status_text
+
+    runs = {(run.cell, run.seed): run for run in grid.expand(planned, "g")}
+    states = [grid.CellState(runs["ppm", 0], "running", "7_1", "logs/7_1_0_log.err", active=True),
+              grid.CellState(runs["grar", 0], "pending", "7_2", "logs/7_2_0_log.err", active=True)]
+    lines = status_text(planned, "g", states).splitlines()
+    assert lines[1].split() == ["cell", "seed", "state", "progress", "mIoU", "%", "job", "log", "/", "run", "folder",
+                                "reason"]
+    assert lines[2] == "ppm   0     running  100/300 it, ETA 2 min  -       7_1  logs/7_1_0_log.err"
+    assert lines[3] == "grar  0     pending  -                      -       7_2  logs/7_2_0_log.err"
