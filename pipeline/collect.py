@@ -67,9 +67,9 @@ def collect_grids(params: Params) -> None:
 
 def baseline_cell(params: Params, grid: str) -> str | None:
     """The grid's FCN baseline: its first cell whose resolved ``model.head`` is ``fcn`` (``None`` without one)."""
-    for cell in grid_cells(params, grid):
-        if with_overrides(params, cell.set).model.head == "fcn":
-            return cell.name
+    for cell, overrides in grid_cells(params, grid).items():
+        if with_overrides(params, overrides).model.head == "fcn":
+            return cell
     return None
 
 
@@ -114,17 +114,17 @@ def grid_runs(params: Params, grid: str) -> dict[str, dict[int, dict[str, Any]]]
         raise DataError(f"{path}: no grid index; train the grid first (dvc repro train, or grar grid submit {grid})")
     entries = {(entry.get("cell"), entry.get("seed")): entry for entry in read_index(path)}
     cells: dict[str, dict[int, dict[str, Any]]] = {}
-    for cell in grid_cells(params, grid):
+    for cell in grid_cells(params, grid):  # the names
         for seed in params.grid.seeds:
-            entry = entries.get((cell.name, seed))
+            entry = entries.get((cell, seed))
             if entry is None:
-                raise DataError(f"{path}: no run of cell {cell.name!r} seed {seed}; train the grid first")
+                raise DataError(f"{path}: no run of cell {cell!r} seed {seed}; train the grid first")
             run_dir = Path(str(entry.get("run_dir")))
             metrics = finished_metrics(run_dir, str(entry.get("config_hash")))
             if metrics is None:
-                raise DataError(f"{path}: cell {cell.name!r} seed {seed} is not done (state {entry.get('state')}, "
+                raise DataError(f"{path}: cell {cell!r} seed {seed} is not done (state {entry.get('state')}, "
                                 f"log {entry.get('log')}; no metrics.json of its config in {run_dir})")
-            cells.setdefault(cell.name, {})[seed] = {"run_dir": str(run_dir), "metrics": metrics}
+            cells.setdefault(cell, {})[seed] = {"run_dir": str(run_dir), "metrics": metrics}
     return cells
 
 

@@ -22,7 +22,7 @@ from types import UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer, model_validator
 
 from pipeline.errors import ConfigError
 from pipeline.io import overlaps
@@ -96,6 +96,7 @@ class DataConfig(Section):
     mirror: str | None
     datasets: tuple[DatasetName, ...] = Field(min_length=1)
     workers: PositiveInt  # processes converting a real dataset (grar prepare)
+    max_images: PositiveInt | None  # keep the first N images of each split (sorted by name); null = all
     embedded: EmbeddedDataConfig
     # The user's own datasets: name -> PATH (or {path, ignore, remap}).
     folders: dict[DatasetName, str | FolderDatasetConfig]
@@ -260,26 +261,104 @@ class SlurmConfig(Section):
     additional: dict[SbatchKey, SbatchText | int]
 
 
+class SlurmOverrides(Section):
+    """Keys of ``executor.slurm`` replaced for one stage's job (``executor.stages.<stage>.slurm``); unset keys
+    (and ``null``) keep ``executor.slurm``'s value."""
+
+    partition: SbatchText | None = None
+    gpus_per_node: NonNegativeInt | None = None
+    tasks_per_node: PositiveInt | None = None
+    cpus_per_task: PositiveInt | None = None
+    mem_gb: PositiveInt | None = None
+    timeout_min: PositiveInt | None = None
+    additional: dict[SbatchKey, SbatchText | int] | None = None
+
+    @model_serializer(mode="wrap")
+    def _only_the_overrides(self, handler: Any) -> dict[str, Any]:
+        """Dumped as written in params.yaml: the keys that override, not every key as ``null``."""
+        return {key: value for key, value in handler(self).items() if value is not None}
+
+
+class StagePlacement(Section):
+    """Where one non-training stage runs: ``local`` (in the ``dvc repro`` process) or ``slurm`` (one job, waited
+    for, with ``executor.slurm`` and this ``slurm``'s overrides; ``pipeline.stage_jobs``)."""
+
+    kind: Literal["local", "slurm"]
+    slurm: SlurmOverrides
+
+
+class StagesPlacement(Section):
+    """``executor.stages``: where prepare, stats and bench run (training always follows ``executor.kind``)."""
+
+    prepare: StagePlacement
+    stats: StagePlacement
+    bench: StagePlacement
+
+
 class ExecutorConfig(Section):
-    """Where training runs: in-process (local), on SLURM via submitit, or submitit's debug."""
+    """Where training runs: in-process (local), on SLURM via submitit, or submitit's debug; and where the
+    other heavy stages run (``stages``)."""
 
     kind: Literal["local", "slurm", "debug"]
     log_dir: str = Field(min_length=1)
     slurm: SlurmConfig
+    stages: StagesPlacement = Field(default_factory=lambda: StagesPlacement.model_validate(ALL_LOCAL))
+
+
+# ``executor.stages`` of an executor built in code (tests, `grar cluster`): every stage in-process.
+ALL_LOCAL = {stage: {"kind": "local", "slurm": {}} for stage in ("prepare", "stats", "bench")}
 
 
 CellName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
 
 
 class GridCell(Section):
-    """One cell of an ablation grid: a name and overrides (``dotted.key: value``) on the base config."""
+    """One cell of a grid: a name and overrides (``dotted.key: value``) on the base config, after the grid's."""
 
     name: CellName
     set: dict[str, Any]
 
 
+class Grid(Section):
+    """One grid: overrides shared by all its cells (``set``), then its cells.
+
+    In params.yaml either ``{set: {...}, cells: [...]}`` or a plain list of cells
+    (nothing shared). A cell's overrides are ``overrides()[cell]``: the shared
+    ``set``, then the cell's own (a cell may override a shared key); every reader
+    of grid cells goes through it.
+    """
+
+    set: dict[str, Any] = Field(default_factory=dict)
+    cells: tuple[GridCell, ...]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _list_is_cells(cls, value: Any) -> Any:
+        """A plain list of cells is a grid that shares nothing. (Past a before-validator pydantic validates
+        Python objects, strictly: the YAML list of cells becomes the tuple the field expects.)"""
+        if isinstance(value, (list, tuple)):
+            return {"set": {}, "cells": tuple(value)}
+        if isinstance(value, dict) and isinstance(value.get("cells"), list):
+            return {**value, "cells": tuple(value["cells"])}
+        return value
+
+    @model_serializer(mode="wrap")
+    def _as_written(self, handler: Any) -> Any:
+        """A grid that shares nothing dumps as the plain list of cells it can be written as (``grar config``)."""
+        dumped = handler(self)
+        return dumped["cells"] if not self.set else dumped
+
+    def overrides(self) -> dict[str, dict[str, Any]]:
+        """Cell name -> its effective overrides (shared ``set`` ⊕ the cell's ``set``), in cell order.
+
+        Applied in order with ``set_path``: a cell key that names a shared key (or a
+        section holding it) replaces it; the rest of the shared ``set`` stays.
+        """
+        return {cell.name: {**self.set, **cell.set} for cell in self.cells}
+
+
 class GridConfig(Section):
-    """Ablation grids (Tables 1-3): named lists of cells, each run once per seed."""
+    """Grids (Tables 1-6): named grids of cells, each run once per seed."""
 
     runs: str = Field(min_length=1)  # run folders <runs>/<cell>-s<seed>-<hash10>/, grid indexes <runs>/grids/
     metrics: str = Field(min_length=1)  # the evaluate stage's <metrics>/<grid>/<cell>.json (dvc metrics)
@@ -287,7 +366,7 @@ class GridConfig(Section):
     plots: str = Field(min_length=1)  # the evaluate stage's training curves <plots>/<grid>/<cell>.csv (dvc plots)
     bootstrap: Annotated[int, Field(ge=100)]  # replicates of the paired bootstrap (pipeline.bootstrap)
     seeds: tuple[NonNegativeInt, ...] = Field(min_length=1)
-    grids: dict[CellName, tuple[GridCell, ...]]
+    grids: dict[CellName, Grid]
 
 
 class WeightsConfig(Section):
@@ -453,7 +532,7 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
 
 
 def set_path(raw: dict[str, Any], key: str, value: Any) -> None:
-    """Set ``raw[a][b][c] = value`` for ``key = "a.b.c"``; every parent must be a section."""
+    """Set ``raw[a][b][c] = value`` (a copy) for ``key = "a.b.c"``; every parent must be a section."""
     parts = key.split(".")
     node = raw
     for depth, part in enumerate(parts[:-1]):
@@ -462,7 +541,7 @@ def set_path(raw: dict[str, Any], key: str, value: Any) -> None:
             prefix = ".".join(parts[: depth + 1])
             raise ConfigError(f"--set {key}: {prefix} is not a section; {allowed_keys_text(raw, parts[:depth])}")
         node = child
-    node[parts[-1]] = value
+    node[parts[-1]] = copy.deepcopy(value)  # a later key inside it (a cell's, after a grid's) must not edit the source
 
 
 def allowed_keys_text(raw: dict[str, Any], parents: list[str]) -> str:
@@ -477,21 +556,34 @@ def allowed_keys_text(raw: dict[str, Any], parents: list[str]) -> str:
 
 
 def validate(raw: dict[str, Any], source: str = "params.yaml") -> Params:
-    """Validate a raw mapping into ``Params``, grid cells included; the first error becomes one ``ConfigError``."""
+    """Validate a raw mapping into ``Params``, grid cells included; the first error becomes one ``ConfigError``.
+
+    Each grid's shared ``set`` is checked on the base config first (an error names
+    ``grid.grids.NAME set``), then every cell with its effective overrides
+    (``Grid.overrides``; an error names ``grid.grids.NAME cell 'CELL'``).
+    """
     params = _validate_tree(raw, source)
-    for grid, cells in params.grid.grids.items():
-        names = [cell.name for cell in cells]
-        for cell in cells:
-            if names.count(cell.name) > 1:
-                raise ConfigError(f"{source}: grid.grids.{grid}: cell name {cell.name!r} is used twice")
-            cell_raw = copy.deepcopy(raw)
-            try:
-                for key, value in cell.set.items():
-                    set_path(cell_raw, key, value)
-                _validate_tree(cell_raw, f"{source}: grid.grids.{grid} cell {cell.name!r}")
-            except ConfigError as err:
-                raise ConfigError(str(err).replace("--set ", f"{source}: grid.grids.{grid} cell {cell.name!r}: ")) from None
+    for grid, spec in params.grid.grids.items():
+        names = [cell.name for cell in spec.cells]
+        for name in names:
+            if names.count(name) > 1:
+                raise ConfigError(f"{source}: grid.grids.{grid}: cell name {name!r} is used twice")
+        if spec.set:
+            _validate_overrides(raw, spec.set, f"{source}: grid.grids.{grid} set")
+        for name, overrides in spec.overrides().items():
+            _validate_overrides(raw, overrides, f"{source}: grid.grids.{grid} cell {name!r}")
     return params
+
+
+def _validate_overrides(raw: dict[str, Any], overrides: dict[str, Any], where: str) -> None:
+    """Validate ``raw`` with ``overrides`` applied; a ``ConfigError`` names ``where``."""
+    changed = copy.deepcopy(raw)
+    try:
+        for key, value in overrides.items():
+            set_path(changed, key, value)
+        _validate_tree(changed, where)
+    except ConfigError as err:
+        raise ConfigError(str(err).replace("--set ", f"{where}: ")) from None
 
 
 def _validate_tree(raw: dict[str, Any], source: str) -> Params:
@@ -499,7 +591,18 @@ def _validate_tree(raw: dict[str, Any], source: str) -> Params:
         # JSON-mode validation: strict types, yet YAML lists fill tuple fields.
         return Params.model_validate_json(json.dumps(raw, default=str))
     except ValidationError as err:
-        raise ConfigError(describe_error(first_error(err.errors()), source)) from None
+        raise ConfigError(describe_error(as_written(first_error(err.errors()), raw), source)) from None
+
+
+def as_written(error: dict[str, Any], raw: dict[str, Any]) -> dict[str, Any]:
+    """``error`` located as ``raw`` spells it: in a grid written as a plain list of cells, the cell at
+    ``grid.grids.NAME.1`` (``Grid`` validates it as ``grid.grids.NAME.cells.1``)."""
+    loc = tuple(error["loc"])
+    if len(loc) > 3 and loc[:2] == ("grid", "grids") and loc[3] == "cells":
+        grids = raw.get("grid", {}).get("grids") if isinstance(raw.get("grid"), dict) else None
+        if isinstance(grids, dict) and isinstance(grids.get(loc[2]), list):
+            return {**error, "loc": loc[:3] + loc[4:]}
+    return error
 
 
 def first_error(errors: list[dict[str, Any]]) -> dict[str, Any]:

@@ -1,14 +1,16 @@
-"""Ablation grids (Tables 1-3): cells x seeds -> resolved configs -> run folders, trained by an executor.
+"""Grids (Tables 1-6): cells x seeds -> resolved configs -> run folders, trained by an executor.
 
 A grid is ``params.grid.grids[NAME]``: named cells, each a set of overrides on
-the base config. Every cell runs once per seed of ``grid.seeds``; a *run* is one
-(cell, seed): its resolved ``Params`` (``with_overrides(params, cell.set |
-{"seed": s})``), their ``config_hash`` (``pipeline.rundir``) and a run folder
+the base config (after the overrides the grid shares, ``grid_cells``). Every
+cell runs once per seed of ``grid.seeds``; a *run* is one (cell, seed): its
+resolved ``Params`` (``with_overrides(params, overrides | {"seed": s})``), their
+``config_hash`` (``pipeline.rundir``) and a run folder
 ``<grid.runs>/<cell>-s<seed>-<hash10>/`` (the run-folder contract, README).
 Identical configs are trained once: a run whose hash names an existing folder
 (any grid, any cell name; a finished one first) reuses it, so ``fcn`` of
-Tables 1-3 is one run. A run is *done* when its folder holds ``metrics.json``
-whose ``provenance.config_hash`` is the run's hash.
+Tables 1-3 is one run, and so are Table 1's and Table 4's ResNet-101 cells.
+A run is *done* when its folder holds ``metrics.json`` whose
+``provenance.config_hash`` is the run's hash.
 
 States (``status``), read fresh from the run folders and SLURM, never cached:
 
@@ -71,7 +73,7 @@ from typing import Any
 import submitit
 from tqdm import tqdm
 
-from pipeline.config import GridCell, Params, with_overrides
+from pipeline.config import Params, with_overrides
 from pipeline.errors import ClusterError, ConfigError, DataError, GrarError
 from pipeline.io import write_text_atomic
 from pipeline.lock import Holder, Locked, acquire, create_exclusive, run_holder, run_lock
@@ -161,12 +163,13 @@ class Submission:
 # --- expansion ------------------------------------------------------------------------------------
 
 
-def grid_cells(params: Params, grid: str) -> tuple[GridCell, ...]:
-    """The cells of grid ``grid``; ``ConfigError`` listing the grids when there is none of that name."""
+def grid_cells(params: Params, grid: str) -> dict[str, dict[str, Any]]:
+    """Cell name -> effective overrides (shared ``set`` ⊕ the cell's, ``Grid.overrides``) of grid ``grid``;
+    ``ConfigError`` listing the grids when there is none of that name."""
     grids = params.grid.grids
     if grid not in grids:
         raise ConfigError(f"grid {grid!r} not in grid.grids; grids: {', '.join(grids) or '(none)'}")
-    return grids[grid]
+    return grids[grid].overrides()
 
 
 def expand(params: Params, grid: str, claimed: dict[str, Path] | None = None) -> list[Run]:
@@ -177,13 +180,13 @@ def expand(params: Params, grid: str, claimed: dict[str, Path] | None = None) ->
     """
     claimed = {} if claimed is None else claimed
     runs = []
-    for cell in grid_cells(params, grid):
+    for cell, overrides in grid_cells(params, grid).items():
         for seed in params.grid.seeds:
-            resolved = with_overrides(params, {**cell.set, "seed": seed})
+            resolved = with_overrides(params, {**overrides, "seed": seed})
             digest = config_hash(resolved)
             if digest not in claimed:
-                claimed[digest] = choose_run_dir(runs_dir(params), f"{cell.name}-s{seed}", digest)
-            runs.append(Run(grid, cell.name, seed, resolved, digest, claimed[digest]))
+                claimed[digest] = choose_run_dir(runs_dir(params), f"{cell}-s{seed}", digest)
+            runs.append(Run(grid, cell, seed, resolved, digest, claimed[digest]))
     return runs
 
 

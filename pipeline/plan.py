@@ -21,13 +21,15 @@ array tasks in index order as slots free), one slot with ``executor.kind``
 local or debug; runs already running take their slot first. A run whose
 remaining time exceeds ``executor.slurm.timeout_min`` cannot finish in one job:
 SLURM's time limit will stop it, and it resumes only through requeues (warned).
+A run whose config another grid also holds (Table 4's cells are Table 1's runs)
+is trained once but counted in each grid's plan: the summary names those.
 """
 
 from __future__ import annotations
 
 import heapq
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +69,7 @@ class Plan:
     timeout_min: int
     executor: str
     sources: dict[RateKey, int]  # rate key -> logs measured
+    shared: dict[tuple[str, int], tuple[str, ...]] = field(default_factory=dict)  # (cell, seed) -> other grids' cells
 
     @property
     def remaining_s(self) -> float | None:
@@ -137,6 +140,36 @@ def logged_iterations(run_dir: Path) -> int:
         return 0
 
 
+RECENT_ITERATIONS = 50  # the last so many logged iterations estimate a running run's time left
+
+
+def progress_text(run_dir: Path, total: int) -> str:
+    """A running run's progress from its ``train_log.csv``: ``1200/50000 it, ETA 3 h 10 min``.
+
+    The ETA is the median ``seconds`` of the last ``RECENT_ITERATIONS`` logged
+    iterations x the iterations left; the evaluation after training is not
+    counted. ``0/<total> it`` before the first logged iteration.
+    """
+    path = run_dir / LOG_FILE
+    try:
+        rows = read_log(path) if path.is_file() else []
+        done = max((int(row["iteration"]) for row in rows if row.get("iteration")), default=0)
+        seconds = [float(row["seconds"]) for row in rows[-RECENT_ITERATIONS:] if row.get("seconds")]
+    except (OSError, ValueError, KeyError):
+        return "log unreadable"
+    if not seconds:
+        return f"{done}/{total} it"
+    return f"{done}/{total} it, ETA {eta_text(statistics.median(seconds) * max(total - done, 0))}"
+
+
+def eta_text(seconds: float) -> str:
+    """A time left for people: ``3 h 10 min``, ``12 min``, ``< 1 min`` (rounded to the minute)."""
+    minutes = round(seconds / 60)
+    if minutes >= 60:
+        return f"{minutes // 60} h {minutes % 60} min"
+    return f"{minutes} min" if minutes >= 1 else "< 1 min"
+
+
 def offline_state(run_dir: Path, digest: str) -> str:
     """A run's state from its folder alone: ``done`` (metrics.json), ``started`` (a log), else ``pending``."""
     if finished_metrics(run_dir, digest) is not None:
@@ -149,11 +182,19 @@ def grid_plan(params: Params, grid: str, states: dict[tuple[str, int], str] | No
     else each run's ``offline_state``."""
     from pipeline.grid import expand
 
+    claimed: dict[str, Path] = {}
+    others: dict[str, list[str]] = {}  # config hash -> "grid/cell" of the other grids' runs of that config
+    for name in params.grid.grids:
+        if name != grid:
+            for run in expand(params, name, claimed):
+                others.setdefault(run.config_hash, []).append(f"{name}/{run.cell}")
     slurm = params.executor.slurm
     seconds = measured_seconds(runs_dir(params))
     rates = {key: statistics.median(value for log in logs for value in log) for key, logs in seconds.items()}
-    costs = []
-    for run in expand(params, grid):
+    costs, shared = [], {}
+    for run in expand(params, grid, claimed):
+        if run.config_hash in others:
+            shared[run.cell, run.seed] = tuple(others[run.config_hash])
         state = (states or {}).get((run.cell, run.seed)) or offline_state(run.run_dir, run.config_hash)
         total = run.params.train.schedule.iterations
         done = total if state == "done" else min(total, logged_iterations(run.run_dir))
@@ -166,7 +207,7 @@ def grid_plan(params: Params, grid: str, states: dict[tuple[str, int], str] | No
         ))
     slots = slurm.array_parallelism if params.executor.kind == "slurm" else 1
     return Plan(grid, tuple(costs), slots, slurm.gpus_per_node * NODES, slurm.timeout_min, params.executor.kind,
-                {key: len(logs) for key, logs in seconds.items()})
+                {key: len(logs) for key, logs in seconds.items()}, shared)
 
 
 def duration(seconds: float | None) -> str:
@@ -206,6 +247,10 @@ def plan_summary(plan: Plan) -> list[str]:
         "train.device: " + ("; ".join(f"{backbone} {crop[0]}x{crop[1]} {device}: {n} log(s)"
                                       for (backbone, crop, device), n in plan.sources.items()) or "none yet"),
     ]
+    if plan.shared:
+        lines.append(f"{len(plan.shared)} of these runs are also runs of other grids (the same config, trained "
+                     "once; counted in each grid's plan): " + "; ".join(
+                         f"{cell} seed {seed} = {', '.join(others)}" for (cell, seed), others in plan.shared.items()))
     return lines + [f"warning: {warning}" for warning in plan.warnings]
 
 

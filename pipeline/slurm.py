@@ -51,7 +51,8 @@ def squeue_command(job_ids: tp.Iterable[str]) -> list[str]:
 
 
 def jobs_named(names: tp.Iterable[str]) -> dict[str, dict[int, str]]:
-    """The array tasks SLURM knows under each job name: ``{name: {task index: "<array>_<task>"}}``.
+    """The array tasks SLURM knows under each job name: ``{name: {task index: "<array>_<task>"}}``; a job that
+    is not an array (submitit submits a single job so) is task 0 with its plain id: ``{name: {0: "<job>"}}``.
 
     How a ``submit`` killed between ``sbatch`` and writing the job ids finds
     its jobs again. ``ClusterError`` when squeue fails.
@@ -71,6 +72,8 @@ def jobs_named(names: tp.Iterable[str]) -> dict[str, dict[int, str]]:
         array, task, name = (line.split("|", 2) + ["", ""])[:3]
         if name in names and task.strip().isdigit():
             found.setdefault(name, {})[int(task)] = f"{array.strip()}_{task.strip()}"
+        elif name in names and task.strip() == "N/A" and array.strip().isdigit():
+            found.setdefault(name, {})[0] = array.strip()
     return found
 
 

@@ -79,7 +79,7 @@ from tqdm import tqdm
 
 from model.segmentor import Segmentor
 from pipeline.build import build_criterion, build_segmentor
-from pipeline.config import Params, validate
+from pipeline.config import ALL_LOCAL, Params, validate
 from pipeline.data import EpochBatchSampler, SegmentationDataset, train_loader, train_transform
 from pipeline.distributed import (
     MEMORY_FORMAT, Ranks, all_gather, all_sum, amp, distributed, resolve_device, sync_batchnorm,
@@ -639,9 +639,10 @@ def write_matrix(path: Path, matrix: np.ndarray) -> None:
 # Params keys added after checkpoints were first written, with the value that reproduces the older behaviour:
 # a checkpoint without them still loads.
 LATER_KEYS: dict[str, Any] = {
-    "data.folders": {}, "model.stem": "standard", "model.danet": "matched", "train.head_lr_mult": 1.0,
+    "data.folders": {}, "data.max_images": None, "model.stem": "standard", "model.danet": "matched", "train.head_lr_mult": 1.0,
     "train.loss.danet": 1.0, "eval.base_size": None, "bench.dtype": "float32", "grid.details": "artifacts/scores",
     "grid.bootstrap": 1000, "data.local": {},
+    "executor.stages": ALL_LOCAL,
     "weights.root": "weights", "weights.mirror": None,
     "weights.files": {"resnet50": "weights/resnet50-0676ba61.pth", "resnet101": "weights/resnet101-63fe2227.pth",
                       "resnest101": "weights/resnest101-22405ba7.pth"},

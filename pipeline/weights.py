@@ -112,9 +112,9 @@ def expected_text(model: ModelConfig, weights: WeightsConfig | None) -> str:
 def needed_files(params: Params) -> list[Needed]:
     """Every weight file the base config and the cells of ``grid.grids`` load, each once (first use named)."""
     configs = [("the base config", params)] + [
-        (f"grid {grid} cell {cell.name}", with_overrides(params, cell.set))
-        for grid, cells in params.grid.grids.items()
-        for cell in cells
+        (f"grid {grid} cell {cell}", with_overrides(params, overrides))
+        for grid, spec in params.grid.grids.items()
+        for cell, overrides in spec.overrides().items()
     ]
     found: dict[Path, Needed] = {}
     for where, config in configs:

@@ -1,4 +1,9 @@
-"""DVC stage `bench`: the Table 3 module benchmark, written to ``bench.out`` (JSON)."""
+"""DVC stage `bench`: the Table 3 module benchmark, written to ``bench.out`` (JSON).
+
+Runs where ``executor.stages.bench`` says: here (``local``), or as one SLURM job
+waited for and collected (``slurm``, ``pipeline.stage_jobs``): the paper
+profile's ``bench.device: cuda`` needs no GPU on the login node.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,12 @@ import json
 
 from pipeline.cli import stage_main
 from pipeline.config import Params
+from pipeline.errors import ConfigError
 from pipeline.io import write_text_atomic
+
+# The params keys the stage reads, as dvc.yaml lists them: a SLURM job of other values is not collected.
+KEYS = ("bench", "model.danet", "model.grar.positive", "model.grar.negative", "model.grar.edges",
+        "model.grar.pooling", "model.grar.combine")
 
 
 def bench(params: Params) -> None:
@@ -20,8 +30,23 @@ def bench(params: Params) -> None:
     print(format_table(report))
 
 
+def run_bench(params: Params) -> None:
+    """``bench`` where ``executor.stages.bench.kind`` says; a CUDA benchmark asked of a machine without CUDA in
+    this process is one line naming the key that sends it to a GPU node."""
+    from pipeline.stage_jobs import run_stage
+
+    if params.executor.stages.bench.kind == "local" and params.bench.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError("bench.device=cuda but this machine has no CUDA device: run the stage on a GPU "
+                              "node through the executor (executor.stages.bench.kind: slurm, resources in "
+                              "executor.stages.bench.slurm) or set bench.device: cpu")
+    run_stage(params, "bench", bench, outputs=[params.bench.out], keys=KEYS)
+
+
 def main() -> None:
-    stage_main(bench, "bench")
+    stage_main(run_bench, "bench")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""`grar grid`: list, submit, inspect and wait for the ablation grids (Tables 1-3)."""
+"""`grar grid`: list, submit, inspect and wait for the grids (Tables 1-6)."""
 
 from __future__ import annotations
 
@@ -8,21 +8,26 @@ from pipeline.cli import require_params
 from pipeline.config import Params
 from pipeline.errors import ConfigError
 
-HELP = "list, submit, inspect and wait for the ablation grids (Tables 1-3)"
+HELP = "list, submit, inspect and wait for the grids (Tables 1-6)"
 DESCRIPTION = """\
 A grid (grid.grids.NAME in params.yaml) is a list of cells, each a set of
-overrides on the base config, run once per seed of grid.seeds. Each run trains
-into grid.runs/<cell>-s<seed>-<hash10>/ (hash of its resolved config: identical
+overrides on the base config, or {set: SHARED, cells: [...]} whose SHARED
+overrides apply to every cell before its own (a cell may override a shared
+key); --set overrides reach every cell that does not set the key itself.
+Each cell runs once per seed of grid.seeds. Each run trains into
+grid.runs/<cell>-s<seed>-<hash10>/ (hash of its resolved config: identical
 configs of different grids share one folder and are trained once) and is done
 when that folder holds metrics.json.
 
-  list           the grids and their cells
+  list           the grids and their cells, each with its effective overrides
   submit NAME    run (executor.kind local or debug: here, one after another) or
                  submit (slurm: one job array) every run that is not done and
                  not queued; prints the job ids. Submitting again runs only the
                  missing and failed runs.
   status NAME    one line per run: cell, seed, state (pending / running / done /
-                 failed), mIoU when done, the log and the reason (SLURM state,
+                 failed), for a running run the iterations done / total and
+                 an ETA (median seconds of its last 50 logged iterations x
+                 iterations left; evaluation not counted), mIoU when done, the log and the reason (SLURM state,
                  "lost", or the error's last line) when it failed; from any
                  shell (job ids are read from grid.runs/grids/NAME.json, states
                  from squeue or sacct). A run another process trains (its
@@ -100,29 +105,36 @@ def run(args: argparse.Namespace) -> int:
 
 
 def list_text(params: Params) -> str:
-    """Every grid: its cells with their overrides."""
+    """Every grid: its cells, each with its effective overrides (the grid's shared ones, then its own)."""
+    from pipeline.grid import grid_cells
+
     seeds = params.grid.seeds
     lines = []
-    for name, cells in params.grid.grids.items():
+    for name in params.grid.grids:
+        cells = grid_cells(params, name)
         lines.append(f"{name}: {len(cells)} cells x {len(seeds)} seed(s) {list(seeds)}")
-        width = max(len(cell.name) for cell in cells)
-        lines += [f"  {cell.name:<{width}}  " + " ".join(f"{key}={value}" for key, value in cell.set.items())
-                  for cell in cells]
+        width = max((len(cell) for cell in cells), default=0)
+        lines += [f"  {cell:<{width}}  " + " ".join(f"{key}={value}" for key, value in overrides.items())
+                  for cell, overrides in cells.items()]
     return "\n".join(lines) if lines else "no grids in grid.grids"
 
 
 def status_text(params: Params, name: str, states: list) -> str:
-    """A table, one run per line: cell, seed, state, mIoU (%) when done, job id, log (or run folder when done),
-    reason (why it failed, or who trains it)."""
+    """A table, one run per line: cell, seed, state, progress of a running run (iterations done / total and
+    the ETA from its train_log.csv, ``pipeline.plan.progress_text``), mIoU (%) when done, job id, log (or run
+    folder when done), reason (why it failed, or who trains it)."""
     from pipeline.grid import STATES
     from pipeline.paths import grid_index
 
     counts = ", ".join(f"{sum(s.state == state for s in states)} {state}" for state in STATES)
-    rows = [("cell", "seed", "state", "mIoU %", "job", "log / run folder", "reason")]
+    from pipeline.plan import progress_text
+
+    rows = [("cell", "seed", "state", "progress", "mIoU %", "job", "log / run folder", "reason")]
     for s in states:
         miou = f"{100 * s.metrics['miou']:.2f}" if s.metrics is not None else "-"
         where = str(s.run.run_dir) if s.state == "done" else (s.log or "-")
-        rows.append((s.run.cell, str(s.run.seed), s.state, miou, s.job_id or "-", where, s.reason or ""))
+        progress = progress_text(s.run.run_dir, s.run.params.train.schedule.iterations) if s.state == "running" else "-"
+        rows.append((s.run.cell, str(s.run.seed), s.state, progress, miou, s.job_id or "-", where, s.reason or ""))
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
     table = ["  ".join(value.ljust(width) for value, width in zip(row, widths, strict=True)).rstrip() for row in rows]
     return "\n".join([f"grid {name}: {len(states)} runs: {counts} (index {grid_index(params, name)})", *table])

@@ -4,7 +4,8 @@
 writes the layout into ``out_dir`` (imported on use, so ``grar --help`` stays
 fast and a missing dependency of one dataset does not hide the others).
 ``prepare_dataset`` runs it in a temporary folder, checks the result against
-the layout contract, and only then renames it to ``data/<name>`` (replacing a
+the layout contract (after keeping the first ``data.max_images`` images of each
+split, when set), and only then renames it to ``data/<name>`` (replacing a
 previous version): on any error nothing is left behind and the old dataset, if
 any, is untouched. A dataset of ``data.folders`` is converted by
 ``pipeline.datasets.folder``. Every prepared dataset holds ``MARKER``; an
@@ -56,11 +57,28 @@ def prepare_dataset(params: Params, name: str) -> Path:
     check_new_output(target, folder=True, ours=is_prepared_dataset, what="prepared dataset", writer="grar prepare")
     with atomic_dir(target) as tmp:
         prepare(params, tmp)
+        if params.data.max_images is not None:
+            keep_first(tmp, params.data.max_images)
         counts = check_layout(tmp)
         fingerprint = {"dataset": name, **content_fingerprint(tmp)}
         (tmp / MARKER).write_text(json.dumps(fingerprint, indent=2) + "\n", encoding="utf-8")
     print(f"{name}: " + ", ".join(f"{split} {n} images" for split, n in counts.items()) + f" -> {target}")
     return target
+
+
+def keep_first(root: Path, limit: int) -> None:
+    """Keep the first ``limit`` images of each split of the layout in ``root`` (by stem), removing the others.
+
+    ``data.max_images``: a smoke run of the pipeline on a real dataset. The
+    choice is by name, so it is the same on every machine; ``root`` is the
+    temporary folder ``prepare_dataset`` converts into, never a user's folder.
+    """
+    for split in SPLITS:
+        labels = sorted((root / split / "labels").glob("*.png"))
+        for label in labels[limit:]:
+            label.unlink()
+            for suffix in IMAGE_SUFFIXES:
+                (root / split / "images" / f"{label.stem}{suffix}").unlink(missing_ok=True)
 
 
 def source_fingerprint(params: Params, name: str) -> dict[str, object]:

@@ -1,4 +1,4 @@
-"""The runs of the ablation grids as the report sees them: per cell, per seed, finished or why not.
+"""The runs of the grids as the report sees them: per cell, per seed, finished or why not.
 
 Reads the grid index ``<grid.runs>/grids/<grid>.json`` and the run folders it
 names (the run-folder contract of ``pipeline.grid`` / ``pipeline.train``). A run
@@ -169,9 +169,11 @@ class Grid:
 
 def load_grids(params: Params) -> dict[str, Grid]:
     """Every grid of ``params.grid.grids``, in order (``load_grid``)."""
-    return {name: load_grid(grid_index(params, name), runs_dir(params), name, [cell.name for cell in cells],
+    from pipeline.grid import grid_cells
+
+    return {name: load_grid(grid_index(params, name), runs_dir(params), name, list(grid_cells(params, name)),
                             params.grid.seeds)
-            for name, cells in params.grid.grids.items()}
+            for name in params.grid.grids}
 
 
 def load_grid(path: Path, runs: Path, grid: str, cells: Sequence[str], seeds: Sequence[int]) -> Grid:

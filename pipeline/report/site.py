@@ -325,9 +325,12 @@ def mean_text(cells_runs: tuple[Run, ...], value: Callable[[Run], float | None])
 
 
 def write_grids(site: Site, params: Params, grids: dict[str, Grid]) -> None:
+    from pipeline.grid import grid_cells
+
     done: dict[str, list[tuple[str, str]]] = {}
     for name, grid in tqdm(grids.items(), desc="report grids", unit="grid"):
-        overrides = {cell.name: ", ".join(f"{k}={v}" for k, v in cell.set.items()) for cell in params.grid.grids[name]}
+        overrides = {cell: ", ".join(f"{k}={v}" for k, v in values.items())
+                     for cell, values in grid_cells(params, name).items()}
         cells = []
         for cell in grid.cells:
             logs = {run.seed: read_log_frame(run.run_dir / "train_log.csv") for run in cell.runs

@@ -69,11 +69,14 @@ TABLE3_CELLS: dict[str, str] = {"fcn": "fcn", "ppm": "ppm", "aspp": "aspp", "dan
                                 "danet-reference": "danet", "ocr": "ocr", "grar": "grar"}
 
 # Tables 4-6: the paper's own rows ("Ours", by printed backbone) -> the grid cell that reproduces them, on the
-# table's dataset, multi-scale + flip (the paper's 55.7 / 57.0 equal Table 1's MS rows). Every other printed
-# row is another method's published result, quoted as a fact.
+# table's dataset, multi-scale + flip (the paper's 55.7 / 57.0 equal Table 1's MS rows): the cell of grid
+# "table4" / "table5" / "table6" (the paper profile's; table4's cells are Table 1's runs), else a cell of that
+# name in another grid that finished on the dataset. Every other printed row is another method's published
+# result, quoted as a fact.
 OURS_CELLS: dict[str, str] = {"ResNet101": "r101-grar-sr", "ResNest101": "resnest101-grar-sr"}
 OURS_SCORE = "ms"
-MAIN_GRID = "table1"  # its other finished cells on a table's dataset are listed after the printed rows
+# The other finished cells on a table's dataset of the table's own grid and of this grid follow the printed rows.
+MAIN_GRID = "table1"
 
 SCORE_NAMES = {"miou": "single-scale mIoU", "ms": "multi-scale + flip mIoU"}
 DATASET_NAMES = {"embedded": "the embedded synthetic dataset", "pascal_context": "PASCAL-Context",
@@ -524,15 +527,23 @@ def table3_findings(grid: Grid | None, replicates: int = 1000) -> list[str]:
 
 
 def others(inputs: Inputs, number: int) -> Table:
-    """Tables 4-6: the paper's comparison on one dataset; this project's rows where runs on it finished."""
+    """Tables 4-6: the paper's comparison on one dataset; this project's rows where runs on it finished.
+
+    An Ours row (``OURS_CELLS``) comes from the cell of that name in the table's own grid
+    (``table4`` ...) when it finished on the table's dataset, else from a cell of that name
+    in another grid that did; without either it says why (the own grid's failed or running
+    run, or that no grid trains it on that dataset).
+    """
     paper = inputs.paper[number]
     dataset = paper.dataset
     table = header(paper, number, inputs, ("Method", "Backbone") + METRIC_COLUMNS)
     table.preamble.append(
         f"Rows other than Ours are published results of other methods, quoted from the paper as facts. This "
         f"project's rows come from finished runs on {DATASET_NAMES[dataset]} ({dataset}), "
-        f"{SCORE_NAMES[OURS_SCORE]} for the Ours rows.")
-    on_dataset = [cells for grid in inputs.grids.values() for cells in grid.cells
+        f"{SCORE_NAMES[OURS_SCORE]} for the Ours rows: grid table{number} first, then any other grid.")
+    own = inputs.grids.get(f"table{number}")
+    ordered = sorted(inputs.grids.values(), key=lambda grid: grid is not own)  # the table's own grid first
+    on_dataset = [cells for grid in ordered for cells in grid.cells
                   if cells.measure(OURS_SCORE, dataset) or cells.measure("miou", dataset)]
     for row in paper.rows:
         method = f"{row['method']} [{row['ref']}]" if row["ref"] is not None else row["method"]
@@ -541,22 +552,35 @@ def others(inputs: Inputs, number: int) -> Table:
             table.rows.append(description + (Cell("—"), Cell("—"), Cell("published result (paper)")))
             continue
         name = OURS_CELLS.get(row["backbone"])
-        candidates = [c for c in on_dataset if c.cell == name] or [
-            c for grid in inputs.grids.values() for c in grid.cells if c.cell == name]
-        why = f"{NOT_RUN} (no finished {name} run on {dataset}; profile {inputs.profile} trains on " \
-              f"{inputs.train_dataset})"
+        mine = own.cell(name) if own is not None and name is not None else None
+        candidates = [c for c in on_dataset if c.cell == name] or ([mine] if mine is not None else []) or [
+            c for grid in ordered for c in grid.cells if c.cell == name]
         table.rows.append(description + measured(table, candidates[0] if candidates else None, OURS_SCORE,
-                                                 row["miou"], why, dataset))
-    main = inputs.grids.get(MAIN_GRID)
-    for cells in main.cells if main is not None else ():
-        if cells.cell in OURS_CELLS.values() or not any(cells is c for c in on_dataset):
-            continue
-        score = OURS_SCORE if cells.measure(OURS_SCORE, dataset) else "miou"
-        table.rows.append((Cell(f"this project: {cells.cell}"), Cell(backbones(cells.finished)), paper_cell(None))
-                          + measured(table, cells, score, None, dataset=dataset))
+                                                 row["miou"], ours_missing(inputs, number, name, mine), dataset))
+    listed = set(OURS_CELLS.values())
+    for grid in (own, inputs.grids.get(MAIN_GRID)):
+        for cells in grid.cells if grid is not None else ():
+            if cells.cell in listed or not any(cells is c for c in on_dataset):
+                continue
+            listed.add(cells.cell)
+            score = OURS_SCORE if cells.measure(OURS_SCORE, dataset) else "miou"
+            table.rows.append((Cell(f"this project: {cells.cell}"), Cell(backbones(cells.finished)),
+                               paper_cell(None)) + measured(table, cells, score, None, dataset=dataset))
     if not on_dataset:
         table.findings.append(f"No finished run on {dataset} in this report: this project's rows are not run.")
     return table
+
+
+def ours_missing(inputs: Inputs, number: int, name: str | None, mine: CellRuns | None) -> str:
+    """Why an Ours row of Table ``number`` has no measured number (``mine``: its cell in the table's grid)."""
+    dataset, grid = inputs.paper[number].dataset, f"table{number}"
+    if mine is not None:
+        return f"{NOT_RUN} (no finished run of {grid}/{name} on {dataset} yet)"
+    if inputs.profile == "embedded":
+        why = f"the embedded profile trains on its synthetic dataset only; profiles/paper.yaml's grid {grid} trains it"
+    else:
+        why = f"profile {inputs.profile} trains on {inputs.train_dataset} and has no grid {grid} with a cell {name}"
+    return f"{NOT_RUN} (no finished {name} run on {dataset}; {why})"
 
 
 # ---------------------------------------------------------------------------------------------- markdown

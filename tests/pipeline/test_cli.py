@@ -12,6 +12,7 @@ import yaml
 
 from pipeline import __version__
 from pipeline.cli import COMMANDS, main
+from pipeline.config import load_params
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -106,3 +107,44 @@ def test_profile_use_works_when_params_is_broken(project):
 def test_unknown_profile_lists_the_names(project, capsys):
     assert main(["profile", "use", "papr"]) == 2
     assert "profile 'papr' not found; allowed: embedded, paper" in capsys.readouterr().err
+
+
+def test_profile_use_with_override_files_merges_key_by_key(project, capsys):
+    (project / "mine.yaml").write_text("train: {batch_size: 4, schedules: {ade20k: {iterations: 7}}}\n"
+                                       "grid: {seeds: [3]}\n")
+    assert main(["profile", "use", "paper", "--with", "profiles/overrides/smoke.yaml", "--with", "mine.yaml"]) == 0
+    assert "is now profile 'paper' with profiles/overrides/smoke.yaml, mine.yaml" in capsys.readouterr().out
+    text = (project / "params.yaml").read_text()
+    assert text.startswith("# grar profile paper with profiles/overrides/smoke.yaml, mine.yaml\n")
+    params = load_params(project / "params.yaml")
+    assert params.profile == "paper-smoke" and params.train.batch_size == 4  # the later file wins
+    assert params.train.schedules["ade20k"].iterations == 7 and params.train.schedules["ade20k"].lr == 0.01  # merged
+    assert params.train.schedules["coco_stuff"].iterations == 2 and params.train.crop_size == 48  # smoke.yaml's
+    assert params.grid.seeds == (3,) and params.model.backbone == "resnet101"  # lists replace; the rest is paper's
+    assert main(["profile", "list"]) == 0
+    assert "* paper      profiles/paper.yaml  (with profiles/overrides/smoke.yaml, mine.yaml)" in capsys.readouterr().out
+    assert main(["profile", "use", "embedded"]) == 0  # a composed params.yaml is no edit of the user's
+
+
+def test_an_override_file_edited_since_counts_as_an_edit(project, capsys):
+    (project / "mine.yaml").write_text("grid: {seeds: [3]}\n")
+    assert main(["profile", "use", "paper", "--with", "mine.yaml"]) == 0
+    (project / "mine.yaml").write_text("grid: {seeds: [4]}\n")
+    assert main(["profile", "use", "embedded"]) == 2
+    assert "has edits that match no profile" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (None, "--with missing.yaml: file not found"),
+    ("train: {batch_size: -1}\n", "profiles/paper.yaml with missing.yaml: train.batch_size: must be > 0 (got -1)"),
+    ("train: {batch_sise: 4}\n", "profiles/paper.yaml with missing.yaml: unknown key train.batch_sise"),
+    ("- a list\n", "missing.yaml: expected a mapping of sections at the top level"),
+])
+def test_a_bad_override_file_is_one_line_and_params_stays(project, capsys, content, message):
+    before = (project / "params.yaml").read_bytes()
+    if content is not None:
+        (project / "missing.yaml").write_text(content)
+    assert main(["profile", "use", "paper", "--with", "missing.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert (project / "params.yaml").read_bytes() == before

@@ -385,6 +385,36 @@ def test_shared_runs_of_several_grids_train_once(params):
     assert states["h"][0].run.run_dir == states["g"][0].run.run_dir
 
 
+def test_a_grid_with_shared_overrides_trains_the_configs_other_grids_train_once(tmp_path):
+    shared = {"set": {"model.head": "grar", "train.loss.sr": 0.5},
+              "cells": [{"name": "base", "set": {"model.head": "fcn", "train.loss.sr": 0.2}},  # = g's fcn
+                        {"name": "sr", "set": {}},  # = g's grar
+                        {"name": "sr-conv", "set": {"model.grar.edges": "conv"}}]}
+    params = grid_params(tmp_path, **{"grid.grids": {"g": GRIDS["g"], "t": shared}})
+    assert params.train.loss.sr == 0.2
+    t = grid.expand(params, "t")
+    assert [(run.params.model.head, run.params.train.loss.sr, run.params.model.grar.edges) for run in t[::2]] == [
+        ("fcn", 0.2, "graph"), ("grar", 0.5, "graph"), ("grar", 0.5, "conv")]
+    grid.train_grids(params, poll_s=0.01, cell_fn=FakeTrainer())
+    states = grid.status_all(params, ["g", "t"])
+    assert [s.run.run_dir for s in states["t"][:4]] == [s.run.run_dir for s in states["g"][0:2] + states["g"][4:6]]
+    assert [calls(s) for s in states["t"]] == [1] * 6
+    assert len({s.run.run_dir for grid_states in states.values() for s in grid_states}) == 8  # 6 of g + sr-conv x 2
+
+
+def test_paper_table4_is_table1s_r101_and_resnest101_runs(tmp_path):
+    paper = with_overrides(load_params(ROOT / "profiles" / "paper.yaml"),
+                           {"grid.runs": str(tmp_path / "runs"), "data.root": str(tmp_path / "data")})
+    claimed: dict[str, Path] = {}
+    table1 = {run.cell: run for run in grid.expand(paper, "table1", claimed)}
+    table4 = grid.expand(paper, "table4", claimed)
+    assert [(run.cell, run.config_hash, run.run_dir) for run in table4] == [
+        (cell, table1[cell].config_hash, table1[cell].run_dir) for cell in ("r101-grar-sr", "resnest101-grar-sr")]
+    assert table1["r101-grar-sr"].params == table4[0].params
+    others = {run.config_hash for name in ("table5", "table6") for run in grid.expand(paper, name, claimed)}
+    assert len(others) == 4 and not others & {run.config_hash for run in table1.values()}
+
+
 GATED_TRAINER = """
 import sys, time, yaml
 from pathlib import Path
@@ -574,8 +604,21 @@ def test_grid_list_and_status(params_file, capsys):
     assert main(["grid", "status", "g", "--params", str(params_file)]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("grid g: 6 runs: 6 pending, 0 running, 0 done, 0 failed (index ")
-    assert out[1].split() == ["cell", "seed", "state", "mIoU", "%", "job", "log", "/", "run", "folder", "reason"]
-    assert out[2].split() == ["fcn", "0", "pending", "-", "-", "-"]
+    assert out[1].split() == ["cell", "seed", "state", "progress", "mIoU", "%", "job", "log", "/", "run", "folder",
+                              "reason"]
+    assert out[2].split() == ["fcn", "0", "pending", "-", "-", "-", "-"]
+
+
+def test_grid_list_shows_each_cells_effective_overrides(tmp_path, capsys):
+    paper = str(ROOT / "profiles" / "paper.yaml")
+    assert main(["grid", "list", "--params", paper]) == 0
+    out = capsys.readouterr().out.splitlines()
+    headers = [line for line in out if not line.startswith("  ")]
+    assert headers == ["table1: 5 cells x 1 seed(s) [0]", "table2: 9 cells x 1 seed(s) [0]",
+                       "table3: 7 cells x 1 seed(s) [0]", "table4: 2 cells x 1 seed(s) [0]",
+                       "table5: 2 cells x 1 seed(s) [0]", "table6: 2 cells x 1 seed(s) [0]"]
+    assert out[1] == "  r50-fcn             model.head=fcn model.backbone=resnet50 train.loss.sr=0.0"
+    assert out[-1] == "  resnest101-grar-sr  train.dataset=coco_stuff model.head=grar model.backbone=resnest101"
 
 
 def test_grid_submit_and_wait_exit_codes(params_file, tmp_path, monkeypatch, capsys):
@@ -586,8 +629,8 @@ def test_grid_submit_and_wait_exit_codes(params_file, tmp_path, monkeypatch, cap
     assert error.startswith("2 run(s) not done:\n  h/fcn-again seed 0: failed (RuntimeError: fcn exploded), log ")
     assert "danet" not in error
     rows = [line.split() for line in captured.out.splitlines()[2:]]
-    assert [row[:4] for row in rows] == [["fcn-again", "0", "failed", "-"], ["fcn-again", "1", "failed", "-"],
-                                         ["danet", "0", "done", "12.50"], ["danet", "1", "done", "13.50"]]
+    assert [row[:5] for row in rows] == [["fcn-again", "0", "failed", "-", "-"], ["fcn-again", "1", "failed", "-", "-"],
+                                         ["danet", "0", "done", "-", "12.50"], ["danet", "1", "done", "-", "13.50"]]
     assert main(["grid", "wait", "h", "--params", str(params_file), "--poll", "0.01"]) == 1
     assert "h/fcn-again seed 1: failed" in capsys.readouterr().err
     monkeypatch.setattr(grid, "run_cell", FakeTrainer())

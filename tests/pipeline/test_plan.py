@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -12,9 +13,10 @@ from test_grid import GRIDS, grid_params
 
 from pipeline import grid
 from pipeline.cli import main
-from pipeline.config import with_overrides
-from pipeline.plan import duration, grid_plan, plan_rows
+from pipeline.config import load_params, with_overrides
+from pipeline.plan import duration, eta_text, grid_plan, plan_rows, progress_text
 
+ROOT = Path(__file__).resolve().parents[2]
 SLURM = {"executor.kind": "slurm", "executor.slurm.array_parallelism": 2, "executor.slurm.gpus_per_node": 2,
          "executor.slurm.timeout_min": 2, "grid.grids": {"g": GRIDS["g"]}}
 
@@ -89,3 +91,61 @@ def test_grid_plan_command(planned, tmp_path, capsys):
 def test_plan_does_not_import_torch():
     code = "import sys, pipeline.plan, pipeline.commands.grid; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"
+
+
+def test_paper_profile_plans_tables_1_to_6_with_table4_sharing_table1s_runs(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    paper = str(ROOT / "profiles" / "paper.yaml")
+    params = load_params(ROOT / "profiles" / "paper.yaml")
+    r101 = next(run for run in grid.expand(params, "table1") if run.cell == "r101-grar-sr")
+    write_run(r101, [2.0] * 10, finished=True)
+    counts = {}
+    for number in range(1, 7):
+        plan = grid_plan(params, f"table{number}")
+        counts[number] = (len(plan.runs), sorted({run.iterations for run in plan.runs}),
+                          sum(run.state == "done" for run in plan.runs))
+    assert counts == {1: (5, [50000], 1), 2: (9, [50000], 0), 3: (7, [50000], 0), 4: (2, [50000], 1),
+                      5: (2, [200000], 0), 6: (2, [100000], 0)}
+    assert grid_plan(params, "table4").shared == {("r101-grar-sr", 0): ("table1/r101-grar-sr",),
+                                                  ("resnest101-grar-sr", 0): ("table1/resnest101-grar-sr",)}
+    assert grid_plan(params, "table3").shared == {("fcn", 0): ("table1/r50-fcn", "table2/fcn"),
+                                                  ("grar", 0): ("table1/r50-grar", "table2/posneg-graph")}
+    assert grid_plan(params, "table5").shared == {}
+    assert main(["grid", "plan", "table4", "--params", paper]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "2 of these runs are also runs of other grids (the same config, trained once; counted in each grid's "
+        "plan): r101-grar-sr seed 0 = table1/r101-grar-sr; resnest101-grar-sr seed 0 = table1/resnest101-grar-sr")
+    assert main(["grid", "plan", "table5", "--params", paper, "--set", "executor.slurm.partition=other"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == ("grid table5: 2 runs (2 pending); executor slurm: 8 run(s) at a time, 4 GPU(s) per job, "
+                      "time limit 1440 min")
+    assert [line.split()[:5] for line in out[4:6]] == [["r101-grar-sr", "0", "pending", "0/200000", "2.000"],
+                                                       ["resnest101-grar-sr", "0", "pending", "0/200000", "unknown"]]
+
+
+def test_progress_of_a_running_run_from_its_log(planned, tmp_path):
+    runs = {(run.cell, run.seed): run for run in grid.expand(planned, "g")}
+    # ppm seed 0: 100 of 300 iterations, the last 50 at 0.5 s: 200 x 0.5 s = 100 s left
+    assert progress_text(runs["ppm", 0].run_dir, 300) == "100/300 it, ETA 2 min"
+    assert progress_text(runs["grar", 0].run_dir, 300) == "0/300 it"  # no log yet
+    long = tmp_path / "long"
+    long.mkdir()
+    rows = ["iteration,lr,loss,ce,aux,coarse,sr,seconds"] + [f"{i},0.01,1.0,1.0,,,,{9.0 if i <= 1150 else 0.25}"
+                                                             for i in range(1, 1201)]
+    (long / "train_log.csv").write_text("\n".join(rows) + "\n")
+    # the median of the last 50 iterations (0.25 s) x 48800 left = 12200 s; the slow start does not count
+    assert progress_text(long, 50000) == "1200/50000 it, ETA 3 h 23 min"
+    assert [eta_text(s) for s in (29, 31, 3599, 3600 * 25 + 60)] == ["< 1 min", "1 min", "1 h 0 min", "25 h 1 min"]
+
+
+def test_grid_status_shows_progress_and_eta_of_running_runs(planned):
+    from pipeline.commands.grid import status_text
+
+    runs = {(run.cell, run.seed): run for run in grid.expand(planned, "g")}
+    states = [grid.CellState(runs["ppm", 0], "running", "7_1", "logs/7_1_0_log.err", active=True),
+              grid.CellState(runs["grar", 0], "pending", "7_2", "logs/7_2_0_log.err", active=True)]
+    lines = status_text(planned, "g", states).splitlines()
+    assert lines[1].split() == ["cell", "seed", "state", "progress", "mIoU", "%", "job", "log", "/", "run", "folder",
+                                "reason"]
+    assert lines[2] == "ppm   0     running  100/300 it, ETA 2 min  -       7_1  logs/7_1_0_log.err"
+    assert lines[3] == "grar  0     pending  -                      -       7_2  logs/7_2_0_log.err"

@@ -5,12 +5,14 @@ from __future__ import annotations
 import operator
 import os
 import shutil
+import subprocess
 
 import pytest
 import submitit
 
 from pipeline.config import ExecutorConfig, SlurmConfig
 from pipeline.errors import ConfigError
+from pipeline import slurm
 from pipeline.slurm import PURGED, SlurmStateWatcher, WatchedSlurmExecutor, accounting_enabled, make_executor
 
 SLURM = SlurmConfig(
@@ -119,3 +121,17 @@ def test_with_accounting_the_watcher_reads_sacct_as_submitit_does():
     assert watcher._make_command() == ["sacct", "-o", "JobID,State,NodeList", "--parsable2", "-j", "12"]
     info = watcher.read_info("JobID|State|NodeList\n12|FAILED|vm\n12.batch|FAILED|vm\n")
     assert info == {"12": {"JobID": "12", "State": "FAILED", "NodeList": "vm"}}
+
+
+def test_jobs_named_finds_array_tasks_and_single_jobs_as_task_0(monkeypatch):
+    rows = "7|0|grar-g-1\n7|1|grar-g-1\n9|N/A|grar-bench-2\n11|N/A|someone-else\n"
+    seen = []
+
+    def squeue(command, **kwargs):
+        seen.append(command[-1])
+        return subprocess.CompletedProcess(command, 0, stdout=rows, stderr="")
+
+    monkeypatch.setattr(subprocess, "run", squeue)
+    assert slurm.jobs_named(["grar-g-1", "grar-bench-2"]) == {"grar-g-1": {0: "7_0", 1: "7_1"},
+                                                              "grar-bench-2": {0: "9"}}
+    assert seen == ["--name=grar-bench-2,grar-g-1"]

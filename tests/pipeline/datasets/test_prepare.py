@@ -16,7 +16,7 @@ import yaml
 from PIL import Image
 
 from pipeline.cli import main
-from pipeline.config import BUILTIN_DATASETS
+from pipeline.config import BUILTIN_DATASETS, with_overrides
 from pipeline.datasets.download import ARCHIVES, Archive
 from pipeline.datasets.prepare import PREPARERS, check_layout, prepare_dataset
 from pipeline.errors import ConfigError, DataError
@@ -137,3 +137,17 @@ def test_check_layout_counts_and_rejects(tmp_path):
     (empty / "val" / "labels" / "x.png").unlink()
     with pytest.raises(DataError, match=r"empty/val/labels: empty split"):
         check_layout(empty)
+
+
+def test_max_images_keeps_the_first_images_of_each_split_by_name(params):
+    small = with_overrides(params, {"data.embedded.train_images": 7, "data.embedded.val_images": 3})
+    full = prepare_dataset(small, "embedded")
+    names = {split: sorted(p.name for p in (full / split / "labels").iterdir()) for split in ("train", "val")}
+    trimmed = with_overrides(small, {"data.max_images": 5, "data.root": str(Path(params.data.root) / "trimmed")})
+    out = prepare_dataset(trimmed, "embedded")
+    assert sorted(p.name for p in (out / "train" / "labels").iterdir()) == names["train"][:5]
+    assert sorted(p.stem for p in (out / "train" / "images").iterdir()) == [n[:-4] for n in names["train"][:5]]
+    assert sorted(p.name for p in (out / "val" / "labels").iterdir()) == names["val"]  # 3 <= 5: all kept
+    for name in names["train"][:5]:
+        assert (out / "train" / "labels" / name).read_bytes() == (full / "train" / "labels" / name).read_bytes()
+    assert check_layout(out) == {"train": 5, "val": 3}

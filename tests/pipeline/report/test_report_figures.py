@@ -14,6 +14,7 @@ from PIL import Image
 from report_runs import write_dataset
 
 from pipeline.config import with_overrides
+from pipeline.grid import grid_cells
 from pipeline.paths import dataset_dir
 from pipeline.report import qualitative
 from pipeline.report.figures import (
@@ -119,9 +120,9 @@ def test_qualitative_examples_from_real_checkpoints(params, runs, tmp_path):
     params = with_overrides(params, tiny)
     write_dataset(dataset_dir(params, "embedded"), images=3, size=(17, 19))
     build_stats(StatsJob.for_dataset(params, "embedded"))
-    for cell in params.grid.grids["table1"][:2]:  # fcn, grar
-        run_dir = Path(params.grid.runs) / f"{cell.name}-s0"
-        runs.record("table1", cell.name, 0, run_dir, run_cell(with_overrides(params, dict(cell.set)), run_dir))
+    for cell, overrides in list(grid_cells(params, "table1").items())[:2]:  # fcn, grar
+        run_dir = Path(params.grid.runs) / f"{cell}-s0"
+        runs.record("table1", cell, 0, run_dir, run_cell(with_overrides(params, overrides), run_dir))
     chosen = qualitative.pick_runs(load_grids(params)["table1"])
     assert {heading: run.cell for heading, run in chosen.items()} == {"FCN baseline": "fcn", "GRAr": "grar"}
     loaded = qualitative.load_examples(dataset_dir(params, "embedded"), 2)

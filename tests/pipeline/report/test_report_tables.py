@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from report_runs import COMMIT, Runs, bench_report, run_name
 
+from pipeline.config import with_overrides
 from pipeline.datasets import embedded as E
 from pipeline.paper import load_paper_tables
 from pipeline.report import layout
@@ -193,7 +194,7 @@ def test_table3_bench_and_miou(params, runs, tmp_path):
 
 
 def test_tables_4_to_6_use_runs_on_their_dataset(paper_params):
-    runs = Runs(Path(paper_params.grid.runs))
+    runs = Runs(Path(paper_params.grid.runs))  # table1's runs only: no table4-6 index yet
     runs.done("table1", "r101-grar-sr", 0, 0.55, ms=0.56, dataset="pascal_context", profile="paper",
               backbone="resnet101")
     runs.done("table1", "r50-fcn", 0, 0.41, ms=0.42, dataset="pascal_context", profile="paper",
@@ -205,14 +206,73 @@ def test_tables_4_to_6_use_runs_on_their_dataset(paper_params):
     assert texts(row(tables[3], "this project: r50-fcn")[1:5]) == ["resnet50", "— (no paper row)", "42.00 (n=1)",
                                                                     "—"]
     assert texts(row(tables[3], "PSPNet [81]")[2:]) == ["47.8", "—", "—", "published result (paper)"]
+    assert texts(row(tables[3], "Ours", "ResNest101")[3:]) == [
+        "not run (no finished run of table4/resnest101-grar-sr on pascal_context yet)", "—",
+        "table4/resnest101-grar-sr"]
     ade = row(tables[4], "Ours", "ResNet101")
-    assert ade[3].text == ("not run (no finished r101-grar-sr run on ade20k; profile paper trains on "
-                           "pascal_context)")
+    assert ade[3].text == "not run (no finished run of table5/r101-grar-sr on ade20k yet)"
     nest = row(tables[5], "Ours", "ResNest101")
-    assert nest[3].text == ("not run (no finished resnest101-grar-sr run on coco_stuff; profile paper trains on "
-                            "pascal_context)")
+    assert nest[3].text == "not run (no finished run of table6/resnest101-grar-sr on coco_stuff yet)"
     assert len(tables[4].rows) == 22 and len(tables[5].rows) == 14  # every published row, no extra
     assert not tables[0].synthetic  # real-data profile: no synthetic banner
+
+
+def test_tables_4_to_6_ours_rows_come_from_grids_table4_to_table6(paper_params):
+    runs = Runs(Path(paper_params.grid.runs))
+    for seed, (ss, ms) in enumerate([(0.55, 0.56), (0.56, 0.58)]):  # one folder per seed, in table1 and table4
+        path = runs.done("table1", "r101-grar-sr", seed, ss, ms=ms, dataset="pascal_context", profile="paper",
+                         backbone="resnet101")
+        runs.record("table4", "r101-grar-sr", seed, path, runs.indexes["table1"][-1]["metrics"])
+    runs.done("table1", "resnest101-grar-sr", 0, 0.30, ms=0.31, dataset="ade20k", profile="paper",
+              backbone="resnest101")  # another grid's run on ADE20K: table5's own run comes first
+    runs.done("table5", "r101-grar-sr", 0, 0.45, ms=0.46, dataset="ade20k", profile="paper", backbone="resnet101")
+    runs.done("table5", "resnest101-grar-sr", 0, 0.47, ms=0.48, dataset="ade20k", profile="paper",
+              backbone="resnest101")
+    runs.done("table6", "r101-grar-sr", 0, 0.40, ms=0.41, dataset="coco_stuff", profile="paper",
+              backbone="resnet101")
+    failed = runs.failed("table6", "resnest101-grar-sr", 0)
+    tables = tables_of(paper_params)
+
+    context = row(tables[3], "Ours", "ResNet101")
+    assert texts(context[2:]) == ["55.7", "57.00 ± 1.41 (n=2)", "+1.30", "table4/r101-grar-sr · resnet101"]
+    text = dict(tables[3].provenance)[context[3].note]
+    for part in ("grid table4, cell r101-grar-sr, multi-scale + flip mIoU", "dataset pascal_context",
+                 "seeds 0, 1 (seed 0: 56.00, seed 1: 58.00)", str(runs.indexes["table1"][0]["run_dir"])):
+        assert part in text
+    ade, ade_nest = row(tables[4], "Ours", "ResNet101"), row(tables[4], "Ours", "ResNest101")
+    assert texts(ade[2:]) == ["47.1", "46.00 (n=1)", "-1.10", "table5/r101-grar-sr · resnet101"]
+    assert texts(ade_nest[2:]) == ["47.9", "48.00 (n=1)", "+0.10", "table5/resnest101-grar-sr · resnest101"]
+    assert "grid table5, cell resnest101-grar-sr" in dict(tables[4].provenance)[ade_nest[3].note]
+    assert "dataset ade20k; backbone resnest101" in dict(tables[4].provenance)[ade_nest[3].note]
+    coco = row(tables[5], "Ours", "ResNet101")
+    assert texts(coco[2:]) == ["41.9", "41.00 (n=1)", "-0.90", "table6/r101-grar-sr · resnet101"]
+    nest = row(tables[5], "Ours", "ResNest101")
+    assert (nest[3].text, nest[3].kind, nest[5].text) == ("failed", "failed", "table6/resnest101-grar-sr")
+    assert nest[3].href == f"grids/logs/{failed.name}/error.txt"
+    assert [r[0].text for r in tables[3].rows if r[0].text.startswith("this project")] == []
+    assert len(tables[4].rows) == 22 and len(tables[5].rows) == 14  # every published row, no extra
+
+
+def test_tables_4_to_6_without_their_grids_fall_back_to_other_grids_or_say_why(paper_params):
+    params = with_overrides(paper_params, {"grid.grids": {"table1": paper_params.grid.grids["table1"].model_dump()}})
+    runs = Runs(Path(params.grid.runs))
+    runs.done("table1", "r101-grar-sr", 0, 0.45, ms=0.46, dataset="ade20k", profile="paper", backbone="resnet101")
+    tables = tables_of(params)
+    assert texts(row(tables[4], "Ours", "ResNet101")[3:]) == ["46.00 (n=1)", "-1.10",
+                                                               "table1/r101-grar-sr · resnet101"]
+    assert row(tables[5], "Ours", "ResNest101")[3].text == (
+        "not run (no finished resnest101-grar-sr run on coco_stuff; profile paper trains on pascal_context and has "
+        "no grid table6 with a cell resnest101-grar-sr)")
+
+
+def test_tables_4_to_6_say_why_the_embedded_profile_has_no_ours_rows(params, runs):
+    runs.done("table1", "grar-sr", 0, 0.50, ms=0.51)
+    tables = tables_of(params)
+    for table, dataset in zip(tables[3:], ("pascal_context", "ade20k", "coco_stuff"), strict=True):
+        assert row(table, "Ours", "ResNet101")[3].text == (
+            f"not run (no finished r101-grar-sr run on {dataset}; the embedded profile trains on its synthetic "
+            f"dataset only; profiles/paper.yaml's grid table{table.number} trains it)")
+        assert table.findings == [f"No finished run on {dataset} in this report: this project's rows are not run."]
 
 
 def test_markdown_rendering(params, runs):
