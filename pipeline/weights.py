@@ -92,13 +92,19 @@ def pretrained_file(params: Params) -> Path | None:
 
 
 def published_for(model: ModelConfig, weights: WeightsConfig | None) -> Archive | None:
-    """The published file ``model`` loads: ``imagenet``, or a path that is ``weights.files[backbone]``."""
+    """The published file ``model`` loads: ``imagenet``, or a path that is ``weights.files[backbone]``.
+
+    Only a ``weights.files`` entry under the published file's name is the
+    published file; one under another name is a file of the user's declared
+    once for its backbone (checked to exist, neither fetched nor verified).
+    """
     path = pretrained_path(model, weights)
     if path is None or weights is None or model.backbone not in weights.files:
         return None
-    if Path(weights.files[model.backbone]).absolute() != path.absolute():
+    published = PUBLISHED[model.backbone]
+    if Path(weights.files[model.backbone]).absolute() != path.absolute() or path.name != published.filename:
         return None
-    return PUBLISHED[model.backbone]
+    return published
 
 
 def expected_text(model: ModelConfig, weights: WeightsConfig | None) -> str:

@@ -33,10 +33,10 @@ def sha256(data: bytes) -> str:
 
 @pytest.fixture
 def fake(server, monkeypatch):
-    """PUBLISHED pointing at the loopback server, each file named ``<backbone>-<its SHA-256 prefix>.pth``."""
+    """PUBLISHED pointing at the loopback server: each published file name serves its stand-in, of known SHA-256."""
     table = {}
     for name, data in FAKE.items():
-        filename = f"{name}-{sha256(data)[:8]}.pth"
+        filename = PUBLISHED[name].filename
         server.files[filename] = data
         table[name] = dataclasses.replace(
             PUBLISHED[name], filename=filename, url=server.url(filename), checksum=sha256(data)[:8]
@@ -51,7 +51,7 @@ def params(tmp_path):
     root = tmp_path / "weights"
     return with_overrides(load_params(REPO / "profiles" / "embedded.yaml"), {
         "weights.root": str(root),
-        "weights.files": {name: str(root / f"{name}.pth") for name in FAKE},
+        "weights.files": {name: str(root / PUBLISHED[name].filename) for name in FAKE},
         "grid.grids": {},
     })
 
@@ -80,8 +80,8 @@ def test_imagenet_resolves_per_grid_cell_to_the_backbone_file(params, tmp_path):
     found = [(item.path, item.backbone, item.published and item.published.key, item.where) for item in needed_files(config)]
     root = Path(params.weights.root)
     assert found == [
-        (root / "resnet50.pth", "resnet50", "resnet50", "grid t cell c0"),
-        (root / "resnest101.pth", "resnest101", "resnest101", "grid t cell c2"),
+        (root / "resnet50-0676ba61.pth", "resnet50", "resnet50", "grid t cell c0"),
+        (root / "resnest101-22405ba7.pth", "resnest101", "resnest101", "grid t cell c2"),
         (mine, "tiny_resnet", None, "grid t cell c4"),
     ]
 
@@ -92,8 +92,8 @@ def test_fetch_downloads_verifies_records_and_then_makes_no_request(params, fake
     assert fetch_weights(config) == [target]
     assert target.read_bytes() == FAKE["resnet50"]
     assert server.requests == [(f"/{fake['resnet50'].filename}", None)]  # only the backbone the cell loads
-    record = target.with_name("resnet50.pth.sha256")
-    assert record.read_text() == f"{sha256(FAKE['resnet50'])}  resnet50.pth\n"
+    record = target.with_name("resnet50-0676ba61.pth.sha256")
+    assert record.read_text() == f"{sha256(FAKE['resnet50'])}  resnet50-0676ba61.pth\n"
     assert "TRUST ON FIRST USE" in capsys.readouterr().out
     fetch_weights(config)
     assert len(server.requests) == 1
@@ -277,3 +277,16 @@ def test_imagenet_and_the_same_path_written_out_are_one_run(params):
     assert config_hash(written) == config_hash(r50)
     mine = with_overrides(params, {**R50, "model.pretrained": str(Path(params.weights.root) / "mine.pth")})
     assert config_hash(mine) != config_hash(r50)
+
+
+def test_a_declared_file_under_another_name_is_yours(params, fake, server, capsys):
+    mine = Path(params.weights.root) / "r50-mine.pth"
+    config = with_overrides(params, {**cells(R50), "weights.files.resnet50": str(mine)})
+    assert [(n.path, n.published) for n in needed_files(config)] == [(mine, None)]
+    with pytest.raises(DataError, match="file not found; it is a file of yours"):
+        fetch_weights(config)
+    mine.parent.mkdir(parents=True)
+    mine.write_bytes(b"not the published bytes")
+    assert fetch_weights(config) == [mine]
+    assert "your own resnet50 weights (grid t cell c0), present; not verified" in capsys.readouterr().out
+    assert server.requests == [] and mine.read_bytes() == b"not the published bytes"
