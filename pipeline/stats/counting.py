@@ -1,8 +1,8 @@
 """Counting class co-occurrence over label maps: the ``t`` of Eq. 1.
 
-Each label PNG is reduced to a 256-bin histogram (PIL's ``Image.histogram``, one
-C pass over the decoded pixels), from which come the pixels per class and the
-image's presence vector ``p`` (``p[c] = 1`` when class ``c`` covers at least one
+Each label PNG is reduced to a 256-bin histogram (``histogram``: counted over the
+runs of equal pixels of PIL's decoded buffer, read in place), from which come
+the pixels per class and the image's presence vector ``p`` (``p[c] = 1`` when class ``c`` covers at least one
 pixel; the ignore index is dropped). Over a split, ``t = P^T P`` where ``P`` is
 the (images, K) presence matrix, so ``t[i, j]`` is the number of images holding
 both ``i`` and ``j`` and ``t[i, i]`` the number of images holding ``i``.
@@ -28,6 +28,7 @@ from io import BytesIO
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 from PIL import Image
 from tqdm import tqdm
 
@@ -150,7 +151,7 @@ def read_label(labels: LabelSet, name: str, histogram: np.ndarray, invalid: np.n
                     f"(mode 'L', or 'P' read as indices) holding class ids, not colours"
                 )
             image.load()
-            histogram[:] = image.histogram()
+            histogram[:] = pixel_histogram(image)
             size = image.size
     except DataError:
         raise
@@ -165,6 +166,33 @@ def read_label(labels: LabelSet, name: str, histogram: np.ndarray, invalid: np.n
     if labels.images is not None:
         check_size(path, size, labels.images)
     return data
+
+
+def pixel_histogram(image: Image.Image) -> np.ndarray:
+    """Pixels per value (256,) int64 of a decoded 8-bit single-channel image, as ``Image.histogram`` counts them.
+
+    Label maps are long runs of one value, so this counts runs: one vectorised
+    comparison of neighbouring pixels, then a weighted ``bincount`` over the run
+    starts (exact: integer lengths well below 2**53). The pixels are PIL's own
+    buffer seen through the Arrow interface, not a copy; an image whose rows PIL
+    keeps in several memory blocks (above about 16 MB) has none, and is counted
+    by ``Image.histogram``.
+    """
+    try:
+        flat = pa.array(image).to_numpy(zero_copy_only=True)  # (H * W,) uint8, PIL's buffer
+    except (ValueError, TypeError, pa.ArrowException):
+        return np.asarray(image.histogram(), np.int64)
+    return run_histogram(flat)
+
+
+def run_histogram(flat: np.ndarray) -> np.ndarray:
+    """Occurrences of each value 0..255 in the uint8 vector ``flat`` (256,) int64, counted over its runs."""
+    change = np.empty(flat.size, bool)  # (n,) True where a run starts
+    change[:1] = True
+    np.not_equal(flat[1:], flat[:-1], out=change[1:])
+    starts = np.flatnonzero(change)  # (runs,)
+    lengths = np.diff(starts, append=flat.size)  # (runs,)
+    return np.bincount(flat[starts], weights=lengths, minlength=256).astype(np.int64)
 
 
 def check_size(path: Path, size: tuple[int, int], images: Path) -> None:
