@@ -155,7 +155,7 @@ def test_pixel_histogram_counts_what_pil_counts(tmp_path, mode):
     path = write_label(tmp_path / "x.png", values, mode=mode)
     with Image.open(path) as image:
         image.load()
-        histogram = counting.pixel_histogram(image)
+        histogram = counting.PixelCounter()(image)
         np.testing.assert_array_equal(histogram, image.histogram())
     np.testing.assert_array_equal(histogram[[0, 1, 2, 3, 255]], [np.sum(values == v) for v in (0, 1, 2, 3, 255)])
 
@@ -169,5 +169,5 @@ def test_pixel_histogram_without_a_single_buffer_falls_back_to_pil(tmp_path, mon
     monkeypatch.setattr(counting.pa, "array", no_buffer)
     with Image.open(path) as image:
         image.load()
-        np.testing.assert_array_equal(counting.pixel_histogram(image)[[0, 1, 2, 255]], [2, 1, 1, 2])
+        np.testing.assert_array_equal(counting.PixelCounter()(image)[[0, 1, 2, 255]], [2, 1, 1, 2])
     np.testing.assert_array_equal(count_labels(find_labels(tmp_path, 3)).pixels, [2, 1, 1])
