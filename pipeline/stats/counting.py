@@ -1,8 +1,8 @@
 """Counting class co-occurrence over label maps: the ``t`` of Eq. 1.
 
-Each label PNG is reduced to a 256-bin histogram (``PixelCounter``: counted over the
-runs of equal pixels of PIL's decoded buffer, read in place), from which come
-the pixels per class and the image's presence vector ``p`` (``p[c] = 1`` when class ``c`` covers at least one
+Each label PNG is reduced to a 256-bin histogram (PIL's ``Image.histogram``, one
+C pass over the decoded pixels), from which come the pixels per class and the
+image's presence vector ``p`` (``p[c] = 1`` when class ``c`` covers at least one
 pixel; the ignore index is dropped). Over a split, ``t = P^T P`` where ``P`` is
 the (images, K) presence matrix, so ``t[i, j]`` is the number of images holding
 both ``i`` and ``j`` and ``t[i, i]`` the number of images holding ``i``.
@@ -28,7 +28,6 @@ from io import BytesIO
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 from PIL import Image
 from tqdm import tqdm
 
@@ -128,10 +127,9 @@ def count_chunk(labels: LabelSet) -> tuple[Counts, bytes]:
     invalid[:k] = False
     invalid[labels.ignore_index] = False
     histograms = np.zeros((len(labels.files), 256), np.int64)  # (n, 256)
-    counter = PixelCounter()
     records = bytearray()
     for row, name in enumerate(labels.files):
-        data = read_label(labels, name, histograms[row], invalid, counter)
+        data = read_label(labels, name, histograms[row], invalid)
         records += name.encode() + b"\0" + hashlib.sha256(data).digest()
     presence = (histograms[:, :k] > 0).astype(np.float32)  # (n, K), P of t = P^T P
     # t = P^T P. einsum's own loops, not BLAS: a threaded BLAS call on a loaded machine costs
@@ -140,11 +138,8 @@ def count_chunk(labels: LabelSet) -> tuple[Counts, bytes]:
     return Counts(t, histograms[:, :k].sum(axis=0), len(labels.files), ""), bytes(records)
 
 
-def read_label(
-    labels: LabelSet, name: str, histogram: np.ndarray, invalid: np.ndarray, counter: PixelCounter | None = None,
-) -> bytes:
+def read_label(labels: LabelSet, name: str, histogram: np.ndarray, invalid: np.ndarray) -> bytes:
     """Read, decode and check one label; fill ``histogram`` (256,) with its pixel counts; return its bytes."""
-    counter = counter or PixelCounter()
     path = labels.root / name
     try:
         data = path.read_bytes()
@@ -155,7 +150,7 @@ def read_label(
                     f"(mode 'L', or 'P' read as indices) holding class ids, not colours"
                 )
             image.load()
-            histogram[:] = counter(image)
+            histogram[:] = image.histogram()
             size = image.size
     except DataError:
         raise
@@ -170,45 +165,6 @@ def read_label(
     if labels.images is not None:
         check_size(path, size, labels.images)
     return data
-
-
-class PixelCounter:
-    """Pixels per value (256,) int64 of decoded 8-bit single-channel images, as ``Image.histogram`` counts them.
-
-    Label maps are long runs of one value, so this counts runs: one vectorised
-    comparison of neighbouring pixels, then a weighted ``bincount`` over the run
-    starts (exact: integer lengths well below 2**53). The pixels are PIL's own
-    buffer seen through the Arrow interface, not a copy, and the comparison
-    goes into one buffer kept across images: a fresh image-sized temporary per
-    image costs as much as the counting (the kernel maps and zeroes its pages).
-    An image whose rows PIL keeps in several memory blocks (above about 16 MB)
-    has no single buffer, and is counted by ``Image.histogram``.
-    """
-
-    def __init__(self) -> None:
-        self.change = np.empty(0, bool)  # (pixels,) True where a run starts
-
-    def __call__(self, image: Image.Image) -> np.ndarray:
-        try:
-            flat = pa.array(image).to_numpy(zero_copy_only=True)  # (H * W,) uint8, PIL's buffer
-        except (ValueError, TypeError, pa.ArrowException):
-            return np.asarray(image.histogram(), np.int64)
-        if self.change.size < flat.size:
-            self.change = np.empty(flat.size, bool)
-        return run_histogram(flat, self.change[: flat.size])
-
-
-def run_histogram(flat: np.ndarray, change: np.ndarray | None = None) -> np.ndarray:
-    """Occurrences of each value 0..255 in the uint8 vector ``flat`` (256,) int64, counted over its runs.
-
-    ``change``: a bool buffer of ``flat``'s size to work in (default: a new one).
-    """
-    change = np.empty(flat.size, bool) if change is None else change  # (n,) True where a run starts
-    change[:1] = True
-    np.not_equal(flat[1:], flat[:-1], out=change[1:])
-    starts = np.flatnonzero(change)  # (runs,)
-    lengths = np.diff(starts, append=flat.size)  # (runs,)
-    return np.bincount(flat[starts], weights=lengths, minlength=256).astype(np.int64)
 
 
 def check_size(path: Path, size: tuple[int, int], images: Path) -> None:

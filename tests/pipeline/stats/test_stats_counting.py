@@ -136,38 +136,3 @@ def test_real_ade20k_labels_match_a_naive_count():
     np.testing.assert_array_equal(counts.t, t)
     np.testing.assert_array_equal(counts.pixels, pixels)
     assert counts.images == 3 and counts.pixels.sum() == 683 * 512 + 500 * 364 + 400 * 300
-
-
-def test_run_histogram_by_hand():
-    flat = np.array([7, 7, 7, 0, 0, 255, 7, 7, 3], np.uint8)  # runs: 7x3, 0x2, 255x1, 7x2, 3x1
-    expected = np.zeros(256, np.int64)
-    expected[[0, 3, 7, 255]] = [2, 1, 5, 1]
-    histogram = counting.run_histogram(flat)
-    np.testing.assert_array_equal(histogram, expected)
-    assert histogram.dtype == np.int64
-    np.testing.assert_array_equal(counting.run_histogram(np.array([4], np.uint8)), np.eye(256, dtype=np.int64)[4])
-
-
-@pytest.mark.parametrize("mode", ["L", "P"])
-def test_pixel_histogram_counts_what_pil_counts(tmp_path, mode):
-    values = np.random.default_rng(3).integers(0, 4, size=(13, 17)).repeat(3, axis=1)  # odd size, runs
-    values[2, 5:30] = 255
-    path = write_label(tmp_path / "x.png", values, mode=mode)
-    with Image.open(path) as image:
-        image.load()
-        histogram = counting.PixelCounter()(image)
-        np.testing.assert_array_equal(histogram, image.histogram())
-    np.testing.assert_array_equal(histogram[[0, 1, 2, 3, 255]], [np.sum(values == v) for v in (0, 1, 2, 3, 255)])
-
-
-def test_pixel_histogram_without_a_single_buffer_falls_back_to_pil(tmp_path, monkeypatch):
-    path = write_label(tmp_path / "x.png", [[0, 0, 1], [2, 255, 255]])
-
-    def no_buffer(image):
-        raise ValueError("Image rows are not contiguous in memory.")  # what Pillow says for a multi-block image
-
-    monkeypatch.setattr(counting.pa, "array", no_buffer)
-    with Image.open(path) as image:
-        image.load()
-        np.testing.assert_array_equal(counting.PixelCounter()(image)[[0, 1, 2, 255]], [2, 1, 1, 2])
-    np.testing.assert_array_equal(count_labels(find_labels(tmp_path, 3)).pixels, [2, 1, 1])
