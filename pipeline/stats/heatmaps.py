@@ -14,8 +14,8 @@
 
 All three are written as SVG text (``pipeline.stats.svg``): matplotlib took
 seconds per figure for these rectangles and labels (about 20 s for 150
-classes), the SVG writer milliseconds. A raster copy would be a 4000-pixel PNG
-costing more than the rest of the stage, and the page shows the SVG as well.
+classes), the SVG writer milliseconds. A raster copy of the full heatmap would be
+a 4000-pixel PNG costing more than the rest of the stage; the page shows the SVG.
 ``matrix_figure``, ``save``, ``RC`` and ``short`` serve the report's matplotlib figures.
 """
 

@@ -79,8 +79,7 @@ def matrix_svg(f: np.ndarray, names: list[str], order: np.ndarray, title: str, a
     top, left = 40.0, margin + 18  # title; names and the axis label
     side = cell * n
     width, height = left + side + 90, top + side + margin + 18
-    body = [text(4, 14, line, 10) for line in title.splitlines()[:1]]
-    body += [text(4, 28, line, 10) for line in title.splitlines()[1:2]]
+    body = [text(4, 14 + 14 * number, line, 10) for number, line in enumerate(title.splitlines()[:2])]
     body.append(f'<g transform="translate({left:.1f},{top:.1f})">')
     body.append(f'<rect width="{side}" height="{side}" fill="{colours(np.zeros(1), vmax)[0]}"/>')
     fills = colours(values, vmax)
@@ -105,7 +104,8 @@ def matrix_svg(f: np.ndarray, names: list[str], order: np.ndarray, title: str, a
         body.append(text(-4, middle, name, size, "end"))
         body.append(text(0, 0, name, size, "end", f' transform="translate({middle:.1f},{side + 4}) rotate(-90)"'))
     body.append(text(side / 2, side + margin + 12, "supported class j", 9, "middle"))
-    body.append(text(0, 0, "supporter i", 9, "middle", f' transform="translate({-margin - 6:.1f},{side / 2}) rotate(-90)"'))
+    turn = f' transform="translate({-margin - 6:.1f},{side / 2}) rotate(-90)"'
+    body.append(text(0, 0, "supporter i", 9, "middle", turn))
     body.append("</g>")
     body += colour_bar(left + side + 14, top, side, vmax)
     return document(width, height, body)
