@@ -25,8 +25,8 @@ the affinity f of Eq. 1 (section 3.2), the edges of GRAr's graph.
 
 Writes, all or nothing: cooccurrence.parquet (i, j, t, f), classes.parquet
 (id, name, images, pixels), supporters.parquet (top-k supporters and opponents
-of every class), heatmap.png/.svg (clustered, Figure 3), clusters/*.png and
-bars/*.png. --normalisation printed is Eq. 1 as printed (normalised by the
+of every class), heatmap.svg (clustered, Figure 3), clusters/*.svg and
+bars/*.svg. --normalisation printed is Eq. 1 as printed (normalised by the
 supported class j); conditional is P(j | i) = t_ij / t_ii, the reading of the
 paper's aeroplane/sky example; row is t_ij / (sum_k t_ik - t_ii), Eq. 1
 normalised by the supporting class i. Settings not given as flags come from the stats

@@ -6,7 +6,8 @@ prepared dataset ``data/NAME`` into ``artifacts/stats/NAME``; ``grar stats
 
 Modules: ``counting`` (decode labels in worker processes, ``t = P^T P``),
 ``affinity`` (Eq. 1 in its two readings, the 0/0 case, the clustering),
-``supporters`` (ranking and tie-breaking), ``heatmaps`` (figures), ``io``
+``supporters`` (ranking and tie-breaking), ``heatmaps`` (figures), ``svg``
+(writing them as SVG text), ``io``
 (the files below, ``load_affinity``), ``build`` (one run, written atomically).
 
 Output folder (written whole or not at all)
@@ -60,8 +61,8 @@ label file in sorted order, its relative path, a NUL byte and the SHA-256 of its
 bytes, then the class table's bytes), ``grar_version``; ``supporters.parquet``
 adds ``top_k``.
 
-Figures: ``heatmap.png``, ``heatmap.svg``, ``clusters/cluster_NN.png``,
-``bars/classes_AAA-BBB.png`` (see ``heatmaps``).
+Figures (SVG): ``heatmap.svg``, ``clusters/cluster_NN.svg``,
+``bars/classes_AAA-BBB.svg`` (see ``heatmaps``).
 
 ``load_affinity(path, num_classes)`` reads ``f`` back for the model;
 ``load_counts(path, num_classes)`` reads ``t``, from which the trainer

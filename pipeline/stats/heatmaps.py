@@ -1,14 +1,22 @@
-"""Figures of the statistics, like the paper's Figure 3 (matplotlib, no pyplot: no global state).
+"""Figures of the statistics, like the paper's Figure 3, and the matplotlib helpers the report shares.
 
-- ``heatmap.png`` / ``heatmap.svg``: the full affinity ``f`` (rows: supporter i,
-  columns: supported class j), classes ordered by hierarchical clustering, the
-  diagonal (always 1) greyed out so the colour scale spans the off-diagonal
-  values. Cells grow with the class count so 150 names stay legible; the SVG
-  keeps cells as vector shapes and names as text, so it zooms and searches.
-- ``clusters/cluster_NN.png``: one panel per cluster of at most 30 classes
-  (``affinity.cut_clusters``), with the non-zero values written in the cells.
-- ``bars/classes_AAA-BBB.png``: per-class bar charts of the top-k supporters
+- ``heatmap.svg``: the full affinity ``f`` (rows: supporter i, columns:
+  supported class j), classes ordered by hierarchical clustering, the diagonal
+  (always 1) greyed out so the colour scale spans the off-diagonal values.
+  Cells grow with the class count so 171 names stay legible; cells are vector
+  rectangles and names text, so it zooms and searches. The report shows it on
+  the dataset page.
+- ``clusters/cluster_NN.svg``: one panel per cluster of at most 30 classes
+  (``affinity.cut_clusters``), with the non-zero values written in the cells
+  and each cell's names and value on hover.
+- ``bars/classes_AAA-BBB.svg``: per-class bar charts of the top-k supporters
   (green) and opponents (red), 16 classes per file in id order.
+
+All three are written as SVG text (``pipeline.stats.svg``): matplotlib took
+seconds per figure for these rectangles and labels (about 20 s for 150
+classes), the SVG writer milliseconds. A raster copy of the full heatmap would be
+a 4000-pixel PNG costing more than the rest of the stage; the page shows the SVG.
+``matrix_figure``, ``save``, ``RC`` and ``short`` serve the report's matplotlib figures.
 """
 
 from __future__ import annotations
@@ -21,15 +29,13 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from pipeline.stats.svg import NAME_CHARS, bars_svg, matrix_svg, short
+
+__all__ = ["NAME_CHARS", "RC", "matrix_figure", "save", "short", "write_figures"]
+
 PER_BAR_FILE = 16
-NAME_CHARS = 24
 # text.parse_math off: class names and paths are drawn literally ("$\alpha$" is not TeX, and a lone "$" no error).
 RC = {"svg.hashsalt": "grar", "svg.fonttype": "none", "font.size": 8, "text.parse_math": False}
-
-
-def short(name: str) -> str:
-    """``name`` cut to ``NAME_CHARS`` characters for axis labels."""
-    return name if len(name) <= NAME_CHARS else name[: NAME_CHARS - 1] + "…"
 
 
 def write_figures(
@@ -37,19 +43,23 @@ def write_figures(
     order: np.ndarray, clusters: list[np.ndarray], title: str,
 ) -> list[Path]:
     """Write every figure into folder ``out``; return their paths."""
-    written: list[Path] = []
-    with matplotlib.rc_context(RC):
-        figure = heatmap(f, names, order, title, annotate=False)
-        for suffix in (".png", ".svg"):
-            written.append(save(figure, out / f"heatmap{suffix}"))
-        for number, cluster in enumerate(clusters, start=1):
-            figure = heatmap(f, names, cluster, f"{title}\ncluster {number} of {len(clusters)}", annotate=True)
-            written.append(save(figure, out / "clusters" / f"cluster_{number:02d}.png"))
-        for start in range(0, len(names), PER_BAR_FILE):
-            ids = range(start, min(start + PER_BAR_FILE, len(names)))
-            figure = bars(supporters, names, np.diag(t), ids, title)
-            written.append(save(figure, out / "bars" / f"classes_{ids[0]:03d}-{ids[-1]:03d}.png"))
+    written = [write_svg(out / "heatmap.svg", matrix_svg(f, names, order, title, annotate=False))]
+    for number, cluster in enumerate(clusters, start=1):
+        panel = matrix_svg(f, names, cluster, f"{title}\ncluster {number} of {len(clusters)}", annotate=True)
+        written.append(write_svg(out / "clusters" / f"cluster_{number:02d}.svg", panel))
+    images = np.diag(t)
+    for start in range(0, len(names), PER_BAR_FILE):
+        ids = range(start, min(start + PER_BAR_FILE, len(names)))
+        chart = bars_svg(supporters, names, images, ids, title)
+        written.append(write_svg(out / "bars" / f"classes_{ids[0]:03d}-{ids[-1]:03d}.svg", chart))
     return written
+
+
+def write_svg(path: Path, document: str) -> Path:
+    """Write the SVG ``document`` to ``path`` (UTF-8), creating its folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(document, encoding="utf-8")
+    return path
 
 
 def save(figure: Figure, path: Path) -> Path:
@@ -81,59 +91,3 @@ def matrix_figure(names: list[str], title: str, xlabel: str, ylabel: str) -> tup
     ax.set_title(title, fontsize=8, loc="left")
     bar = figure.add_axes(((margin + side + 0.2) / width, margin / height, 0.18 / width, side / height))
     return figure, ax, bar
-
-
-def heatmap(f: np.ndarray, names: list[str], order: np.ndarray, title: str, annotate: bool) -> Figure:
-    """``f`` restricted to and ordered by the classes ``order``, names on both axes."""
-    n = len(order)
-    values = np.ma.masked_array(f[np.ix_(order, order)], mask=np.eye(n, dtype=bool))  # (n, n)
-    off_diagonal = values.compressed()
-    vmax = float(off_diagonal.max()) if off_diagonal.size and off_diagonal.max() > 0 else 1.0
-    figure, ax, bar = matrix_figure([names[c] for c in order], title, "supported class j", "supporter i")
-    cmap = matplotlib.colormaps["viridis"].with_extremes(bad="0.85")
-    mesh = ax.pcolormesh(values, cmap=cmap, vmin=0.0, vmax=vmax)
-    if annotate:
-        for (row, col), value in np.ndenumerate(values.filled(0.0)):
-            if value > 0:
-                color = "black" if value > 0.6 * vmax else "white"
-                ax.text(col + 0.5, row + 0.5, f"{value:.2g}", ha="center", va="center", fontsize=5, color=color)
-    figure.colorbar(mesh, cax=bar, label="f[i, j]  (diagonal = 1, grey)")
-    return figure
-
-
-def bars(supporters: pd.DataFrame, names: list[str], images: np.ndarray, ids: range, title: str) -> Figure:
-    """A grid of bar charts, one per class in ``ids``: supporters (green) above opponents (red)."""
-    columns = 4
-    rows = -(-len(ids) // columns)
-    top_k = int(supporters["rank"].max()) if len(supporters) else 1
-    panel_height = 0.5 + 0.22 * 2 * top_k
-    height = panel_height * rows + 0.9
-    figure = Figure(figsize=(4.4 * columns, height))
-    legend = "supporters (largest f[i, j], green) and opponents (smallest, red) of each class j"
-    figure.suptitle(f"{title}\n{legend}", fontsize=9)
-    # Fixed margins in inches (names need ~1.2 in); constrained layout costs seconds per figure.
-    figure.subplots_adjust(left=1.25 / (4.4 * columns), right=0.98, bottom=0.35 / height, top=1 - 0.75 / height,
-                           wspace=0.75, hspace=0.45 * 1.6 / panel_height)
-    axes = figure.subplots(rows, columns, squeeze=False).ravel()
-    for ax, j in zip(axes, ids):
-        mine = supporters[supporters["j"] == j]
-        sup, opp = mine[mine["role"] == "supporter"], mine[mine["role"] == "opponent"]
-        values = np.concatenate([sup["f"].to_numpy(), opp["f"].to_numpy()])
-        labels = [short(name) for name in [*sup["i_name"], *opp["i_name"]]]
-        colors = ["tab:green"] * len(sup) + ["tab:red"] * len(opp)
-        positions = np.arange(len(values))
-        ax.barh(positions, values, color=colors)
-        ax.set_yticks(positions, labels, fontsize=6)
-        ax.set_ylim(2 * top_k - 0.5, -0.5)
-        right = float(values.max()) * 1.35 if values.size and values.max() > 0 else 1.0
-        ax.set_xlim(0, right)
-        ax.tick_params(axis="x", labelsize=6)
-        notes = [f"{value:.3g}" for value in values]
-        for row, (i, t_ij) in enumerate(zip(opp["i"], opp["t"]), start=len(sup)):
-            notes[row] = f"never (i in {images[i]} images)" if t_ij == 0 else notes[row]
-        for y, value, note in zip(positions, values, notes):
-            ax.text(value + right * 0.01, y, note, va="center", fontsize=5)
-        ax.set_title(f"{j}: {short(names[j])} ({images[j]} images)", fontsize=7)
-    for ax in axes[len(ids):]:
-        ax.set_visible(False)
-    return figure
