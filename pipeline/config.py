@@ -194,6 +194,7 @@ class TrainConfig(Section):
     checkpoint_every: PositiveInt
     device: Device
     workers: NonNegativeInt
+    threads: PositiveInt | None  # CPU threads of a run (torch.set_num_threads), part of its identity; null: torch's
 
     @model_validator(mode="after")
     def _dataset_has_a_schedule(self) -> TrainConfig:  # names are checked against data.* by Params
@@ -256,6 +257,7 @@ class ExecutorConfig(Section):
     """Where training runs: in-process (local), on SLURM via submitit, or submitit's debug."""
 
     kind: Literal["local", "slurm", "debug"]
+    parallel: PositiveInt  # local: runs trained side by side, one process each
     log_dir: str = Field(min_length=1)
     slurm: SlurmConfig
 
