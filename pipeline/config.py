@@ -161,6 +161,7 @@ class LossConfig(Section):
     sr: NonNegativeFloat
     sr_class_weights: Literal["uniform", "frequency"]
     danet: NonNegativeFloat  # DANet (reference build): CE on the PAM-only and on the CAM-only logits, each
+    resolution: Literal["full", "feature"]  # pixel CEs on logits upsampled to the labels (paper) | at 1/8, labels resized
 
 
 class ScheduleConfig(Section):

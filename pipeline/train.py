@@ -216,6 +216,8 @@ class TrainingStep(nn.Module):
         self.criterion = criterion
 
     def forward(self, images: Tensor, target: Tensor) -> dict[str, Tensor]:
+        if self.criterion.resolution == "feature":  # logits left at 1/8: the CEs resize the target instead
+            return self.criterion(self.model.outputs(images), target)
         return self.criterion(self.model(images), target)
 
 
@@ -661,6 +663,7 @@ LATER_KEYS: dict[str, Any] = {
     "data.folders": {}, "model.stem": "standard", "model.danet": "matched", "train.head_lr_mult": 1.0,
     "train.loss.danet": 1.0, "eval.base_size": None, "bench.dtype": "float32", "grid.details": "artifacts/scores",
     "grid.bootstrap": 1000, "train.threads": None,
+    "train.loss.resolution": "full",
 }
 
 
