@@ -25,7 +25,7 @@ Needs the prepared embedded dataset and its statistics (``dvc repro``, or
 history (``--before`` names any commit, tag or branch).
 
     .venv/bin/python benchmarks/run_cost.py [--before REF] [--iterations N] [--runs 2] [--repeats 1]
-        [--set KEY=VALUE ...]
+        [--set KEY=VALUE ...] [--after-set KEY=VALUE ...]
 """
 
 from __future__ import annotations
@@ -69,11 +69,11 @@ def side_parallel(tree: Path) -> int:
     return int(params.get("executor", {}).get("parallel", 1))
 
 
-def batch(tree: Path, seeds: list[int], parallel: int, args: argparse.Namespace, data: str, stats: str
-          ) -> tuple[float, list[dict]]:
+def batch(tree: Path, seeds: list[int], parallel: int, args: argparse.Namespace, data: str, stats: str,
+          after: bool) -> tuple[float, list[dict]]:
     """Train and evaluate one run per seed with ``tree``'s code, ``parallel`` at a time: (wall s, results)."""
     def command(seed: int) -> list[str]:
-        sets = [f"seed={seed}", *args.set]
+        sets = [f"seed={seed}", *args.set, *(args.after_set if after else [])]
         extra = [f"--iterations={args.iterations}"] if args.iterations else []
         return [sys.executable, str(WORKER), "--params", str(tree / "params.yaml"), "--data", data,
                 "--stats", stats, *extra, *(item for s in sets for item in ("--set", s))]
@@ -105,6 +105,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="before/after alternations")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override for both sides' runs, e.g. model.head=fcn (JSON values)")
+    parser.add_argument("--after-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override for the after side only, e.g. train.loss.resolution=feature")
     args = parser.parse_args()
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     data = str((ROOT / params["data"]["root"]).resolve())
@@ -120,13 +122,15 @@ def main() -> None:
         results: dict[str, list[list[dict]]] = {name: [] for name in sides}
         for _ in range(args.repeats):
             for name, tree in sides.items():
-                wall, runs = batch(tree, seeds, parallel[name], args, data, stats)
+                wall, runs = batch(tree, seeds, parallel[name], args, data, stats, after=name == "after")
                 walls[name].append(wall / len(seeds))
                 results[name].append(runs)
     load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else ["?"] * 3
     threads = {name: results[name][0][0]["threads"] for name in sides}
-    print(f"per-run cost, embedded profile{' with ' + ', '.join(args.set) if args.set else ''}: "
-          f"{args.iterations or 'the profile''s'} iterations, {len(seeds)} runs x {args.repeats} repeat(s) per side; "
+    iterations = args.iterations or "the profile's"
+    sets = ", ".join([*args.set, *(f"{item} (after)" for item in args.after_set)])
+    print(f"per-run cost, embedded profile{' with ' + sets if sets else ''}: "
+          f"{iterations} iterations, {len(seeds)} runs x {args.repeats} repeat(s) per side; "
           f"before = {args.before} ({threads['before']} thread(s), {parallel['before']} run(s) at a time), "
           f"after = this tree ({threads['after']} thread(s), {parallel['after']} run(s) at a time); "
           f"load average at the end {' '.join(load)}")
