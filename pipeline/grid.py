@@ -523,8 +523,11 @@ def run_locally(job: CellJob, runs: list[Run], parallel: int) -> Iterator[tuple[
         return
     context = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(min(parallel, len(runs)), mp_context=context) as pool:
-        futures = {pool.submit(run_outcome, job, run.params, run.run_dir): run for run in runs}
         tqdm.write(f"training {len(runs)} runs, {min(parallel, len(runs))} side by side", file=sys.stderr)
+        futures = {}
+        for run in runs:
+            tqdm.write(f"{run.label}: training into {run.run_dir} (queued)", file=sys.stderr)
+            futures[pool.submit(run_outcome, job, run.params, run.run_dir)] = run
         for future in concurrent.futures.as_completed(futures):
             yield (futures[future], *future.result())
 
