@@ -258,7 +258,7 @@ class ExecutorConfig(Section):
     """Where training runs: in-process (local), on SLURM via submitit, or submitit's debug."""
 
     kind: Literal["local", "slurm", "debug"]
-    parallel: PositiveInt  # local: runs trained side by side, one process each
+    parallel: PositiveInt = 1  # local: runs trained side by side, one process each (1 for configs built in code)
     log_dir: str = Field(min_length=1)
     slurm: SlurmConfig
 

@@ -663,7 +663,7 @@ LATER_KEYS: dict[str, Any] = {
     "data.folders": {}, "model.stem": "standard", "model.danet": "matched", "train.head_lr_mult": 1.0,
     "train.loss.danet": 1.0, "eval.base_size": None, "bench.dtype": "float32", "grid.details": "artifacts/scores",
     "grid.bootstrap": 1000, "train.threads": None,
-    "train.loss.resolution": "full",
+    "train.loss.resolution": "full", "executor.parallel": 1,
 }
 
 
