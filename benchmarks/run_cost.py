@@ -13,9 +13,10 @@ would: one run after another, or ``executor.parallel`` runs side by side
 Printed: per phase (data, forward, loss, backward, optimizer, the rest of the
 training loop, evaluation single scale, evaluation multi-scale + flip, the
 rest of the evaluation, fixed per-run cost), seconds per run for each side
-and after / before; then the wall time per run (a batch's wall time over its
-runs: what the train stage pays), the process start + imports (once per
-process), and the single-scale and MS mIoU of every seed on each side. With
+and after / before; then the wall time per run (from the first start to the
+last end of ``run_cell`` in each group of runs side by side, over its runs:
+what the train stage pays per run; process start and imports, which it pays
+once per process, apart), the process start + imports, and the single-scale and MS mIoU of every seed on each side. With
 runs side by side the phase seconds are each run's own (two runs share the
 CPU, so they add up to more than the wall time per run).
 
@@ -37,7 +38,6 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-import time
 from pathlib import Path
 
 import yaml
@@ -71,7 +71,11 @@ def side_parallel(tree: Path) -> int:
 
 def batch(tree: Path, seeds: list[int], parallel: int, args: argparse.Namespace, data: str, stats: str,
           after: bool) -> tuple[float, list[dict]]:
-    """Train and evaluate one run per seed with ``tree``'s code, ``parallel`` at a time: (wall s, results)."""
+    """Train and evaluate one run per seed with ``tree``'s code, ``parallel`` at a time: (wall s, results).
+
+    The wall time runs from the first ``run_cell`` start to the last end of each group of side-by-side runs:
+    process start and imports are left out (the train stage pays them once per process, not per run).
+    """
     def command(seed: int) -> list[str]:
         sets = [f"seed={seed}", *args.set, *(args.after_set if after else [])]
         extra = [f"--iterations={args.iterations}"] if args.iterations else []
@@ -80,7 +84,7 @@ def batch(tree: Path, seeds: list[int], parallel: int, args: argparse.Namespace,
 
     env = {"PYTHONPATH": str(tree), "PATH": "/usr/bin:/bin", "HOME": str(Path.home())}
     results: list[dict] = []
-    start = time.perf_counter()
+    wall = 0.0
     for first in range(0, len(seeds), parallel):
         group = seeds[first:first + parallel]
         processes = [subprocess.Popen(command(seed), cwd=tree, env=env, stdout=subprocess.PIPE,
@@ -90,7 +94,9 @@ def batch(tree: Path, seeds: list[int], parallel: int, args: argparse.Namespace,
             if process.returncode != 0:
                 raise SystemExit(f"run_cost: the {tree.name} run of seed {seed} failed:\n{err[-3000:]}")
             results.append({"seed": seed, **json.loads(out.strip().splitlines()[-1])})
-    return time.perf_counter() - start, results
+        runs = results[-len(group):]
+        wall += max(run["ended"] for run in runs) - min(run["began"] for run in runs)
+    return wall, results
 
 
 def mean_phase(results: list[list[dict]], key: str) -> float:
@@ -141,7 +147,7 @@ def main() -> None:
     before, after = mean_phase(results["before"], "run"), mean_phase(results["after"], "run")
     print(f"  {'run_cell, each run':34s} {before:8.2f} {after:8.2f} {after / before:13.2f}")
     before, after = statistics.mean(walls["before"]), statistics.mean(walls["after"])
-    print(f"  {'wall time per run (batch / runs)':34s} {before:8.2f} {after:8.2f} {after / before:13.2f}")
+    print(f"  {'wall time per run (group / runs)':34s} {before:8.2f} {after:8.2f} {after / before:13.2f}")
     before, after = mean_phase(results["before"], "imports"), mean_phase(results["after"], "imports")
     print(f"  {'imports, once per process':34s} {before:8.2f} {after:8.2f} {after / before:13.2f}")
     print("  mIoU / MS mIoU by seed (first repeat):")

@@ -140,9 +140,11 @@ def main() -> None:
             "lr": schedule.lr, "iterations": args.iterations}})
     instrument()
     with tempfile.TemporaryDirectory() as tmp:
+        began = time.time()  # epoch seconds: the parent lines up runs trained side by side
         start = time.perf_counter()
         metrics = pipeline.train.run_cell(params, Path(tmp) / "run")
         total = time.perf_counter() - start
+        ended = time.time()
     phases = {key: TIMES[key] for key in ("data", "forward", "loss", "backward", "optimizer")}
     phases["trainer"] = TIMES["training"] - sum(phases.values())
     phases["eval_single"], phases["eval_ms"] = TIMES["eval_single"], TIMES["eval_ms"]
@@ -151,7 +153,7 @@ def main() -> None:
     phases["run"] = total
     phases["imports"] = IMPORT_SECONDS
     ms = metrics.get("ms") or {}
-    json.dump({"phases": phases, "miou": metrics["miou"], "ms_miou": ms.get("miou"),
+    json.dump({"phases": phases, "began": began, "ended": ended, "miou": metrics["miou"], "ms_miou": ms.get("miou"),
                "threads": metrics["provenance"].get("threads", torch.get_num_threads())}, sys.stdout)
     print()
 
