@@ -181,4 +181,6 @@ def build_criterion(
         raise ConfigError("train.loss.sr_class_weights: frequency needs the class weights from the statistics")
     if loss.sr_class_weights == "uniform":
         class_weights = None
-    return Criterion(num_classes, feature_channels, loss.aux, loss.coarse, loss.sr, class_weights, loss.danet)
+    return Criterion(
+        num_classes, feature_channels, loss.aux, loss.coarse, loss.sr, class_weights, loss.danet, loss.resolution
+    )

@@ -170,6 +170,7 @@ class LossConfig(Section):
     sr: NonNegativeFloat
     sr_class_weights: Literal["uniform", "frequency"]
     danet: NonNegativeFloat  # DANet (reference build): CE on the PAM-only and on the CAM-only logits, each
+    resolution: Literal["full", "feature"]  # pixel CEs on logits upsampled to the labels (paper) | at 1/8, labels resized
 
 
 class ScheduleConfig(Section):
@@ -203,6 +204,7 @@ class TrainConfig(Section):
     checkpoint_every: PositiveInt
     device: Device
     workers: NonNegativeInt
+    threads: PositiveInt | None  # CPU threads of a run (torch.set_num_threads), part of its identity; null: torch's
 
     @model_validator(mode="after")
     def _dataset_has_a_schedule(self) -> TrainConfig:  # names are checked against data.* by Params
@@ -300,6 +302,7 @@ class ExecutorConfig(Section):
     other heavy stages run (``stages``)."""
 
     kind: Literal["local", "slurm", "debug"]
+    parallel: PositiveInt = 1  # local: runs trained side by side, one process each (1 for configs built in code)
     log_dir: str = Field(min_length=1)
     slurm: SlurmConfig
     stages: StagesPlacement = Field(default_factory=lambda: StagesPlacement.model_validate(ALL_LOCAL))

@@ -40,8 +40,9 @@ asks ``squeue`` (or ``sacct`` where the cluster keeps accounting) for their
 state, through ``pipeline.slurm.SlurmStateWatcher``. The job ids of every
 grid's index are consulted: a run shared by two grids is submitted once.
 
-Executors (``executor.kind``): ``local`` trains in this process, one run after
-another, skipping a run that another process trains (its lock is live);
+Executors (``executor.kind``): ``local`` trains on this machine, ``executor.parallel``
+runs side by side in worker processes (1: in this process, one run after
+another), skipping a run that another process trains (its lock is live);
 ``slurm`` submits the runs that are neither done nor queued as ONE job array
 per grid (``pipeline.slurm.make_executor``: partition, GPUs and tasks per node,
 time limit, array parallelism, extra sbatch options from ``executor.slurm``;
@@ -54,9 +55,11 @@ and failed runs.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import json
+import multiprocessing
 import os
 import re
 import shutil
@@ -65,7 +68,7 @@ import sys
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -462,7 +465,8 @@ def job_rank() -> int:
 def submit(params: Params, grid: str, cell_fn: CellFn | None = None) -> Submission:
     """Run or submit every run of ``grid`` that is neither done nor queued (missing and failed ones).
 
-    ``local``: trains them here, one after another; a failing run is recorded
+    ``local``: trains them here, ``executor.parallel`` side by side (``run_locally``; a
+    ``cell_fn`` given here runs in this process, one run after another); a failing run is recorded
     (``error.txt``, state failed) and the others go on; a run another process
     trains (its lock is live) is skipped and reported as running elsewhere.
     ``slurm``: submits them as one job array and returns at once, holding the
@@ -482,17 +486,14 @@ def submit(params: Params, grid: str, cell_fn: CellFn | None = None) -> Submissi
     job = CellJob(cell_fn)
     started = 0
     if params.executor.kind == "local":
-        for run in tqdm(todo, desc=f"grid {grid}", unit="run", disable=None):
-            tqdm.write(f"{run.label}: training into {run.run_dir}", file=sys.stderr)
-            try:
-                job(run.params, run.run_dir)
-                started += 1
-            except Locked as err:
-                tqdm.write(f"{run.label}: skipped, {err}", file=sys.stderr)
-            except Exception as err:  # noqa: BLE001 - recorded in error.txt; the other runs go on
-                started += 1
-                tqdm.write(f"{run.label}: failed ({type(err).__name__}: {err}); "
-                           f"traceback in {run.run_dir / ERROR_FILE}", file=sys.stderr)
+        parallel = params.executor.parallel if cell_fn is None else 1  # a caller's cell_fn runs here
+        for run, outcome, detail in tqdm(run_locally(job, todo, parallel), total=len(todo),
+                                         desc=f"grid {grid}", unit="run", disable=None):
+            started += outcome != "skipped"
+            if outcome == "skipped":
+                tqdm.write(f"{run.label}: skipped, {detail}", file=sys.stderr)
+            elif outcome == "failed":
+                tqdm.write(f"{run.label}: failed ({detail}); traceback in {run.run_dir / ERROR_FILE}", file=sys.stderr)
             record(params, [grid])
     elif todo:
         jobs = make_executor(params.executor, grid_logs_dir(params, grid), f"grar-{grid}").map_array(
@@ -504,6 +505,44 @@ def submit(params: Params, grid: str, cell_fn: CellFn | None = None) -> Submissi
             except Exception as err:  # noqa: BLE001 - recorded in error.txt; the other runs go on
                 print(f"{run.label}: failed ({type(err).__name__}: {err})", file=sys.stderr)
     return Submission(record(params, [grid])[grid], [], started)
+
+
+def run_locally(job: CellJob, runs: list[Run], parallel: int) -> Iterator[tuple[Run, str, Any]]:
+    """Train ``runs`` here (``executor.kind: local``); yield (run, outcome, detail) as each run ends.
+
+    Outcomes: ``done`` (detail: the metrics), ``skipped`` (another process trains
+    it; detail: who), ``failed`` (detail: "ErrorType: message"; the traceback is
+    in the run's ``error.txt``). ``parallel`` 1: one run after another in this
+    process. More: that many runs side by side, each in a worker process
+    (spawned: a fresh torch; each decodes the dataset once), started in the order
+    of ``runs``, yielded as they finish. A run's numbers do not depend on the
+    process that trains it nor on what runs beside it: its CPU threads are
+    ``train.threads``, part of its identity (``pipeline.train.cpu_threads``).
+    """
+    if parallel == 1 or len(runs) <= 1:
+        for run in runs:
+            tqdm.write(f"{run.label}: training into {run.run_dir}", file=sys.stderr)
+            yield (run, *run_outcome(job, run.params, run.run_dir))
+        return
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(min(parallel, len(runs)), mp_context=context) as pool:
+        tqdm.write(f"training {len(runs)} runs, {min(parallel, len(runs))} side by side", file=sys.stderr)
+        futures = {}
+        for run in runs:
+            tqdm.write(f"{run.label}: training into {run.run_dir} (queued)", file=sys.stderr)
+            futures[pool.submit(run_outcome, job, run.params, run.run_dir)] = run
+        for future in concurrent.futures.as_completed(futures):
+            yield (futures[future], *future.result())
+
+
+def run_outcome(job: CellJob, params: Params, run_dir: Path) -> tuple[str, Any]:
+    """``job(params, run_dir)`` as (outcome, detail) (see ``run_locally``): plain values a worker can send back."""
+    try:
+        return "done", job(params, run_dir)
+    except Locked as err:
+        return "skipped", str(err)
+    except Exception as err:  # noqa: BLE001 - recorded in error.txt; the other runs go on
+        return "failed", f"{type(err).__name__}: {err}"
 
 
 def runs_to_submit(states: list[CellState]) -> list[Run]:

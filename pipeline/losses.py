@@ -21,6 +21,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 IGNORE_INDEX = 255
+RESOLUTIONS = ("full", "feature")  # where the pixel CEs are computed: the labels' size, or the logits' (1/8)
+
+
+def labels_at(target: Tensor, size: tuple[int, int]) -> Tensor:
+    """Labels (B, H, W) resized to ``size`` by nearest neighbour (ignored pixels stay 255); as is at that size."""
+    if tuple(target.shape[-2:]) == tuple(size):
+        return target
+    return F.interpolate(target[:, None].float(), size=size, mode="nearest")[:, 0].long()
 
 
 def region_means(features: Tensor, target: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:
@@ -31,8 +39,7 @@ def region_means(features: Tensor, target: Tensor, num_classes: int) -> tuple[Te
     to no region. Returns the region means (B, K, C) and the region sizes (B, K)
     in feature pixels (0: class absent from the image at feature resolution).
     """
-    labels = F.interpolate(target[:, None].float(), size=features.shape[-2:], mode="nearest")[:, 0].long()
-    labels = labels.flatten(1)  # (B, hw)
+    labels = labels_at(target, features.shape[-2:]).flatten(1)  # (B, hw)
     classes = torch.arange(num_classes, device=labels.device)
     masks = (labels[:, None, :] == classes[None, :, None]).float()  # (B, K, hw); 255 matches no class
     sizes = masks.sum(dim=2)  # (B, K)
@@ -41,14 +48,18 @@ def region_means(features: Tensor, target: Tensor, num_classes: int) -> tuple[Te
 
 
 def pixel_cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
-    """Mean CE over the labelled pixels of logits (B, K, H, W); 0 (not NaN) when every pixel is ignored.
+    """Mean CE over the labelled pixels of logits (B, K, h, w); 0 (not NaN) when every pixel is ignored.
+
+    ``target`` (B, H, W) is resized to (h, w) by nearest neighbour when the
+    logits are smaller (``train.loss.resolution: feature``).
 
     Computed on the (B*H*W, K) rows of channels-last logits: the class axis is
     then contiguous, so the log-softmax needs no copy of the full-resolution
     logits (``benchmarks/loss_throughput.py``: 0.70x the time of the 4-D call
     at 8 x 24 x 32 x 192 on CPU, upsampling and backward included).
     """
-    rows = logits.float().permute(0, 2, 3, 1).reshape(-1, logits.shape[1])  # (B*H*W, K)
+    target = labels_at(target, logits.shape[-2:])  # (B, h, w)
+    rows = logits.float().permute(0, 2, 3, 1).reshape(-1, logits.shape[1])  # (B*h*w, K)
     total = F.cross_entropy(rows, target.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum")
     return total / (target != IGNORE_INDEX).sum().clamp(min=1)
 
@@ -98,7 +109,13 @@ class Criterion(nn.Module):
     ``"coarse"`` (on ``"coarse"``, GRAr / OCR), ``"sr"`` (SR-Loss on
     ``"features"``), ``"danet"`` (CE on ``"pam"`` + CE on ``"cam"``, DANet's
     reference build); a term is present when its outputs are and its weight is > 0.
-    Logits are expected at the target's size (``Segmentor`` upsamples them).
+
+    ``resolution`` (``train.loss.resolution``): ``"full"``, the logits are at the
+    target's size (``Segmentor.forward`` upsamples them), as in the paper;
+    ``"feature"``, the logits stay at feature resolution (``Segmentor.outputs``,
+    1/8) and the target is resized to them by nearest neighbour, as the SR-Loss
+    does: no full-resolution upsampling and log-softmax, a different loss
+    (``benchmarks/run_cost.py`` measures both; README "Threads and runs side by side").
     """
 
     def __init__(
@@ -110,8 +127,12 @@ class Criterion(nn.Module):
         sr_weight: float,
         class_weights: Tensor | None = None,
         danet_weight: float = 0.0,
+        resolution: str = "full",
     ) -> None:
         super().__init__()
+        if resolution not in RESOLUTIONS:
+            raise ValueError(f"resolution {resolution!r} unknown; valid: {', '.join(RESOLUTIONS)}")
+        self.resolution = resolution
         self.weights = {"ce": 1.0, "aux": aux_weight, "coarse": coarse_weight, "sr": sr_weight, "danet": danet_weight}
         self.sr = SemanticRegionLoss(feature_channels, num_classes, class_weights) if sr_weight > 0 else None
 

@@ -17,8 +17,8 @@ first (or let the grid start) and plan again.
 **GPU-hours** = remaining hours × ``executor.slurm.gpus_per_node`` × nodes
 (grar submits one node per job). **Wall time**: the runs still to go scheduled
 in grid order onto ``executor.slurm.array_parallelism`` slots (SLURM starts
-array tasks in index order as slots free), one slot with ``executor.kind``
-local or debug; runs already running take their slot first. A run whose
+array tasks in index order as slots free), ``executor.parallel`` slots with
+``executor.kind`` local, one with debug; runs already running take their slot first. A run whose
 remaining time exceeds ``executor.slurm.timeout_min`` cannot finish in one job:
 SLURM's time limit will stop it, and it resumes only through requeues (warned).
 A run whose config another grid also holds (Table 4's cells are Table 1's runs)
@@ -205,7 +205,7 @@ def grid_plan(params: Params, grid: str, states: dict[tuple[str, int], str] | No
             None if remaining is None else remaining / 3600 * slurm.gpus_per_node * NODES,
             remaining is not None and remaining > slurm.timeout_min * 60,
         ))
-    slots = slurm.array_parallelism if params.executor.kind == "slurm" else 1
+    slots = {"slurm": slurm.array_parallelism, "local": params.executor.parallel}.get(params.executor.kind, 1)
     return Plan(grid, tuple(costs), slots, slurm.gpus_per_node * NODES, slurm.timeout_min, params.executor.kind,
                 {key: len(logs) for key, logs in seconds.items()}, shared)
 

@@ -57,6 +57,7 @@ process, after saying where the checkpoint is.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -65,6 +66,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -214,6 +216,8 @@ class TrainingStep(nn.Module):
         self.criterion = criterion
 
     def forward(self, images: Tensor, target: Tensor) -> dict[str, Tensor]:
+        if self.criterion.resolution == "feature":  # logits left at 1/8: the CEs resize the target instead
+            return self.criterion(self.model.outputs(images), target)
         return self.criterion(self.model(images), target)
 
 
@@ -545,11 +549,28 @@ def current_device(params: Params) -> torch.device:
     return torch.device("cuda", torch.cuda.current_device()) if device.type == "cuda" else device
 
 
-def cpu_threads() -> None:
-    """Inside a SLURM job, use the CPUs the task was given (torch would count the node's cores)."""
+@contextlib.contextmanager
+def cpu_threads(params: Params) -> Iterator[int]:
+    """torch's CPU threads for one run: ``train.threads``; when null, inside a SLURM job the CPUs the task was
+    given (torch would count the node's cores), else torch's own choice. Restored afterwards.
+
+    ``train.threads`` is part of a run's identity (its config hash): float reductions (convolution weight
+    gradients, BatchNorm statistics) split their sums by thread, so 1 and 2 threads give different, each
+    reproducible, results. One thread per run is also the fastest way to use a small CPU: the embedded
+    tensors are too small for two threads to share an operation well, so the local executor trains
+    ``executor.parallel`` runs side by side instead (``benchmarks/run_cost.py``).
+    """
+    before = torch.get_num_threads()
+    threads = params.train.threads
     cpus = os.environ.get("SLURM_CPUS_PER_TASK")
-    if cpus and os.environ.get("SLURM_JOB_ID"):
-        torch.set_num_threads(max(1, int(cpus)))
+    if threads is None and cpus and os.environ.get("SLURM_JOB_ID"):
+        threads = max(1, int(cpus))
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
 
 
 # ---------------------------------------------------------------- the run
@@ -563,7 +584,7 @@ def run_cell(params: Params, run_dir: Path) -> dict[str, Any]:
     [0, 1]), ``ms`` (the same four, multi-scale + flip) or ``None``,
     ``iterations``, ``train_seconds`` (sum of the log's per-iteration times,
     over every resume), ``eval_seconds``, ``provenance`` {profile, dataset,
-    backbone, head, seed, commit, config_hash, run_dir, device, torch}. Also
+    backbone, head, seed, commit, config_hash, run_dir, device, threads, torch}. Also
     writes ``confusion.npy`` (and ``confusion_ms.npy``), the (K, K) int64
     dataset-level confusion matrices, rows = ground truth, and
     ``confusion_images.npz`` (and ``confusion_images_ms.npz``), the same
@@ -590,8 +611,7 @@ def train_and_evaluate(params: Params, run_dir: Path, digest: str) -> dict[str, 
     if done is not None:
         return done
     check_checkpoint_config(run_dir / CHECKPOINT_FILE, digest)
-    cpu_threads()
-    with distributed(resolve_device(params.train.device)) as ranks:
+    with cpu_threads(params), distributed(resolve_device(params.train.device)) as ranks:
         if ranks.main:
             run_dir.mkdir(parents=True, exist_ok=True)
             (run_dir / RUN_MARKER).touch()
@@ -617,6 +637,7 @@ def train_and_evaluate(params: Params, run_dir: Path, digest: str) -> dict[str, 
                 "config_hash": digest,
                 "run_dir": str(run_dir),
                 "device": str(device),
+                "threads": torch.get_num_threads(),
                 "torch": torch.__version__,
             },
         }
@@ -646,6 +667,7 @@ LATER_KEYS: dict[str, Any] = {
     "weights.root": "weights", "weights.mirror": None,
     "weights.files": {"resnet50": "weights/resnet50-0676ba61.pth", "resnet101": "weights/resnet101-63fe2227.pth",
                       "resnest101": "weights/resnest101-22405ba7.pth"},
+    "train.threads": None, "train.loss.resolution": "full", "executor.parallel": 1,
 }
 
 

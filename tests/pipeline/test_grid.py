@@ -93,11 +93,12 @@ def calls(state: grid.CellState) -> int:
 
 
 def grid_params(tmp_path: Path, **overrides) -> Params:
-    """The project's params with the test grids, every output under ``tmp_path``."""
+    """The project's params with the test grids, every output under ``tmp_path``; runs in-process (the tests
+    stand in for ``run_cell`` by monkeypatching; ``test_grid_parallel`` covers worker processes)."""
     return with_overrides(load_params(ROOT / "params.yaml"), {
         "grid.runs": str(tmp_path / "runs"), "grid.metrics": str(tmp_path / "metrics"),
         "grid.details": str(tmp_path / "scores"), "grid.plots": str(tmp_path / "plots"), "grid.seeds": [0, 1], "grid.grids": GRIDS,
-        "executor.kind": "local", "executor.log_dir": str(tmp_path / "logs"), **overrides,
+        "executor.kind": "local", "executor.parallel": 1, "executor.log_dir": str(tmp_path / "logs"), **overrides,
     })
 
 

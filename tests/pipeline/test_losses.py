@@ -150,3 +150,32 @@ def test_danet_branch_terms_are_one_ce_each_at_their_weight():
     assert terms["danet"].item() == pytest.approx(math.log(3) + cam_ce, rel=1e-6)
     assert terms["total"].item() == pytest.approx(math.log(3) + 0.5 * (math.log(3) + cam_ce), rel=1e-6)
     assert "danet" not in Criterion(3, 3, 0.4, 0.0, 0.0, danet_weight=0.0)(values, labels)
+
+
+def test_feature_resolution_ce_resizes_the_target_by_nearest_neighbour():
+    """``train.loss.resolution: feature``: logits (1, 3, 2, 3) against the 4 x 6 labels = the CE against SMALL_LABELS."""
+    logits = torch.randn(1, 3, 2, 3, generator=torch.Generator().manual_seed(0))
+    expected = F.cross_entropy(logits, torch.tensor([SMALL_LABELS]), ignore_index=IGNORE_INDEX)
+    torch.testing.assert_close(pixel_cross_entropy(logits, target()), expected, rtol=0, atol=1e-6)
+    by_hand = sum(cross_entropy_by_hand(logits[0, :, i, j].tolist(), SMALL_LABELS[i][j])
+                  for i in range(2) for j in range(3) if SMALL_LABELS[i][j] != IGNORE_INDEX) / 5
+    assert pixel_cross_entropy(logits, target()).item() == pytest.approx(by_hand, rel=1e-6)
+
+
+def test_training_step_at_feature_resolution_skips_the_upsampling():
+    from model.backbones import tiny_resnet
+    from model.heads.fcn import FCNHead
+    from model.segmentor import Segmentor
+    from pipeline.train import TrainingStep
+
+    torch.manual_seed(0)
+    backbone = tiny_resnet()
+    model = Segmentor(backbone, FCNHead(backbone.out_channels, 3, 16), FCNHead(backbone.aux_channels, 3, 8)).eval()
+    images, labels = torch.randn(2, 3, 32, 48), torch.randint(0, 3, (2, 32, 48))
+    full, feature = (TrainingStep(model, Criterion(3, 16, 0.4, 0.0, 0.0, resolution=r)) for r in ("full", "feature"))
+    low = model.outputs(images)
+    expected = pixel_cross_entropy(low["out"], labels) + 0.4 * pixel_cross_entropy(low["aux"], labels)
+    torch.testing.assert_close(feature(images, labels)["total"], expected)
+    assert not torch.allclose(full(images, labels)["total"], expected)  # full resolution: another loss
+    with pytest.raises(ValueError, match="resolution 'half' unknown; valid: full, feature"):
+        Criterion(3, 16, 0.4, 0.0, 0.0, resolution="half")

@@ -63,8 +63,10 @@ def test_costs_from_measured_seconds_per_iteration(planned):
     assert plan_rows(plan)[3] == ("ppm", "0", "started", "100/300", "0.500", "0:01:40", "0.06", "fits")
     running = grid_plan(planned, "g", {("grar", 1): "running"})  # a running run takes its slot first
     assert running.wall_s == 400 and running.runs[5].state == "running"
-    local = grid_plan(with_overrides(planned, {"executor.kind": "local"}), "g")
+    local = grid_plan(with_overrides(planned, {"executor.kind": "local", "executor.parallel": 1}), "g")
     assert local.slots == 1 and local.wall_s == 700
+    side_by_side = grid_plan(with_overrides(planned, {"executor.kind": "local", "executor.parallel": 2}), "g")
+    assert side_by_side.slots == 2 and side_by_side.wall_s == 400  # the SLURM schedule above, on 2 local slots
 
 
 def test_unknown_without_a_run_of_the_same_backbone_crop_and_device(planned):
