@@ -7,14 +7,14 @@ from pathlib import Path
 import pytest
 from report_runs import REPO, Runs
 
-from pipeline.config import load_params
+from pipeline.config import load_params, with_overrides
 
 
 @pytest.fixture
 def params(tmp_path, monkeypatch):
-    """The embedded params (every path relative) with the working folder an empty ``tmp_path``."""
+    """The embedded params (every path relative) with the working folder an empty ``tmp_path``, seeds 0 and 1."""
     monkeypatch.chdir(tmp_path)
-    return load_params(REPO / "params.yaml")
+    return with_overrides(load_params(REPO / "params.yaml"), {"grid.seeds": [0, 1]})  # what the fabricated runs hold
 
 
 @pytest.fixture
