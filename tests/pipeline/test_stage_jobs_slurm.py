@@ -35,9 +35,16 @@ def write_project(root: Path, params: Params) -> Path:
     return root
 
 
+def default_signals() -> None:
+    """In the stage's process: SIGINT and SIGHUP as at a terminal (a shell's background job inherits them ignored)."""
+    for signum in (signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_DFL)
+
+
 def start(project: Path, stage: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", f"stages.{stage}"], cwd=project, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
+                            preexec_fn=default_signals)
 
 
 def poll(condition, what: str, process: subprocess.Popen, timeout_s: float = 120.0):
