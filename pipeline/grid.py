@@ -71,7 +71,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import submitit
 from tqdm import tqdm
@@ -85,6 +85,7 @@ from pipeline.rundir import CHECKPOINT_FILE, config_hash, finished_metrics
 from pipeline.slurm import SQUEUE_UNKNOWN_JOBS, SlurmStateWatcher, jobs_named, make_executor
 
 CellFn = Callable[[Params, Path], dict]
+T = TypeVar("T")
 
 STATES = ("pending", "running", "done", "failed")
 HASH_CHARS = 10  # of the config hash in a run folder's name
@@ -632,21 +633,13 @@ def wait(params: Params, grids: list[str], poll_s: float = DEFAULT_POLL_S,
     never submitted; ``WaitTimeout`` listing the runs still queued or running
     after ``timeout_s`` seconds; returns the states when all are done.
     """
-    name, last, failures = f"grid {' '.join(grids)}", "", 0
+    name, last = f"grid {' '.join(grids)}", ""
     patience = Patience()
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     with tqdm(desc=name, unit="run", disable=None) as progress:
         while True:
-            try:
-                states = record(params, grids, patience)
-            except ClusterError as err:  # slurmctld busy or restarting: try again, for a while
-                failures += 1
-                if failures >= QUERY_ATTEMPTS:
-                    raise
-                tqdm.write(f"{err} (attempt {failures} of {QUERY_ATTEMPTS})", file=sys.stderr)
-                time.sleep(poll_s)
-                continue
-            failures = 0
+            states = retried(lambda: record(params, grids, patience), poll_s,
+                             lambda text: tqdm.write(text, file=sys.stderr))
             runs = {s.run.run_dir: s for grid_states in states.values() for s in grid_states}
             counts = {state: sum(s.state == state for s in runs.values()) for state in STATES}
             progress.total = len(runs)
@@ -666,6 +659,21 @@ def wait(params: Params, grids: list[str], poll_s: float = DEFAULT_POLL_S,
             time.sleep(poll_s)
     check_complete(states)
     return states
+
+
+def retried(query: Callable[[], T], poll_s: float, say: Callable[[str], object]) -> T:
+    """``query()``, asked again every ``poll_s`` after a ``ClusterError`` (slurmctld busy or restarting), each
+    failure said; the error of the ``QUERY_ATTEMPTS``-th failure in a row is raised."""
+    attempt = 1
+    while True:
+        try:
+            return query()
+        except ClusterError as err:
+            if attempt >= QUERY_ATTEMPTS:
+                raise
+            say(f"{err} (attempt {attempt} of {QUERY_ATTEMPTS})")
+            attempt += 1
+            time.sleep(poll_s)
 
 
 def check_complete(states: dict[str, list[CellState]]) -> None:

@@ -129,13 +129,18 @@ def measured_seconds(root: Path) -> dict[RateKey, list[list[float]]]:
     return found
 
 
+def last_iteration(rows: list[dict[str, str]]) -> int:
+    """The last iteration of ``train_log.csv`` rows (``read_log``); 0 for none."""
+    return max((int(row["iteration"]) for row in rows if row.get("iteration")), default=0)
+
+
 def logged_iterations(run_dir: Path) -> int:
     """The last iteration of a run's ``train_log.csv``; 0 without one."""
     path = run_dir / LOG_FILE
     if not path.is_file():
         return 0
     try:
-        return max((int(row["iteration"]) for row in read_log(path) if row.get("iteration")), default=0)
+        return last_iteration(read_log(path))
     except (OSError, ValueError):
         return 0
 
@@ -153,7 +158,7 @@ def progress_text(run_dir: Path, total: int) -> str:
     path = run_dir / LOG_FILE
     try:
         rows = read_log(path) if path.is_file() else []
-        done = max((int(row["iteration"]) for row in rows if row.get("iteration")), default=0)
+        done = last_iteration(rows)
         seconds = [float(row["seconds"]) for row in rows[-RECENT_ITERATIONS:] if row.get("seconds")]
     except (OSError, ValueError, KeyError):
         return "log unreadable"

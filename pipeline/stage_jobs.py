@@ -46,7 +46,7 @@ from submitit.core.utils import JobPaths
 from pipeline.config import ExecutorConfig, Params
 from pipeline.errors import ClusterError, DataError, GrarError
 from pipeline.grid import (
-    DOUBTFUL_STATES, LOST, PENDING_STATES, QUERY_ATTEMPTS, RUNNING_STATES, Patience, portable, slurm_states,
+    DOUBTFUL_STATES, LOST, PENDING_STATES, RUNNING_STATES, Patience, portable, retried, slurm_states,
 )
 from pipeline.io import write_text_atomic
 from pipeline.slurm import jobs_named, make_executor
@@ -202,7 +202,7 @@ def find_job(params: Params, name: str, digest: str, outputs: Sequence[str | Pat
         print(f"stage {name}: collecting job {job_id} ({state}), submitted earlier", file=sys.stderr, flush=True)
         return record
     problem = job_problem(record, state)
-    missing = [str(path) for path in outputs if not Path(path).exists()]
+    missing = missing_outputs(outputs)
     if problem is None and missing:
         problem = f"job {job_id} succeeded earlier, but {', '.join(missing)} is gone"
     if problem is None:
@@ -242,21 +242,13 @@ def submit_stage(params: Params, stage: str, name: str, digest: str, work: Calla
 
 def wait_stage(record: StageRecord, poll_s: float, timeout_s: float | None) -> str:
     """Poll the job's SLURM state until it will not run any more; return that state. Bounded as ``grid.wait``:
-    ``QUERY_ATTEMPTS`` failed queries in a row, ``Patience`` for UNKNOWN/PREEMPTED, ``timeout_s``."""
+    failed queries retried as ``grid.retried`` does, ``Patience`` for UNKNOWN/PREEMPTED, ``timeout_s``."""
     assert record.job_id is not None
-    patience, failures, last = Patience(), 0, None
+    patience, last = Patience(), None
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     while True:
-        try:
-            states = slurm_states([record.job_id])
-        except ClusterError as err:
-            failures += 1
-            if failures >= QUERY_ATTEMPTS:
-                raise
-            print(f"{err} (attempt {failures} of {QUERY_ATTEMPTS})", file=sys.stderr, flush=True)
-            time.sleep(poll_s)
-            continue
-        failures = 0
+        states = retried(lambda: slurm_states([record.job_id]), poll_s,
+                         lambda text: print(text, file=sys.stderr, flush=True))
         state = states[record.job_id]
         expired = patience.observe(states)
         if state not in RUNNING_STATES | PENDING_STATES and (state not in DOUBTFUL_STATES or record.job_id in expired):
@@ -294,13 +286,18 @@ def job_outcome(record: StageRecord) -> tuple[str, Any] | None:
         return None
 
 
+def missing_outputs(outputs: Sequence[str | Path]) -> list[str]:
+    """The paths of ``outputs`` that do not exist."""
+    return [str(path) for path in outputs if not Path(path).exists()]
+
+
 def collect(record: StageRecord, outputs: Sequence[str | Path], state: str) -> None:
     """After the job ended in SLURM ``state``: ``StageJobFailed`` (one line, the log) unless it succeeded and
     wrote every output."""
     problem = job_problem(record, state)
     if problem is not None:
         raise StageJobFailed(f"stage {record.name}: {problem}; the next run submits it again")
-    missing = [str(path) for path in outputs if not Path(path).exists()]
+    missing = missing_outputs(outputs)
     if missing:
         raise StageJobFailed(f"stage {record.name}: job {record.job_id} succeeded but {', '.join(missing)} is "
                              f"missing (are the outputs on a file system the compute nodes share?), log {record.log}")
