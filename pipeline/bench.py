@@ -106,7 +106,7 @@ def benchmark_modules(
         head = head.to(device).eval()
         flops = count_flops(lambda: head(x))
         run = torch.compile(head) if bench.compile else head
-        with torch.inference_mode(), _autocast(device, bench.dtype):
+        with torch.inference_mode(), autocast(device, bench.dtype):
             peak, latencies = _measure(lambda: run(x), device, bench.warmup, bench.repeats)
         modules.append({
             "name": name,
@@ -144,8 +144,8 @@ def benchmark_modules(
     }
 
 
-def _autocast(device: torch.device, dtype: str):
-    """bfloat16 autocast for ``bench.dtype: bfloat16``; disabled (float32) otherwise."""
+def autocast(device: torch.device, dtype: str):
+    """bfloat16 autocast for ``dtype`` bfloat16 (``bench.dtype``, ``grar bench train --dtype``); disabled (float32) otherwise."""
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == "bfloat16")
 
 

@@ -31,7 +31,7 @@ import time
 
 import torch
 
-from pipeline.bench import synthetic_affinity
+from pipeline.bench import autocast, synthetic_affinity
 from pipeline.build import build_criterion, build_segmentor
 from pipeline.config import Params
 from pipeline.distributed import MEMORY_FORMAT
@@ -79,7 +79,7 @@ def benchmark_training(params: Params, backbone: str, crop: int, batch: int, dev
 
     def one_step() -> None:
         nonlocal finite
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == "bfloat16"):
+        with autocast(device, dtype):
             terms = step(images, target)
         optimizer.zero_grad(set_to_none=True)
         terms["total"].backward()
