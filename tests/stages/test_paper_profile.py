@@ -44,8 +44,7 @@ def project(tmp_path) -> Path:
     root.mkdir()
     for name in ("pipeline", "stages", "model"):
         (root / name).symlink_to(REPO / name)
-    for name in ("dvc.yaml",):
-        shutil.copy(REPO / name, root / name)
+    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
     shutil.copytree(REPO / "profiles", root / "profiles")
     (root / "reports").mkdir()
     shutil.copy(REPO / "reports" / "paper_tables.yaml", root / "reports" / "paper_tables.yaml")
