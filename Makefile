@@ -24,7 +24,7 @@ repro: venv
 test: venv cluster-up browser-packages
 	$(BIN)/python -m pytest
 
-# The local one-node SLURM test cluster (pipeline/slurm_cluster.py; needs root).
+# The local one-node SLURM test cluster (pipeline/cluster/local_test_cluster.py; needs root).
 # Outside CI a cluster that cannot start only warns (`-`): the SLURM tests then
 # skip with the reason. With CI=true it fails the run.
 SLURM_PACKAGES := munge slurmctld slurmd slurm-client

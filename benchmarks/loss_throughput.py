@@ -6,7 +6,7 @@ labelled pixels, two ways, side by side in one run:
 
 - ``4-D``: ``F.cross_entropy(logits (B, K, H, W), target)``, which copies the
   full-resolution channels-last logits to make the class axis strided;
-- ``rows``: ``pipeline.losses.pixel_cross_entropy``, the same loss on the
+- ``rows``: ``pipeline.training.losses.pixel_cross_entropy``, the same loss on the
   (B*H*W, K) rows of the channels-last tensor (no copy).
 
 Prints ms per call (median of ``--repeats``) and rows / 4-D, for the embedded
@@ -26,7 +26,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from pipeline.losses import IGNORE_INDEX, pixel_cross_entropy
+from pipeline.datasets.layout import IGNORE_INDEX
+from pipeline.training.losses import pixel_cross_entropy
 
 SHAPES = {"embedded 8x24x32x192": (8, 24, 32, 192), "ADE20K-like 2x150x128x128": (2, 150, 128, 128)}
 

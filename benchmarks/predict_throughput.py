@@ -5,7 +5,7 @@
 Builds, in a temporary folder, a folder dataset of random ``size`` x ``size``
 images, a run of each model whose checkpoint holds its initial weights (the
 cost of inference does not depend on the values), and times
-``pipeline.predict.predict_images`` over the images after one warm-up image.
+``pipeline.training.predict.predict_images`` over the images after one warm-up image.
 Prints one line per model: seconds per image, images per second. Figures are
 absolute CPU times of this machine: compare them in one run, not across machines.
 """
@@ -27,10 +27,12 @@ sys.path.insert(0, str(REPO))
 
 from pipeline.config import load_params, with_overrides  # noqa: E402
 from pipeline.datasets.prepare import prepare_dataset  # noqa: E402
-from pipeline.predict import PredictOptions, predict_images  # noqa: E402
-from pipeline.stats.build import StatsJob, build_stats  # noqa: E402
-from pipeline.train import TrainingStep, build_criterion, build_model, save_checkpoint  # noqa: E402
-from pipeline.distributed import Ranks  # noqa: E402
+from pipeline.training.predict import PredictOptions, predict_images  # noqa: E402
+from pipeline.stats.compute import StatsJob, build_stats  # noqa: E402
+from pipeline.training.build import TrainingStep, build_criterion  # noqa: E402
+from pipeline.training.inputs import build_model  # noqa: E402
+from pipeline.training.checkpoint import save_checkpoint  # noqa: E402
+from pipeline.training.distributed import Ranks  # noqa: E402
 
 MODELS = {
     "embedded (tiny_resnet + GRAr, width 64)": {"model.backbone": "tiny_resnet", "model.width": 64},

@@ -3,7 +3,7 @@
 "Before" is the code at a git ref (``--before``, default ``f818e77``, the commit
 the per-run cost work started from), extracted with ``git archive`` into a
 temporary folder; "after" is this working tree. Each side trains and
-evaluates real runs (``pipeline.train.run_cell``, the profile's iterations and
+evaluates real runs (``pipeline.training.run.run_cell``, the profile's iterations and
 batches, seeds 0, 1, ...) through ``benchmarks/run_cost_worker.py`` with that
 side's own ``params.yaml`` and code, and the way that side's local executor
 would: one run after another, or ``executor.parallel`` runs side by side

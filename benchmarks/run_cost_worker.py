@@ -1,11 +1,12 @@
-"""One measured run of ``pipeline.train.run_cell``: the per-phase split of its wall time, as JSON on stdout.
+"""One measured run of ``pipeline.training.run.run_cell``: the per-phase split of its wall time, as JSON on stdout.
 
 The worker behind ``benchmarks/run_cost.py``; it runs against whatever
 ``pipeline`` / ``model`` packages come first on ``PYTHONPATH`` (the "before"
 tree or the "after" one), so it uses only what every version has:
-``run_cell``, ``Segmentor.forward``, ``Criterion.forward``,
-``pipeline.train.train_loader``, ``pipeline.train.evaluate_model``,
-``pipeline.evaluation.infer``. It wraps them (and ``Tensor.backward``,
+``run_cell``, ``Segmentor.forward``, ``Criterion.forward``, the loop's
+``train_loader`` and ``run_iterations``, the run's ``evaluate_model`` and
+``infer`` (in ``pipeline.training.{loop,run,inference}``, or in a tree from
+before that layout ``pipeline.train`` and ``pipeline.evaluation``). It wraps them (and ``Tensor.backward``,
 ``SGD.step`` / ``zero_grad``) with timers, then trains and evaluates one run
 for real into a temporary folder. Phases (seconds per run):
 
@@ -15,7 +16,7 @@ for real into a temporary folder. Phases (seconds per run):
 - ``eval_single``, ``eval_ms``: ``infer`` single scale and multi-scale + flip;
 - ``eval_other``: the rest of the evaluation (reading the val split, confusions);
 - ``fixed``: the rest of ``run_cell`` (model build, dataset, files);
-- ``imports``: importing ``pipeline.train`` (once per process, not per run).
+- ``imports``: importing the trainer (once per process, not per run).
 
     PYTHONPATH=TREE python benchmarks/run_cost_worker.py --params TREE/params.yaml --data DIR --stats DIR
         [--iterations N] [--threads T] [--set KEY=VALUE ...]
@@ -34,11 +35,20 @@ from pathlib import Path
 started_imports = time.perf_counter()
 import torch  # noqa: E402
 
-import pipeline.evaluation  # noqa: E402
-import pipeline.train  # noqa: E402
 from model.segmentor import Segmentor  # noqa: E402
 from pipeline.config import load_params, with_overrides  # noqa: E402
-from pipeline.losses import Criterion  # noqa: E402
+
+try:  # the layout of pipeline/training/
+    from pipeline.training import inference as inference_module  # noqa: E402
+    from pipeline.training import loop as loop_module  # noqa: E402
+    from pipeline.training import run as run_module  # noqa: E402
+    from pipeline.training.losses import Criterion  # noqa: E402
+except ImportError:  # a tree from before it: pipeline/train.py held the loop and the run
+    import pipeline.evaluation as inference_module  # noqa: E402
+    import pipeline.train as loop_module  # noqa: E402
+    from pipeline.losses import Criterion  # noqa: E402
+
+    run_module = loop_module
 
 IMPORT_SECONDS = time.perf_counter() - started_imports
 TIMES: dict[str, float] = defaultdict(float)
@@ -100,9 +110,9 @@ def instrument() -> None:
     torch.Tensor.backward = timed("backward", torch.Tensor.backward)
     torch.optim.SGD.step = timed("optimizer", torch.optim.SGD.step)
     torch.optim.SGD.zero_grad = timed("optimizer", torch.optim.SGD.zero_grad)
-    loader = pipeline.train.train_loader
-    pipeline.train.train_loader = lambda *args, **kwargs: TimedIterator(loader(*args, **kwargs))
-    infer = pipeline.evaluation.infer
+    loader = loop_module.train_loader
+    loop_module.train_loader = lambda *args, **kwargs: TimedIterator(loader(*args, **kwargs))
+    infer = inference_module.infer
 
     def timed_infer(model, images, config, multi=False):
         start = time.perf_counter()
@@ -111,9 +121,9 @@ def instrument() -> None:
         finally:
             TIMES["eval_ms" if multi else "eval_single"] += time.perf_counter() - start
 
-    pipeline.evaluation.infer = timed_infer
-    pipeline.train.evaluate_model = timed("evaluation", pipeline.train.evaluate_model)
-    pipeline.train.run_iterations = timed("training", pipeline.train.run_iterations)
+    inference_module.infer = timed_infer
+    run_module.evaluate_model = timed("evaluation", run_module.evaluate_model)
+    loop_module.run_iterations = timed("training", loop_module.run_iterations)
 
 
 def main() -> None:
@@ -142,7 +152,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         began = time.time()  # epoch seconds: the parent lines up runs trained side by side
         start = time.perf_counter()
-        metrics = pipeline.train.run_cell(params, Path(tmp) / "run")
+        metrics = run_module.run_cell(params, Path(tmp) / "run")
         total = time.perf_counter() - start
         ended = time.time()
     phases = {key: TIMES[key] for key in ("data", "forward", "loss", "backward", "optimizer")}

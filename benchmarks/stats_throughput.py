@@ -99,7 +99,7 @@ def cpu_seconds() -> float:
 def serve() -> None:
     """Answer commands from stdin: ``decode W DIR K``, ``stage W DIR K``, ``fixed DIR K OUT``, ``where``."""
     import pipeline
-    from pipeline.stats.build import StatsJob, build_stats
+    from pipeline.stats.compute import StatsJob, build_stats
     from pipeline.stats.counting import count_labels, find_labels, split_chunks
 
     for line in sys.stdin:

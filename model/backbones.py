@@ -12,7 +12,7 @@ context head layer4) and the module declares ``out_channels`` (layer4),
 ``aux_channels`` (layer3) and ``output_stride``; heads size themselves from
 them. The state-dict keys of ``Backbone.body`` are those of the source model
 (torchvision / timm) without its ImageNet classifier ``fc``, so a local weight
-file of that model loads into ``body`` (``pipeline.build.load_backbone_weights``).
+file of that model loads into ``body`` (``pipeline.training.build.load_backbone_weights``).
 All weights are randomly initialised here: this module does no I/O.
 
 Stems (``stem``, params ``model.stem``), for the ResNets and ``tiny_resnet``:
@@ -27,7 +27,7 @@ Stems (``stem``, params ``model.stem``), for the ResNets and ``tiny_resnet``:
 
 Both keep torchvision's key names ``conv1.0``, ``conv1.1``, ``conv1.3``,
 ``conv1.4``, ``conv1.6``, ``bn1`` (PyTorch-Encoding's own);
-``pipeline.build.load_backbone_weights`` renames mmseg's ``stem.*`` to them.
+``pipeline.training.build.load_backbone_weights`` renames mmseg's ``stem.*`` to them.
 For ``tiny_resnet`` the widths scale with its 32-channel stem.
 """
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.metrics import IGNORE_INDEX
+from pipeline.datasets.layout import IGNORE_INDEX
 
 
 def palette(num_classes: int) -> np.ndarray:

@@ -283,7 +283,7 @@ class SlurmOverrides(Section):
 
 class StagePlacement(Section):
     """Where one non-training stage runs: ``local`` (in the ``dvc repro`` process) or ``slurm`` (one job, waited
-    for, with ``executor.slurm`` and this ``slurm``'s overrides; ``pipeline.stage_jobs``)."""
+    for, with ``executor.slurm`` and this ``slurm``'s overrides; ``pipeline.cluster.stage_jobs``)."""
 
     kind: Literal["local", "slurm"]
     slurm: SlurmOverrides
@@ -367,9 +367,16 @@ class GridConfig(Section):
     metrics: str = Field(min_length=1)  # the evaluate stage's <metrics>/<grid>/<cell>.json (dvc metrics)
     details: str = Field(min_length=1)  # the evaluate stage's per-seed scores <details>/<grid>.json (not metrics)
     plots: str = Field(min_length=1)  # the evaluate stage's training curves <plots>/<grid>/<cell>.csv (dvc plots)
-    bootstrap: Annotated[int, Field(ge=100)]  # replicates of the paired bootstrap (pipeline.bootstrap)
+    bootstrap: Annotated[int, Field(ge=100)]  # replicates of the paired bootstrap (pipeline.scores.bootstrap)
     seeds: tuple[NonNegativeInt, ...] = Field(min_length=1)
     grids: dict[CellName, Grid]
+
+    def cells(self, grid: str) -> dict[str, dict[str, Any]]:
+        """Cell name -> effective overrides (shared ``set`` ⊕ the cell's, ``Grid.overrides``) of grid ``grid``;
+        ``ConfigError`` listing the grids when there is none of that name."""
+        if grid not in self.grids:
+            raise ConfigError(f"grid {grid!r} not in grid.grids; grids: {', '.join(self.grids) or '(none)'}")
+        return self.grids[grid].overrides()
 
 
 class WeightsConfig(Section):

@@ -1,8 +1,8 @@
 """Locks that hold on the network file systems of clusters (NFS, Lustre) and die with their holder.
 
-One trainer per run folder (``run_lock``: ``pipeline.train.run_cell`` and the
+One trainer per run folder (``run_lock``: ``pipeline.training.run.run_cell`` and the
 grid's ``CellJob`` hold it over train + evaluate), and one writer of the grid
-indexes at a time (``pipeline.grid``). ``flock``/``fcntl`` locks are not used:
+indexes at a time (``pipeline.cluster.grids``). ``flock``/``fcntl`` locks are not used:
 some NFS and Lustre mounts ignore them or keep them after the client dies.
 
 Mechanism. A lock named ``PREFIX`` is a series of *generation* files

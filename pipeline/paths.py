@@ -40,13 +40,21 @@ def runs_dir(params: Params) -> Path:
 
 
 def grid_indexes_dir(params: Params) -> Path:
-    """The grid indexes ``<grid>.json`` (``pipeline.grid``)."""
+    """The grid indexes ``<grid>.json`` (``pipeline.cluster.index``)."""
     return runs_dir(params) / "grids"
 
 
 def grid_index(params: Params, grid: str) -> Path:
-    """The index of grid ``grid``: its cells, seeds, run folders, states and job ids (``pipeline.grid``)."""
+    """The index of grid ``grid``: its cells, seeds, run folders, states and job ids (``pipeline.cluster.index``)."""
     return grid_indexes_dir(params) / f"{grid}.json"
+
+
+def portable(path: Path) -> str:
+    """``path`` relative to the working folder when inside it (the index then survives moving the project)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 def grid_logs_dir(params: Params, grid: str) -> Path:

@@ -1,8 +1,8 @@
 """The run-folder contract without torch: file names, the config hash, finished metrics, the log.
 
-What ``pipeline.grid`` and the report need to find, name and read runs
-(``grar grid status`` answers without importing torch); ``pipeline.train``
-writes the folders. See ``pipeline.train`` for what each file holds.
+What ``pipeline.cluster.grids`` and the report need to find, name and read runs
+(``grar grid status`` answers without importing torch); ``pipeline.training.loop``
+writes the folders. See ``pipeline.training.loop`` for what each file holds.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ METRICS_FILE = "metrics.json"
 CONFUSION_FILE = "confusion.npy"
 CONFUSION_MS_FILE = "confusion_ms.npy"
 RUN_MARKER = ".grar-run"  # in every run folder grar trains into: what grar wrote, and may write again
-CONFUSION_IMAGES_FILE = "confusion_images.npz"  # per image, sparse (pipeline.per_image)
+CONFUSION_IMAGES_FILE = "confusion_images.npz"  # per image, sparse (pipeline.scores.per_image)
 CONFUSION_IMAGES_MS_FILE = "confusion_images_ms.npz"
 TERMS = ("ce", "aux", "coarse", "sr", "danet")
 LAMBDAS = ("lambda_pos", "lambda_neg")  # GRAr's λ (Eq. 2) and λ̂ (Eq. 3) after each iteration; logs before had none

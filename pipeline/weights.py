@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.config import IMAGENET, ModelConfig, Params, WeightsConfig, with_overrides
-from pipeline.datasets.download import Archive, fetch, resolve_url, tofu_record, record_tofu
+from pipeline.download import Archive, fetch, resolve_url, tofu_record, record_tofu
 from pipeline.errors import ConfigError, DataError
 
 # The published ImageNet file of each backbone. torchvision: ``ResNet50_Weights.IMAGENET1K_V1`` and

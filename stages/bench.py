@@ -1,7 +1,7 @@
 """DVC stage `bench`: the Table 3 module benchmark, written to ``bench.out`` (JSON).
 
 Runs where ``executor.stages.bench`` says: here (``local``), or as one SLURM job
-waited for and collected (``slurm``, ``pipeline.stage_jobs``): the paper
+waited for and collected (``slurm``, ``pipeline.cluster.stage_jobs``): the paper
 profile's ``bench.device: cuda`` needs no GPU on the login node.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from pipeline.cli import stage_main
+from stages import stage_main
 from pipeline.config import Params
 from pipeline.errors import ConfigError
 from pipeline.io import write_text_atomic
@@ -20,8 +20,8 @@ KEYS = ("bench", "model.danet", "model.grar.positive", "model.grar.negative", "m
 
 
 def bench(params: Params) -> None:
-    """Measure every head (``pipeline.bench.benchmark_modules``), write the JSON, print the table."""
-    from pipeline.bench import BENCH_JSON, benchmark_modules, format_table
+    """Measure every head (``pipeline.bench.modules.benchmark_modules``), write the JSON, print the table."""
+    from pipeline.bench.modules import BENCH_JSON, benchmark_modules, format_table
     from pipeline.io import check_new_output
 
     check_new_output(params.bench.out, folder=False, ours=BENCH_JSON, what="bench.out")
@@ -33,7 +33,7 @@ def bench(params: Params) -> None:
 def run_bench(params: Params) -> None:
     """``bench`` where ``executor.stages.bench.kind`` says; a CUDA benchmark asked of a machine without CUDA in
     this process is one line naming the key that sends it to a GPU node."""
-    from pipeline.stage_jobs import run_stage
+    from pipeline.cluster.stage_jobs import run_stage
 
     if params.executor.stages.bench.kind == "local" and params.bench.device == "cuda":
         import torch

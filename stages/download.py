@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 
-from pipeline.cli import stage_main
+from stages import stage_main
 from pipeline.config import Params
 from pipeline.datasets.download import ARCHIVES, download_dataset
 from pipeline.io import write_text_atomic

@@ -1,15 +1,15 @@
 """DVC stage `prepare@NAME`: write dataset NAME into the canonical layout under data.root/NAME.
 
 Runs where ``executor.stages.prepare`` says: here, or as one SLURM job (e.g. on a
-CPU partition) waited for and collected (``pipeline.stage_jobs``).
+CPU partition) waited for and collected (``pipeline.cluster.stage_jobs``).
 """
 
 from __future__ import annotations
 
-from pipeline.cli import dataset_stage_main
+from stages import dataset_stage_main
 from pipeline.datasets.prepare import prepare_dataset
 from pipeline.paths import dataset_dir
-from pipeline.stage_jobs import dataset_stage
+from pipeline.cluster.stage_jobs import dataset_stage
 
 # The params keys the stage reads, as dvc.yaml lists them.
 KEYS = ("data.root", "data.downloads", "data.workers", "data.embedded", "data.folders")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline.cli import stage_main
+from stages import stage_main
 from pipeline.config import Params
 
 

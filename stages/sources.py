@@ -12,7 +12,7 @@ import argparse
 import json
 from pathlib import Path
 
-from pipeline.cli import stage_main
+from stages import stage_main
 from pipeline.datasets.prepare import source_fingerprint
 from pipeline.io import write_text_atomic
 

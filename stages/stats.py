@@ -2,15 +2,15 @@
 
 Reads data.root/NAME, writes stats.root/NAME (the files: see ``pipeline.stats``).
 Runs where ``executor.stages.stats`` says: here, or as one SLURM job (e.g. on a
-CPU partition) waited for and collected (``pipeline.stage_jobs``).
+CPU partition) waited for and collected (``pipeline.cluster.stage_jobs``).
 """
 
 from __future__ import annotations
 
-from pipeline.cli import dataset_stage_main
+from stages import dataset_stage_main
 from pipeline.paths import stats_dir
-from pipeline.stage_jobs import dataset_stage
-from pipeline.stats.build import build_dataset_stats
+from pipeline.cluster.stage_jobs import dataset_stage
+from pipeline.stats.compute import build_dataset_stats
 
 # The params keys the stage reads, as dvc.yaml lists them.
 KEYS = ("data.root", "stats.root", "stats.normalisation", "stats.top_k", "stats.workers")

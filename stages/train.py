@@ -3,13 +3,13 @@
 Submits what is neither done nor queued (local: trains it here), waits for the
 runs queued by earlier `grar grid submit` calls too, and writes the grid indexes
 grid.runs/grids/<grid>.json. Fails, naming each failed run and its log, when a
-run failed (see ``pipeline.grid``).
+run failed (see ``pipeline.cluster.grids``).
 """
 
 from __future__ import annotations
 
-from pipeline.cli import stage_main
-from pipeline.grid import train_grids
+from stages import stage_main
+from pipeline.cluster.submit import train_grids
 
 
 def main() -> None:

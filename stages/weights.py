@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.cli import stage_main
+from stages import stage_main
 from pipeline.config import Params
 from pipeline.weights import fetch_weights
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import slurm_cluster as cluster
+from pipeline.cluster import local_test_cluster as cluster
 
 
 @pytest.fixture(scope="session")

@@ -59,7 +59,7 @@ class DANetHead(nn.Module):
     channels (512 on ResNet), PAM query/key of branch/8 (encoding/nn/attention.py
     ``PAM_Module``: in_dim // 8), and two more classifiers, on the PAM-only
     and the CAM-only branch (``conv6``, ``conv7``), returned as ``"pam"`` and
-    ``"cam"`` logits for their own losses (``pipeline.losses``: CE each,
+    ``"cam"`` logits for their own losses (``pipeline.training.losses``: CE each,
     weight ``train.loss.danet``; the reference sums the three CEs with weight 1,
     encoding/nn/customize.py ``SegmentationMultiLosses``). ``width`` is unused.
     """

@@ -26,16 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.config import Params
-from pipeline.datasets.common import (
-    apply_table,
-    locate,
-    lookup_table,
-    make_layout,
-    pair_files,
-    read_label_png,
-    run_tasks,
-    write_sample,
-)
+from pipeline.datasets.common import apply_table, locate, lookup_table, make_layout, pair_files, run_tasks, write_sample
+from pipeline.datasets.layout import read_label_png
 from pipeline.datasets.download import source_paths
 from pipeline.errors import DataError
 

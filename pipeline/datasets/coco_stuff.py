@@ -23,7 +23,8 @@ import numpy as np
 import scipy.io
 
 from pipeline.config import Params
-from pipeline.datasets.common import SPLITS, apply_table, locate, lookup_table, make_layout, run_tasks, write_sample
+from pipeline.datasets.layout import SPLITS
+from pipeline.datasets.common import apply_table, locate, lookup_table, make_layout, run_tasks, write_sample
 from pipeline.datasets.download import source_paths
 from pipeline.errors import DataError
 

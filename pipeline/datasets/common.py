@@ -1,23 +1,11 @@
-"""What every converter shares: reading and checking labels, writing one sample of
-the canonical layout, the class table, and a parallel map with a progress bar.
-
-Canonical layout (one per dataset, written into a temporary folder that
-``pipeline.datasets.prepare`` renames into place):
-
-    <out>/classes.csv                 header ``id,name``; ids 0..K-1 in order
-    <out>/{train,val}/images/<stem>.jpg   the source JPEG, copied byte for byte
-                                          (``<stem>.png`` when the source is not RGB:
-                                          grey or CMYK JPEGs are converted to RGB)
-    <out>/{train,val}/labels/<stem>.png   8-bit mode "L": classes 0..K-1, 255 = ignore
-"""
+"""What every converter shares: mapping source ids to classes, writing one sample of the canonical
+layout (``pipeline.datasets.layout``) and its class table, and a parallel map with a progress bar."""
 
 from __future__ import annotations
 
-import csv
-import io
 import multiprocessing
 import shutil
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -25,18 +13,12 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from pipeline.datasets.layout import CLASSES_FILE, IGNORE_INDEX, SPLITS, classes_csv
 from pipeline.errors import DataError
 
-SPLITS = ("train", "val")
-IGNORE = 255
-LABEL_MODES = ("L", "P")  # index images; "P" stores indices too (its palette is only for display)
 
 T = TypeVar("T")
 
-
-def byte_bar(total: int | None, desc: str, initial: int = 0, leave: bool = True) -> tqdm:
-    """A progress bar counting bytes (downloads, hashing, extraction)."""
-    return tqdm(total=total, initial=initial, unit="B", unit_scale=True, unit_divisor=1024, desc=desc, leave=leave)
 
 
 def run_tasks(fn: Callable[[T], object], tasks: Sequence[T], workers: int, desc: str) -> None:
@@ -58,7 +40,7 @@ def run_tasks(fn: Callable[[T], object], tasks: Sequence[T], workers: int, desc:
 
 def lookup_table(mapping: dict[int, int], size: int) -> np.ndarray:
     """A (size,) uint8 table sending each source id to its class, every other id to 255."""
-    table = np.full(size, IGNORE, dtype=np.uint8)
+    table = np.full(size, IGNORE_INDEX, dtype=np.uint8)
     for source, target in mapping.items():
         table[source] = target
     return table
@@ -77,22 +59,6 @@ def apply_table(raw: np.ndarray, table: np.ndarray, source: str) -> np.ndarray:
             bad = low if low < 0 else high
             raise DataError(f"{source}: label value {bad} out of range 0..{len(table) - 1}")
     return table[raw]
-
-
-def read_label_png(path: Path) -> np.ndarray:
-    """The (H, W) values of an index label image; colour or unreadable images raise ``DataError``."""
-    try:
-        with Image.open(path) as image:
-            if image.mode not in LABEL_MODES:
-                raise DataError(
-                    f"{path}: label image has mode {image.mode!r}; expected a single-channel index image (L or P)"
-                )
-            image.load()
-            return np.array(image)
-    except FileNotFoundError:
-        raise DataError(f"{path}: label file not found") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        raise DataError(f"{path}: unreadable label image ({err})") from None
 
 
 def write_sample(out_dir: Path, split: str, stem: str, image_path: Path, label: np.ndarray, source: str) -> None:
@@ -122,16 +88,7 @@ def make_layout(out_dir: Path, names: Sequence[str]) -> None:
     for split in SPLITS:
         for kind in ("images", "labels"):
             (out_dir / split / kind).mkdir(parents=True, exist_ok=True)
-    (out_dir / "classes.csv").write_text(classes_csv(names), encoding="utf-8")
-
-
-def classes_csv(names: Iterable[str]) -> str:
-    """The class table as CSV text: header ``id,name``, ids 0..K-1."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["id", "name"])
-    writer.writerows(enumerate(names))
-    return buffer.getvalue()
+    (out_dir / CLASSES_FILE).write_text(classes_csv(names), encoding="utf-8")
 
 
 def pair_files(images: Path, labels: Path, image_suffix: str, label_suffix: str) -> list[tuple[str, Path, Path]]:

@@ -69,7 +69,8 @@ import numpy as np
 from PIL import Image
 
 from pipeline.config import Params, hw
-from pipeline.datasets.common import SPLITS, make_layout, run_tasks
+from pipeline.datasets.layout import SPLITS
+from pipeline.datasets.common import make_layout, run_tasks
 
 Colour = tuple[float, float, float]
 
@@ -407,7 +408,7 @@ def twin_confusion(confusion: np.ndarray) -> float:
     """The context error of a model: the share of twin-class pixels it labels as one of their twins.
 
     ``confusion[i, j]`` counts the pixels of ground-truth class ``i`` predicted as
-    ``j`` (``pipeline.metrics``). 0 means context fully used; a context-blind
+    ``j`` (``pipeline.scores.metrics``). 0 means context fully used; a context-blind
     classifier that guesses members in proportion to their shares ``q_i`` scores
     ``1 - sum q_i^2`` per group: 3/4 for four equal twins, 1/2 for two.
     """

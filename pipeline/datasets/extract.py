@@ -34,7 +34,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.datasets.common import byte_bar
+from pipeline.download import byte_bar, describe_start
 from pipeline.errors import DataError
 from pipeline.io import atomic_dir
 
@@ -251,22 +251,6 @@ def extract_archive(archive: Path, target: Path, stamp: str = "") -> None:
         raise DataError(f"{archive}: extraction into {target} failed ({err})") from None
 
 
-def is_archive(path: Path) -> bool:
-    """Whether ``path`` is a zip or a tar (by content, not name): what ``extract_archive`` accepts."""
-    return zipfile.is_zipfile(path) or tarfile.is_tarfile(path)
-
-
-def describe_start(path: Path) -> str:
-    """What a file that should be an archive looks like: ``starts with '<!DOCTYPE html>'`` (an error page)."""
-    with open(path, "rb") as f:
-        head = f.read(64)
-    if not head:
-        return "it is empty"
-    text = head.split(b"\n", 1)[0].strip()
-    if text and all(32 <= byte < 127 or byte == 9 for byte in text):
-        html = " (an HTML page, not the archive)" if text.startswith(b"<") else ""
-        return f"it starts with {text.decode('ascii')[:40]!r}{html}"
-    return f"it starts with the bytes {head[:8].hex(' ')}"
 
 
 def _extract_zip_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, member: Member, dest: Path) -> None:

@@ -35,9 +35,10 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.config import FolderDatasetConfig, Params
-from pipeline.datasets.common import IGNORE, SPLITS, make_layout, read_label_png, run_tasks, write_sample
+from pipeline.datasets.layout import IGNORE_INDEX, SPLITS, read_label_png
+from pipeline.datasets.common import make_layout, run_tasks, write_sample
 from pipeline.errors import ConfigError, DataError
-from pipeline.stats.io import read_classes
+from pipeline.datasets.layout import read_classes
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 LABEL_SUFFIX = ".png"
@@ -86,15 +87,15 @@ def read_class_table(path: Path) -> list[str]:
 def value_table(spec: FolderDatasetConfig, num_classes: int, key: str) -> np.ndarray:
     """(256,) int16: label value -> class id, 255 (ignore) or ``INVALID``; remap targets checked against K."""
     for source, target in spec.remap.items():
-        if target >= num_classes and target != IGNORE:
+        if target >= num_classes and target != IGNORE_INDEX:
             raise ConfigError(
-                f"{key}.remap.{source}: target {target} is not a class id 0..{num_classes - 1} (or {IGNORE} to ignore)"
+                f"{key}.remap.{source}: target {target} is not a class id 0..{num_classes - 1} (or {IGNORE_INDEX} to ignore)"
             )
     table = np.full(256, INVALID, np.int16)
     table[:num_classes] = np.arange(num_classes)
     for source, target in spec.remap.items():
         table[source] = target
-    table[spec.ignore] = IGNORE
+    table[spec.ignore] = IGNORE_INDEX
     return table
 
 

@@ -14,7 +14,6 @@ existing ``data/<name>`` that grar did not write is refused, never replaced.
 
 from __future__ import annotations
 
-import csv
 import functools
 import hashlib
 import importlib
@@ -24,7 +23,7 @@ from collections import Counter
 from pathlib import Path
 
 from pipeline.config import Params
-from pipeline.datasets.common import SPLITS
+from pipeline.datasets.layout import CLASSES_FILE, IMAGE_SUFFIXES, SPLITS, read_classes
 from pipeline.errors import ConfigError, DataError
 from pipeline.io import atomic_dir, check_new_output, overlaps
 from pipeline.paths import DATASET_MARKER, dataset_dir
@@ -35,7 +34,6 @@ PREPARERS: dict[str, str] = {
     "pascal_context": "pipeline.datasets.pascal_context",
     "coco_stuff": "pipeline.datasets.coco_stuff",
 }
-IMAGE_SUFFIXES = (".jpg", ".png")
 MARKER = DATASET_MARKER  # in every prepared dataset: what grar wrote (and may replace), and its fingerprint
 
 
@@ -166,20 +164,14 @@ def is_prepared_dataset(folder: Path) -> bool:
 def check_layout(root: Path) -> dict[str, int]:
     """Check ``root`` against the canonical layout; return the number of images per split.
 
-    Checked without decoding: ``classes.csv`` (header ``id,name``, ids 0..K-1),
+    Checked without decoding: ``classes.csv`` (``pipeline.datasets.layout.read_classes``),
     every split non-empty, every label ``<stem>.png`` with exactly one image
     ``<stem>.jpg`` or ``<stem>.png`` and vice versa.
     """
-    table = root / "classes.csv"
+    table = root / CLASSES_FILE
     if not table.is_file():
         raise DataError(f"{table}: class table not written")
-    with open(table, encoding="utf-8", newline="") as f:
-        rows = list(csv.reader(f))
-    if not rows or rows[0] != ["id", "name"] or len(rows) < 2:
-        raise DataError(f"{table}: expected a header 'id,name' and at least one class")
-    ids = [row[0] for row in rows[1:]]
-    if ids != [str(k) for k in range(len(ids))] or any(len(row) != 2 or not row[1] for row in rows[1:]):
-        raise DataError(f"{table}: ids must run 0..K-1 in order, each with a name")
+    read_classes(table)
     counts = {}
     for split in SPLITS:
         labels = {p.stem for p in (root / split / "labels").glob("*.png")}

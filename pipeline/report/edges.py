@@ -26,7 +26,7 @@ from scipy.stats import spearmanr
 from pipeline.errors import DataError
 from pipeline.rundir import CHECKPOINT_FILE, CONFIG_FILE
 from pipeline.stats.affinity import cluster_order, frequency
-from pipeline.stats.io import load_counts
+from pipeline.stats.files import load_counts
 
 POSITIVE, NEGATIVE = "head.reasoning.positive_edges", "head.reasoning.negative_edges"
 

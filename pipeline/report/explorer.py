@@ -29,15 +29,16 @@ from typing import Any
 import numpy as np
 
 from pipeline.stats.affinity import DESCRIPTIONS, NORMALISATIONS, cluster_order
-from pipeline.stats.io import load_counts, read_metadata
+from pipeline.stats.files import load_counts, read_metadata
 from pipeline.stats.supporters import rank_supporters
+from pipeline.stats.files import COOCCURRENCE_PARQUET
 
 TOP = 10  # supporters and opponents listed per class
 
 
 def explorer_data(stats: Path, names: list[str]) -> dict[str, Any]:
     """The JSON the explorer embeds, from ``stats/cooccurrence.parquet`` and the class ``names``."""
-    t = load_counts(stats / "cooccurrence.parquet", len(names))  # (K, K)
+    t = load_counts(stats / COOCCURRENCE_PARQUET, len(names))  # (K, K)
     order, _ = cluster_order(t)
     normalisations = {}
     for name, normalise in NORMALISATIONS.items():
@@ -47,7 +48,7 @@ def explorer_data(stats: Path, names: list[str]) -> dict[str, Any]:
             ranked[role][j].append(i)
         normalisations[name] = {"description": DESCRIPTIONS[name], "f": np.round(f, 6).tolist(),
                                 "supporters": ranked["supporter"], "opponents": ranked["opponent"]}
-    metadata = read_metadata(stats / "cooccurrence.parquet")
+    metadata = read_metadata(stats / COOCCURRENCE_PARQUET)
     return {"dataset": str(metadata.get("dataset", stats.name)), "names": list(names),
             "order": [int(c) for c in order], "t": t.tolist(), "images": np.diag(t).tolist(),
             "normalisation": str(metadata.get("normalisation", "printed")), "normalisations": normalisations}

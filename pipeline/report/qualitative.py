@@ -2,7 +2,7 @@
 
 The models are the finished runs of grid ``table1`` named in ``MODELS`` (the
 first cell with a finished run, its lowest seed), rebuilt from their checkpoints
-with ``pipeline.train.load_run_model``. The images are the first ``n`` samples,
+with ``pipeline.training.run.load_run_model``. The images are the first ``n`` samples,
 sorted by stem, of ``data/<dataset>/val``: the same every time.
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.datasets.common import read_label_png
+from pipeline.datasets.layout import read_label_png
 from pipeline.report.runs import Grid, Run
 
 GRID = "table1"
@@ -41,7 +41,7 @@ def pick_runs(grid: Grid | None) -> dict[str, Run] | None:
 
 def load_examples(dataset: Path, n: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """(stem, RGB image (H, W, 3) uint8, label (H, W)) of the first ``n`` val samples of ``dataset``, by stem."""
-    from pipeline.data import list_split, read_image
+    from pipeline.training.data import list_split, read_image
 
     return [(sample.stem, read_image(sample.image), read_label_png(sample.label))
             for sample in list_split(dataset, "val")[:n]]
@@ -51,9 +51,9 @@ def predict(run: Run, images: Sequence[np.ndarray]) -> list[np.ndarray]:
     """Single-scale class predictions (H, W) of ``run``'s checkpoint for each RGB image (``evaluation.infer``)."""
     import torch
 
-    from pipeline.data import image_tensor
-    from pipeline.evaluation import infer
-    from pipeline.train import load_run_model
+    from pipeline.training.data import image_tensor
+    from pipeline.training.inference import infer
+    from pipeline.training.run import load_run_model
 
     model, params = load_run_model(run.run_dir)
     predictions = []

@@ -1,7 +1,7 @@
 """The runs of the grids as the report sees them: per cell, per seed, finished or why not.
 
 Reads the grid index ``<grid.runs>/grids/<grid>.json`` and the run folders it
-names (the run-folder contract of ``pipeline.grid`` / ``pipeline.train``). A run
+names (the run-folder contract of ``pipeline.cluster.grids`` / ``pipeline.training.loop``). A run
 is *finished* when its ``metrics.json`` exists (written last by the trainer),
 whatever the index says; otherwise its state says why there is no number:
 ``not run`` (no index, no entry, or pending), ``running``, ``failed`` (with the
@@ -169,9 +169,8 @@ class Grid:
 
 def load_grids(params: Params) -> dict[str, Grid]:
     """Every grid of ``params.grid.grids``, in order (``load_grid``)."""
-    from pipeline.grid import grid_cells
 
-    return {name: load_grid(grid_index(params, name), runs_dir(params), name, list(grid_cells(params, name)),
+    return {name: load_grid(grid_index(params, name), runs_dir(params), name, list(params.grid.cells(name)),
                             params.grid.seeds)
             for name in params.grid.grids}
 
@@ -199,8 +198,8 @@ def load_grid(path: Path, runs: Path, grid: str, cells: Sequence[str], seeds: Se
 
 
 def _index_entries(path: Path) -> list[dict]:
-    """The entries of a grid index (``pipeline.grid.read_index``), each checked for what the report reads."""
-    from pipeline.grid import read_index
+    """The entries of a grid index (``pipeline.cluster.index.read_index``), each checked for what the report reads."""
+    from pipeline.cluster.index import read_index
 
     entries = read_index(path)
     for position, entry in enumerate(entries):

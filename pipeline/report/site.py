@@ -25,14 +25,14 @@ import pandas as pd
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from tqdm import tqdm
 
-from pipeline.collect import read_log_frame
+from pipeline.scores.grid_scores import read_log_frame
 from pipeline.config import Params
 from pipeline.errors import DataError
 from pipeline.io import atomic_dir, atomic_path, check_new_output, clean_leftovers, temp_prefix
 from pipeline.paper import load_paper_tables
 from pipeline.paths import dataset_dir, stats_dir
 from pipeline.report import layout, qualitative
-from pipeline.plan import grid_plan, plan_rows, plan_summary
+from pipeline.cluster.plan import grid_plan, plan_rows, plan_summary
 from pipeline.report.edges import learned_vs_prior
 from pipeline.report.explorer import embedded_json, explorer_data
 from pipeline.report.figures import (
@@ -42,7 +42,9 @@ from pipeline.report.runs import NOT_RUN, Grid, Run, load_grids, percent, read_j
 from pipeline.report.tables import SYNTHETIC, Inputs, Table, build_tables, to_markdown
 from pipeline.stats.heatmaps import RC, save
 from pipeline.stats.affinity import DESCRIPTIONS, NORMALISATIONS, edge_spread, frequency
-from pipeline.stats.io import load_counts, read_classes, read_metadata
+from pipeline.stats.files import load_counts, read_metadata
+from pipeline.datasets.layout import read_classes
+from pipeline.stats.files import CLASSES_PARQUET, COOCCURRENCE_PARQUET, SUPPORTERS_PARQUET
 
 TEMPLATES = Path(__file__).parent / "templates"
 EXAMPLES = 4  # validation images in the qualitative figure
@@ -218,7 +220,7 @@ def stats_datasets(params: Params) -> list[str]:
     root = Path(params.stats.root)
     others = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
     names = list(params.data.datasets) + [name for name in others if name not in params.data.datasets]
-    return [name for name in names if (stats_dir(params, name) / "classes.parquet").is_file()]
+    return [name for name in names if (stats_dir(params, name) / CLASSES_PARQUET).is_file()]
 
 
 def edge_spreads(t: np.ndarray) -> list[dict[str, Any]]:
@@ -231,9 +233,9 @@ def write_datasets(site: Site, params: Params, qualitative_pages: dict[str, str]
     pages = []
     for name in tqdm(stats_datasets(params), desc="report datasets", unit="dataset"):
         source = stats_dir(params, name)
-        metadata = read_metadata(source / "classes.parquet")
-        classes = pd.read_parquet(source / "classes.parquet")
-        supporters = pd.read_parquet(source / "supporters.parquet")
+        metadata = read_metadata(source / CLASSES_PARQUET)
+        classes = pd.read_parquet(source / CLASSES_PARQUET)
+        supporters = pd.read_parquet(source / SUPPORTERS_PARQUET)
         figures = {}
         for path in sorted(source.rglob("*")):
             if path.suffix in (".png", ".svg"):
@@ -244,7 +246,7 @@ def write_datasets(site: Site, params: Params, qualitative_pages: dict[str, str]
         summary = (f"{metadata.get('images', '?')} {metadata.get('split', '')} images, {len(classes)} classes, "
                    f"normalisation {metadata.get('normalisation', '?')}")
         page = layout.dataset_page(name)
-        spreads = edge_spreads(load_counts(source / "cooccurrence.parquet", len(classes)))
+        spreads = edge_spreads(load_counts(source / COOCCURRENCE_PARQUET, len(classes)))
         explorer = layout.explorer_page(name)
         site.render(explorer, "explorer.html.j2", f"Affinity explorer: {name}", banner=False,
                     back=layout.href_from(explorer, page),
@@ -325,12 +327,11 @@ def mean_text(cells_runs: tuple[Run, ...], value: Callable[[Run], float | None])
 
 
 def write_grids(site: Site, params: Params, grids: dict[str, Grid]) -> None:
-    from pipeline.grid import grid_cells
 
     done: dict[str, list[tuple[str, str]]] = {}
     for name, grid in tqdm(grids.items(), desc="report grids", unit="grid"):
         overrides = {cell: ", ".join(f"{k}={v}" for k, v in values.items())
-                     for cell, values in grid_cells(params, name).items()}
+                     for cell, values in params.grid.cells(name).items()}
         cells = []
         for cell in grid.cells:
             logs = {run.seed: read_log_frame(run.run_dir / "train_log.csv") for run in cell.runs
@@ -377,7 +378,7 @@ def edge_comparisons(site: Site, params: Params, runs: tuple[Run, ...]) -> list[
         if config is None or not (run.run_dir / "checkpoint.pt").is_file() or "edges: conv" not in \
                 config.read_text(encoding="utf-8"):
             continue
-        cooccurrence = stats_dir(params, str(run.provenance.get("dataset", ""))) / "cooccurrence.parquet"
+        cooccurrence = stats_dir(params, str(run.provenance.get("dataset", ""))) / COOCCURRENCE_PARQUET
         if not cooccurrence.is_file():
             continue
         k = len((run.metrics or {}).get("per_class_iou") or {}) or None

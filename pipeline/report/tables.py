@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.bootstrap import Interval, compare_runs
+from pipeline.scores.bootstrap import Interval, compare_runs
 from pipeline.datasets import embedded
 from pipeline.paper import PaperTable
 from pipeline.report import layout
@@ -64,7 +64,7 @@ TABLE2_CELLS: dict[str, dict[str, Any]] = {
 EQ1_PRINTED, EQ1_CONDITIONAL, EQ1_ROW = "posneg-graph", "posneg-graph-conditional", "posneg-graph-row"
 
 # Table 3 (grid "table3", both profiles): cell -> the head it trains, which names its module-benchmark entry
-# and (through pipeline.bench.TABLE3_METHODS) its printed row; the FCN baseline has no printed row.
+# and (through pipeline.bench.modules.TABLE3_METHODS) its printed row; the FCN baseline has no printed row.
 TABLE3_CELLS: dict[str, str] = {"fcn": "fcn", "ppm": "ppm", "aspp": "aspp", "danet": "danet",
                                 "danet-reference": "danet", "ocr": "ocr", "grar": "grar"}
 
@@ -135,7 +135,7 @@ class Inputs:
     bench_path: Path
     profile: str
     train_dataset: str
-    replicates: int = 1000  # grid.bootstrap: replicates of every difference's interval (pipeline.bootstrap)
+    replicates: int = 1000  # grid.bootstrap: replicates of every difference's interval (pipeline.scores.bootstrap)
 
 
 def build_tables(inputs: Inputs) -> list[Table]:
@@ -157,7 +157,7 @@ def number(value: float | None, digits: int = 1) -> str:
 
 def difference(grid: Grid | None, a: str, b: str, score: str, replicates: int) -> Interval | str:
     """Cell ``a`` − cell ``b`` of ``grid`` (``score``: ``miou`` | ``ms``) with its 95 % paired-bootstrap
-    interval over val images and seeds (``pipeline.bootstrap``), or why there is none."""
+    interval over val images and seeds (``pipeline.scores.bootstrap``), or why there is none."""
     cells = [grid.cell(name) if grid is not None else None for name in (a, b)]
     if any(c is None for c in cells):
         return "no interval: cell not in the grid"
@@ -446,7 +446,7 @@ def table2_findings(grid: Grid | None, paper: PaperTable, replicates: int = 1000
 
 def table3(inputs: Inputs) -> Table:
     """Table 3: FCN + module -> parameters, memory, time (the module benchmark) and mIoU (grid ``table3``)."""
-    from pipeline.bench import TABLE3_METHODS
+    from pipeline.bench.modules import TABLE3_METHODS
 
     paper = inputs.paper[3]
     table = header(paper, 3, inputs, (

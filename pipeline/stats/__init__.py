@@ -5,10 +5,13 @@ prepared dataset ``data/NAME`` into ``artifacts/stats/NAME``; ``grar stats
 --labels DIR --num-classes K --out DIR`` counts any folder of label PNGs.
 
 Modules: ``counting`` (decode labels in worker processes, ``t = P^T P``),
-``affinity`` (Eq. 1 in its two readings, the 0/0 case, the clustering),
+``affinity`` (Eq. 1 in its readings, the 0/0 case, the clustering),
 ``supporters`` (ranking and tie-breaking), ``heatmaps`` (figures), ``svg``
-(writing them as SVG text), ``io``
-(the files below, ``load_affinity``), ``build`` (one run, written atomically).
+(writing them as SVG text), ``files`` (the files below: names, schemas,
+``load_affinity``, ``load_counts``), ``compute`` (one run, written atomically).
+
+May import: the shared ground (``pipeline/*.py``) and ``pipeline.datasets`` (the
+layout of a prepared dataset); never torch.
 
 Output folder (written whole or not at all)
 -------------------------------------------
@@ -69,6 +72,6 @@ Figures (SVG): ``heatmap.svg``, ``clusters/cluster_NN.svg``,
 recomputes ``f`` under its own ``stats.normalisation``.
 """
 
-from pipeline.stats.io import load_affinity
+from pipeline.stats.files import load_affinity
 
 __all__ = ["load_affinity"]

@@ -31,9 +31,9 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from pipeline.datasets.common import IGNORE as IGNORE_INDEX
-from pipeline.datasets.common import LABEL_MODES
-from pipeline.datasets.prepare import IMAGE_SUFFIXES
+from pipeline.datasets.layout import IGNORE_INDEX
+from pipeline.datasets.layout import LABEL_MODES
+from pipeline.datasets.layout import IMAGE_SUFFIXES
 from pipeline.errors import DataError
 
 CHUNK_MAX = 64  # files per worker task

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from pipeline.cli import main
+from pipeline.cli.main import main
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -12,8 +12,8 @@ import yaml
 
 from model.backbones import tiny_resnet
 from pipeline import weights as weights_module
-from pipeline.build import build_segmentor
-from pipeline.cli import main
+from pipeline.training.build import build_segmentor
+from pipeline.cli.main import main
 from pipeline.config import load_params, with_overrides
 from pipeline.errors import ConfigError, DataError
 from pipeline.rundir import config_hash
@@ -242,7 +242,7 @@ def test_a_state_dict_of_another_backbone_names_the_expected_published_file(para
 def test_imagenet_weights_are_loaded_into_the_backbone(params, monkeypatch):
     """`imagenet` loads weights.files[backbone]; resnet50 is stubbed by the tiny backbone to stay fast."""
     from model import backbones
-    from pipeline import build
+    from pipeline.training import build
 
     monkeypatch.setitem(build.BACKBONES, "resnet50", backbones.tiny_resnet)
     torch.manual_seed(3)

@@ -14,7 +14,7 @@ from typing import Any
 
 from pipeline.config import Params, load_params, with_overrides
 from pipeline.datasets.prepare import prepare_dataset
-from pipeline.stats.build import StatsJob, build_stats
+from pipeline.stats.compute import StatsJob, build_stats
 
 REPO = Path(__file__).resolve().parents[2]
 IMAGE_SIZE = 35

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import with_overrides
-from pipeline.datasets import download
-from pipeline.datasets.download import ARCHIVES, Archive, archives_for, download_dataset, fetch, resolve_url, source_paths
+from pipeline import download
+from pipeline.datasets.download import ARCHIVES, archives_for, download_dataset, source_paths
+from pipeline.download import Archive, fetch, resolve_url
 from pipeline.errors import ConfigError, DataError
 
 DATA = bytes(range(256)) * 1031 + b"tail"  # 263,940 bytes: odd, several blocks

@@ -13,7 +13,7 @@ from PIL import Image
 from pipeline.config import hw, with_overrides
 from pipeline.datasets import embedded as E
 from pipeline.datasets.prepare import prepare_dataset
-from pipeline.train import build_model
+from pipeline.training.inputs import build_model
 
 SIZE = 37  # odd on purpose
 

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from pipeline.cli import main
+from pipeline.cli.main import main
 from pipeline.config import with_overrides
 from pipeline.datasets.prepare import MARKER, content_fingerprint, prepare_dataset
 from pipeline.errors import ConfigError, DataError

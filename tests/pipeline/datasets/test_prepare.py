@@ -15,9 +15,10 @@ import pytest
 import yaml
 from PIL import Image
 
-from pipeline.cli import main
+from pipeline.cli.main import main
 from pipeline.config import BUILTIN_DATASETS, with_overrides
-from pipeline.datasets.download import ARCHIVES, Archive
+from pipeline.datasets.download import ARCHIVES
+from pipeline.download import Archive
 from pipeline.datasets.prepare import PREPARERS, check_layout, prepare_dataset
 from pipeline.errors import ConfigError, DataError
 
@@ -121,9 +122,9 @@ def make_layout(root: Path, classes: str = "id,name\n0,a\n1,b\n") -> Path:
 
 def test_check_layout_counts_and_rejects(tmp_path):
     assert check_layout(make_layout(tmp_path / "ok")) == {"train": 1, "val": 1}
-    with pytest.raises(DataError, match=r"classes\.csv: ids must run 0\.\.K-1 in order"):
+    with pytest.raises(DataError, match=r"classes\.csv: row 3: id '2', expected 1 \(ids must be 0\.\.K-1 in order\)"):
         check_layout(make_layout(tmp_path / "ids", "id,name\n0,a\n2,b\n"))
-    with pytest.raises(DataError, match=r"classes\.csv: expected a header 'id,name'"):
+    with pytest.raises(DataError, match=r"classes\.csv: class table needs a header with columns id,name"):
         check_layout(make_layout(tmp_path / "header", "0,a\n"))
     unpaired = make_layout(tmp_path / "unpaired")
     (unpaired / "val" / "images" / "y.png").write_bytes(b"")

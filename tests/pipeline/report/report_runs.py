@@ -1,4 +1,4 @@
-"""Fabricated run folders and grid indexes, exactly as the run-folder contract lays them out (pipeline.grid).
+"""Fabricated run folders and grid indexes, exactly as the run-folder contract lays them out (pipeline.cluster.grids).
 
 ``Runs(root)`` writes ``<root>/<cell>-s<seed>-<hash10>/`` folders (metrics.json,
 train_log.csv, confusion.npy, error.txt) and ``<root>/grids/<grid>.json``
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.per_image import ImageConfusions, write_image_confusions
+from pipeline.scores.per_image import ImageConfusions, write_image_confusions
 
 REPO = Path(__file__).resolve().parents[3]
 NAMES = ("wall", "floor", "sky", "tree", "car")  # five classes: confusion matrices stay readable by hand
@@ -97,7 +97,7 @@ class Runs:
         return path
 
     def record(self, grid: str, cell: str, seed: int, run_dir: Path, metrics: dict) -> None:
-        """A run trained for real (``pipeline.train.run_cell``) into ``run_dir``."""
+        """A run trained for real (``pipeline.training.run.run_cell``) into ``run_dir``."""
         self._index(grid, cell, seed, run_dir, "done", metrics)
 
     def state(self, grid: str, cell: str, seed: int, state: str) -> None:
@@ -117,7 +117,7 @@ class Runs:
 
 
 def bench_report() -> dict:
-    """A module-benchmark JSON with the keys the report reads (pipeline.bench.benchmark_modules)."""
+    """A module-benchmark JSON with the keys the report reads (pipeline.bench.modules.benchmark_modules)."""
     modules = [{"name": name, "params": params, "params_total": params + 1000, "flops": flops,
                 "peak_memory_bytes": memory, "latency_ms_median": latency, "latency_ms": [latency], "paper": None}
                for name, params, flops, memory, latency in (("fcn", 9438208, 87_345_000_000, 85098496, 403.9),

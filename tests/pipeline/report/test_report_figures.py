@@ -14,7 +14,6 @@ from PIL import Image
 from report_runs import write_dataset
 
 from pipeline.config import with_overrides
-from pipeline.grid import grid_cells
 from pipeline.paths import dataset_dir
 from pipeline.report import qualitative
 from pipeline.report.figures import (
@@ -29,7 +28,7 @@ from pipeline.report.figures import (
 )
 from pipeline.report.runs import load_grids
 from pipeline.report.site import write_report
-from pipeline.stats.build import StatsJob, build_stats
+from pipeline.stats.compute import StatsJob, build_stats
 
 
 def test_palette_is_the_voc_map_shifted_by_one():
@@ -112,7 +111,7 @@ def test_wide_images_stack_their_panels(tmp_path):
 
 def test_qualitative_examples_from_real_checkpoints(params, runs, tmp_path):
     """Two runs trained for real (2 iterations, 17 x 19 images): the figure holds their checkpoints' predictions."""
-    from pipeline.train import load_run_model, run_cell
+    from pipeline.training.run import load_run_model, run_cell
 
     torch.set_num_threads(1)
     tiny = {"stats.workers": 1, "train.schedules.embedded.iterations": 2, "train.crop_size": 16,
@@ -120,7 +119,7 @@ def test_qualitative_examples_from_real_checkpoints(params, runs, tmp_path):
     params = with_overrides(params, tiny)
     write_dataset(dataset_dir(params, "embedded"), images=3, size=(17, 19))
     build_stats(StatsJob.for_dataset(params, "embedded"))
-    for cell, overrides in list(grid_cells(params, "table1").items())[:2]:  # fcn, grar
+    for cell, overrides in list(params.grid.cells("table1").items())[:2]:  # fcn, grar
         run_dir = Path(params.grid.runs) / f"{cell}-s0"
         runs.record("table1", cell, 0, run_dir, run_cell(with_overrides(params, overrides), run_dir))
     chosen = qualitative.pick_runs(load_grids(params)["table1"])
@@ -129,7 +128,7 @@ def test_qualitative_examples_from_real_checkpoints(params, runs, tmp_path):
     assert [stem for stem, _, _ in loaded] == ["val_000", "val_001"] and loaded[0][1].shape == (17, 19, 3)
     predictions = qualitative.predict(chosen["GRAr"], [image for _, image, _ in loaded])
     model, _ = load_run_model(chosen["GRAr"].run_dir)
-    from pipeline.data import image_tensor
+    from pipeline.training.data import image_tensor
 
     expected = model.predict(image_tensor(loaded[1][1]).unsqueeze(0)).argmax(1)[0].numpy()
     assert predictions[1].shape == (17, 19) and np.array_equal(predictions[1], expected)

@@ -10,15 +10,15 @@ from pathlib import Path
 import pytest
 from report_runs import NAMES, REPO, bench_report, run_name, write_dataset
 
-from pipeline.cli import main
+from pipeline.cli.main import main
 from pipeline.config import with_overrides
 from pipeline.errors import DataError
 from pipeline.paths import dataset_dir, stats_dir
 from pipeline.report import layout, site
 from pipeline.report.site import write_report
 from pipeline.stats.affinity import DESCRIPTIONS, edge_spread, frequency
-from pipeline.stats.build import StatsJob, build_stats
-from pipeline.stats.io import load_counts
+from pipeline.stats.compute import StatsJob, build_stats
+from pipeline.stats.files import load_counts
 
 
 class Links(HTMLParser):
@@ -127,7 +127,7 @@ def test_grid_pages_show_cost_lambdas_and_learned_edges(params, runs, tmp_path):
 
     from pipeline.report.edges import NEGATIVE, POSITIVE
     from pipeline.stats.affinity import frequency
-    from pipeline.stats.io import load_counts
+    from pipeline.stats.files import load_counts
 
     params = full_project(params, runs)
     f = frequency(load_counts(stats_dir(params, "embedded") / "cooccurrence.parquet", len(NAMES)), "printed")

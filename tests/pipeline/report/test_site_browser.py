@@ -26,7 +26,7 @@ from pipeline.config import with_overrides
 from pipeline.datasets import ade20k
 from pipeline.paths import dataset_dir
 from pipeline.report.site import write_report
-from pipeline.stats.build import StatsJob, build_stats
+from pipeline.stats.compute import StatsJob, build_stats
 
 pytestmark = pytest.mark.browser
 
@@ -133,7 +133,7 @@ def test_affinity_explorer_hover_click_search_and_switch(chromium, params, tmp_p
 
     from chromium_cdp import problem_of
     from pipeline.stats.affinity import cluster_order, frequency
-    from pipeline.stats.io import load_counts
+    from pipeline.stats.files import load_counts
     from pipeline.stats.supporters import rank_supporters
 
     out = ade20k_site(params, tmp_path / "reports")

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pipeline.datasets.common import classes_csv
+from pipeline.datasets.layout import classes_csv
 
 REPO = Path(__file__).resolve().parents[3]
 NAMES = ["sky", "plane", "cow", "grass", "boat"]

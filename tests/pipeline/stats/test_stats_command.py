@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 from stats_toy import NAMES, write_classes, write_label
 
-from pipeline.cli import main
-from pipeline.stats.io import read_metadata
+from pipeline.cli.main import main
+from pipeline.stats.files import read_metadata
 
 
 def test_labels_mode(toy_labels, tmp_path, capsys):

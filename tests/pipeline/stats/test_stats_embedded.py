@@ -8,7 +8,7 @@ from stats_toy import REPO
 
 from pipeline.config import load_params, with_overrides
 from pipeline.datasets import embedded
-from pipeline.stats.build import StatsJob, build_stats
+from pipeline.stats.compute import StatsJob, build_stats
 
 
 def test_embedded_scene_structure_is_recovered(tmp_path):

@@ -1,1 +1,0 @@
-"""`grar` subcommands, one module each."""

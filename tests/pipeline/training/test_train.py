@@ -1,0 +1,489 @@
+"""The trainer: schedule, hash, statistics inputs, exact resume, preemption signals, the run folder, `grar train`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from types import SimpleNamespace
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+import yaml
+from tiny_run import IMAGE_SIZE, VAL_IMAGES
+
+from pipeline import rundir
+from pipeline.training import build, checkpoint, inputs, loop
+from pipeline.training import run as run_module
+from pipeline import lock
+from pipeline.cli.main import main
+from pipeline.config import with_overrides
+from pipeline.training.data import SegmentationDataset
+from pipeline.errors import DataError
+from pipeline.training.inference import evaluate_model
+from pipeline.paths import dataset_dir, stats_dir
+from pipeline.scores.per_image import read_image_confusions
+from pipeline.stats.affinity import frequency
+from pipeline.stats.files import load_affinity, load_counts
+from pipeline.training.inputs import build_model, frequency_class_weights
+from pipeline.training.checkpoint import Interrupted, load_checkpoint
+from pipeline.rundir import config_hash
+from pipeline.training.run import load_run, load_run_model, run_cell
+from pipeline.training.loop import optimizer_groups, poly_lr, train
+from pipeline.rundir import read_log
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def assert_same(a, b, path="checkpoint"):
+    """Nested dicts / lists of tensors and plain values are identical (tensors: ``torch.equal``)."""
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), path
+        for key in a:
+            assert_same(a[key], b[key], f"{path}.{key}")
+    elif isinstance(a, list | tuple):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same(x, y, f"{path}[{i}]")
+    elif isinstance(a, torch.Tensor):
+        assert a.dtype == b.dtype and torch.equal(a, b), path
+    else:
+        assert a == b, path
+
+
+def log_without_times(run_dir):
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in read_log(run_dir / "train_log.csv")]
+
+
+@pytest.fixture(scope="module")
+def straight(tiny_project, tmp_path_factory):
+    """An uninterrupted 6-iteration run (its checkpoint and log are the reference)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    run_dir = tmp_path_factory.mktemp("straight")
+    train(tiny_project, run_dir)
+    torch.set_num_threads(threads)
+    return run_dir
+
+
+def test_poly_schedule():
+    assert poly_lr(0.01, 0, 100, 0.9) == 0.01
+    assert poly_lr(0.01, 50, 100, 0.9) == pytest.approx(0.01 * 0.5**0.9, rel=1e-12)
+    assert poly_lr(0.02, 99, 100, 1.0) == pytest.approx(0.0002, rel=1e-12)
+
+
+def test_config_hash_ignores_what_does_not_change_the_model(tiny_project):
+    digest = config_hash(tiny_project)
+    assert len(digest) == 64 and int(digest, 16) >= 0
+    for key, value in [("executor.kind", "debug"), ("grid.seeds", [5]), ("bench.repeats", 9), ("profile", "x"),
+                       ("data.workers", 7), ("stats.workers", 7), ("train.workers", 3), ("data.mirror", "file:///m"),
+                       ("data.folders.other", "/elsewhere/other"), ("data.datasets", ["embedded", "ade20k"])]:
+        assert config_hash(with_overrides(tiny_project, {key: value})) == digest, key
+    for key, value in [("seed", 1), ("model.head", "fcn"), ("stats.normalisation", "conditional"),
+                       ("eval.flip", False), ("train.schedules.embedded.iterations", 7)]:
+        assert config_hash(with_overrides(tiny_project, {key: value})) != digest, key
+
+
+def test_config_hash_covers_the_folder_a_run_trains_on(tiny_project):
+    mine = with_overrides(tiny_project, {
+        "data.folders.mine": "/data/mine", "train.dataset": "mine",
+        "train.schedules.mine": {"lr": 0.01, "iterations": 5},
+    })
+    digest = config_hash(mine)
+    assert config_hash(with_overrides(mine, {"data.folders.other": "/data/other"})) == digest
+    for spec in ("/data/mine2", {"path": "/data/mine", "ignore": 0}, {"path": "/data/mine", "remap": {1: 2}}):
+        assert config_hash(with_overrides(mine, {"data.folders.mine": spec})) != digest, spec
+
+
+def test_config_hash_covers_the_prepared_data(tiny_project, tmp_path):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(dataset_dir(tiny_project, "embedded"), data / "embedded")
+    params = with_overrides(tiny_project, {"data.root": str(data)})
+    marker = json.loads((data / "embedded" / ".grar-dataset").read_text())
+    assert len(marker["sha256"]) == 64 and marker["files"] == 2 * (10 + 3) + 2  # images, labels, classes, scenes
+    digest = config_hash(params)
+    (data / "embedded" / ".grar-dataset").write_text(json.dumps({**marker, "sha256": "0" * 64}))
+    assert config_hash(params) != digest  # re-prepared data: another run
+    (data / "embedded" / ".grar-dataset").unlink()
+    assert config_hash(params) not in (digest, config_hash(tiny_project))  # not prepared: no fingerprint
+
+
+def test_frequency_class_weights_median_balancing():
+    # images holding each class: median over the present ones (4, 1, 2) is 2; an absent class weighs 1
+    assert frequency_class_weights(np.array([4, 1, 2, 0])).tolist() == [0.5, 2.0, 1.0, 1.0]
+    assert frequency_class_weights(np.array([0, 0])).tolist() == [1.0, 1.0]
+
+
+def test_sr_class_weights_come_from_the_class_statistics(tiny_project):
+    params = with_overrides(tiny_project, {"train.loss.sr_class_weights": "frequency"})
+    images = pq.read_table(stats_dir(tiny_project, "embedded") / "classes.parquet").column("images").to_numpy()
+    weights = inputs.sr_class_weights(params, 24)
+    assert torch.equal(weights, torch.from_numpy(frequency_class_weights(images)).float())
+    assert inputs.sr_class_weights(tiny_project, 24) is None  # uniform
+
+
+def test_affinity_is_recomputed_with_the_cells_normalisation(tiny_project):
+    path = stats_dir(tiny_project, "embedded") / "cooccurrence.parquet"
+    t = load_counts(path, 24)
+    printed = inputs.affinity_matrix(tiny_project, 24)
+    conditional = inputs.affinity_matrix(with_overrides(tiny_project, {"stats.normalisation": "conditional"}), 24)
+    assert torch.allclose(printed, torch.from_numpy(load_affinity(path, 24)))  # the file was written "printed"
+    assert torch.equal(conditional, torch.from_numpy(frequency(t, "conditional")).float())
+    assert not torch.allclose(printed, conditional)
+    assert inputs.affinity_matrix(with_overrides(tiny_project, {"model.grar.edges": "conv"}), 24) is None
+    assert inputs.affinity_matrix(with_overrides(tiny_project, {"model.head": "fcn"}), 24) is None
+
+
+def test_log_has_every_term_and_their_weighted_sum(straight, tiny_project):
+    rows = read_log(straight / "train_log.csv")
+    assert list(rows[0]) == ["iteration", "lr", "loss", "ce", "aux", "coarse", "sr", "danet", "seconds", "lambda_pos",
+                             "lambda_neg"]
+    reasoning = load_run(straight).model.head.reasoning
+    assert float(rows[-1]["lambda_pos"]) == pytest.approx(reasoning.lambda_positive.item(), rel=1e-6)
+    assert float(rows[-1]["lambda_neg"]) == pytest.approx(reasoning.lambda_negative.item(), rel=1e-6)
+    assert float(rows[0]["lambda_pos"]) != 0  # λ starts at 0 and moves from the first step
+    assert [int(r["iteration"]) for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert [float(r["lr"]) for r in rows] == pytest.approx([poly_lr(0.02, i, 6, 0.9) for i in range(6)], rel=1e-6)
+    w = tiny_project.train.loss
+    for r in rows:
+        total = float(r["ce"]) + w.aux * float(r["aux"]) + w.coarse * float(r["coarse"]) + w.sr * float(r["sr"])
+        assert float(r["loss"]) == pytest.approx(total, rel=1e-5)
+    state = load_checkpoint(straight / "checkpoint.pt")
+    assert state["iteration"] == 6 and state["config_hash"] == config_hash(tiny_project)
+    assert state["num_classes"] == 24 and state["class_names"][0] == "bedroom.wall"
+    assert set(state) == {"model", "criterion", "optimizer", "iteration", "rng", "params", "config_hash",
+                          "num_classes", "class_names"}
+
+
+def test_backbone_and_head_groups_follow_the_schedule_at_their_multiples(tiny_project, tmp_path):
+    model = build_model(tiny_project, 24)
+    criterion = build.build_criterion(tiny_project.train.loss, 24, model.head.feature_channels)
+    step = build.TrainingStep(model, criterion)
+    groups = optimizer_groups(step, 10.0)
+    assert [(g["name"], g["lr_mult"]) for g in groups] == [("backbone", 1.0), ("head", 10.0)]
+    backbone = list(model.backbone.parameters())
+    assert [id(p) for p in groups[0]["params"]] == [id(p) for p in backbone]
+    others = [p for name, p in step.named_parameters() if not name.startswith("model.backbone.")]
+    assert [id(p) for p in groups[1]["params"]] == [id(p) for p in others]
+    assert any(name.startswith("criterion.") for name, _ in step.named_parameters())  # the SR-Loss classifier
+    assert any(name.startswith("model.aux_head.") for name, _ in step.named_parameters())
+    # a 3-iteration run at base lr 0.02, mult 3: the checkpoint holds both groups at the last poly lr x their mult
+    train(with_overrides(tiny_project, {"train.head_lr_mult": 3.0, "train.schedules.embedded.iterations": 3}), tmp_path)
+    saved = load_checkpoint(tmp_path / "checkpoint.pt")["optimizer"]["param_groups"]
+    assert [(g["name"], g["lr_mult"]) for g in saved] == [("backbone", 1.0), ("head", 3.0)]
+    last = poly_lr(0.02, 2, 3, 0.9)
+    assert [g["lr"] for g in saved] == pytest.approx([last, 3 * last], rel=1e-12)
+    assert len(saved[0]["params"]) == len(backbone) and len(saved[1]["params"]) == len(others)
+
+
+def test_stopped_and_resumed_run_ends_identical(tiny_project, straight, tmp_path):
+    train(tiny_project, tmp_path, stop_after=3)
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["iteration"] == 3
+    assert len(read_log(tmp_path / "train_log.csv")) == 3
+    with open(tmp_path / "train_log.csv", "a") as log:  # a row logged after the checkpoint, then a crash
+        log.write("4,0.1,9,9,9,9,9,0.1\n")
+    train(tiny_project, tmp_path)
+    assert_same(load_checkpoint(tmp_path / "checkpoint.pt"), load_checkpoint(straight / "checkpoint.pt"))
+    assert log_without_times(tmp_path) == log_without_times(straight)
+
+
+def test_loader_workers_do_not_change_the_trained_weights(tiny_project, straight, tmp_path):
+    """Why ``train.workers`` is left out of the config hash: samples are seeded by (seed, epoch, index)."""
+    train(with_overrides(tiny_project, {"train.workers": 2}), tmp_path)
+    assert_same(load_checkpoint(tmp_path / "checkpoint.pt")["model"], load_checkpoint(straight / "checkpoint.pt")["model"])
+
+
+def signal_at(monkeypatch, iteration: int, signum: int) -> None:
+    """Send ``signum`` to this process while step ``iteration`` (0-based) runs."""
+    real = loop.poly_lr
+
+    def poly_lr_then_signal(base, it, total, power):
+        if it == iteration:
+            os.kill(os.getpid(), signum)
+        return real(base, it, total, power)
+
+    monkeypatch.setattr(loop, "poly_lr", poly_lr_then_signal)
+
+
+def test_sigterm_checkpoints_at_the_iteration_boundary_then_resumes(tiny_project, straight, tmp_path, monkeypatch):
+    before = signal.getsignal(signal.SIGTERM)
+    signal_at(monkeypatch, 2, signal.SIGTERM)
+    with pytest.raises(Interrupted) as stop:
+        train(tiny_project, tmp_path)
+    assert stop.value.code == 128 + signal.SIGTERM
+    assert "SIGTERM received: stopped after iteration 3" in stop.value.message
+    assert signal.getsignal(signal.SIGTERM) is before  # the trainer's handler is gone again
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["iteration"] == 3
+    assert len(read_log(tmp_path / "train_log.csv")) == 3
+    monkeypatch.undo()
+    train(tiny_project, tmp_path)
+    assert_same(load_checkpoint(tmp_path / "checkpoint.pt"), load_checkpoint(straight / "checkpoint.pt"))
+    assert log_without_times(tmp_path) == log_without_times(straight)
+
+
+def test_sigusr2_hands_over_to_submitits_handler_after_the_checkpoint(tiny_project, tmp_path, monkeypatch):
+    calls = []
+
+    def submitit_handler(signum, frame):  # submitit's: checkpoint(), requeue, sys.exit(-1)
+        calls.append((signum, load_checkpoint(tmp_path / "checkpoint.pt")["iteration"]))
+        raise SystemExit(-1)
+
+    previous = signal.signal(signal.SIGUSR2, submitit_handler)
+    try:
+        signal_at(monkeypatch, 1, signal.SIGUSR2)
+        with pytest.raises(SystemExit) as stop:
+            train(tiny_project, tmp_path)
+        assert signal.getsignal(signal.SIGUSR2) is submitit_handler
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    assert stop.value.code == -1 and calls == [(signal.SIGUSR2, 2)]
+
+
+def test_a_checkpoint_of_another_config_is_refused(tiny_project, straight, tmp_path):
+    (tmp_path / "checkpoint.pt").write_bytes((straight / "checkpoint.pt").read_bytes())
+    with pytest.raises(DataError, match=r"checkpoint\.pt: checkpoint of another configuration"):
+        train(with_overrides(tiny_project, {"seed": 3}), tmp_path)
+    (tmp_path / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(DataError, match=r"checkpoint\.pt: not a readable checkpoint"):
+        train(tiny_project, tmp_path)
+
+
+@pytest.mark.parametrize("head,terms", [
+    ("fcn", {"ce", "aux", "sr"}), ("ppm", {"ce", "aux", "sr"}), ("aspp", {"ce", "aux", "sr"}),
+    ("danet", {"ce", "aux", "sr"}), ("danet-reference", {"ce", "aux", "sr", "danet"}),
+    ("ocr", {"ce", "aux", "coarse", "sr"}), ("grar", {"ce", "aux", "coarse", "sr"}),
+])
+def test_every_head_trains_and_logs_its_terms(tiny_project, tmp_path, head, terms):
+    head, _, build = head.partition("-")
+    overrides = {"model.head": head, "train.schedules.embedded.iterations": 2} | ({"model.danet": build} if build else {})
+    train(with_overrides(tiny_project, overrides), tmp_path)
+    for row in read_log(tmp_path / "train_log.csv"):
+        assert {k for k in ("ce", "aux", "coarse", "sr", "danet") if row[k] != ""} == terms
+        assert np.isfinite(float(row["loss"]))
+
+
+def test_run_cell_writes_the_run_folder(tiny_project, tmp_path, monkeypatch):
+    run_dir = tmp_path / "cell"
+    metrics = run_cell(tiny_project, run_dir)
+    files = {p.name for p in run_dir.iterdir()}
+    assert files == {".grar-run", "config.yaml", "train_log.csv", "checkpoint.pt", "metrics.json", "confusion.npy",
+                     "confusion_ms.npy", "confusion_images.npz", "confusion_images_ms.npz"}
+    assert json.loads((run_dir / "metrics.json").read_text()) == metrics
+    newest = max((run_dir / name).stat().st_mtime_ns for name in files)
+    assert (run_dir / "metrics.json").stat().st_mtime_ns == newest  # written last
+    assert yaml.safe_load((run_dir / "config.yaml").read_text()) == tiny_project.model_dump(mode="json")
+    for scores in (metrics, metrics["ms"]):
+        assert 0 <= scores["miou"] <= 1 and 0 <= scores["pixel_accuracy"] <= 1 and 0 <= scores["mean_accuracy"] <= 1
+        assert list(scores["per_class_iou"])[:2] == ["bedroom.wall", "bedroom.floor"]
+    assert metrics["iterations"] == 6 and metrics["train_seconds"] > 0 and metrics["eval_seconds"] > 0
+    provenance = metrics["provenance"]
+    assert provenance["config_hash"] == config_hash(tiny_project) and provenance["run_dir"] == str(run_dir)
+    assert (provenance["head"], provenance["seed"], provenance["device"]) == ("grar", 0, "cpu")
+    single, multi = np.load(run_dir / "confusion.npy"), np.load(run_dir / "confusion_ms.npy")
+    assert single.shape == multi.shape == (24, 24) and single.dtype == np.int64
+    assert single.sum() == multi.sum() == VAL_IMAGES * IMAGE_SIZE**2  # every val pixel is labelled
+    assert metrics["pixel_accuracy"] == pytest.approx(np.trace(single) / single.sum())
+    for name, matrix in (("confusion_images.npz", single), ("confusion_images_ms.npz", multi)):
+        per_image = read_image_confusions(run_dir / name)
+        assert per_image.num_images == VAL_IMAGES and np.array_equal(per_image.dense_total(), matrix)
+        assert [per_image.image_matrix(i).sum() for i in range(VAL_IMAGES)] == [IMAGE_SIZE**2] * VAL_IMAGES
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished run must not train again")
+
+    monkeypatch.setattr(run_module, "train", no_training)
+    assert run_cell(tiny_project, run_dir) == metrics
+    with pytest.raises(DataError, match="finished run of another configuration"):
+        run_cell(with_overrides(tiny_project, {"seed": 2}), run_dir)
+
+
+def test_single_scale_only_without_multi_scale(tiny_project, tmp_path):
+    params = with_overrides(tiny_project, {"eval.multi_scale": False, "train.schedules.embedded.iterations": 1})
+    metrics = run_cell(params, tmp_path)
+    assert metrics["ms"] is None and not (tmp_path / "confusion_ms.npy").exists()
+    assert (tmp_path / "confusion_images.npz").is_file() and not (tmp_path / "confusion_images_ms.npz").exists()
+
+
+def test_load_run_model_rebuilds_the_evaluated_model(tiny_project, tmp_path):
+    params = with_overrides(tiny_project, {"eval.multi_scale": False, "stats.normalisation": "conditional"})
+    run_cell(params, tmp_path)
+    model, loaded = load_run_model(tmp_path)
+    assert loaded == params and not model.training
+    val = SegmentationDataset(dataset_dir(params, "embedded"), "val")
+    evaluation = evaluate_model(model, val, params.eval, torch.device("cpu"))
+    assert np.array_equal(evaluation.single, np.load(tmp_path / "confusion.npy"))
+    with pytest.raises(DataError, match="no checkpoint"):
+        load_run_model(tmp_path / "missing")
+
+
+def test_commit_is_unknown_without_git(monkeypatch):
+    rundir.source_commit.cache_clear()
+    commit = rundir.source_commit()
+    assert commit == "unknown" or len(commit.removesuffix("-dirty")) == 40
+    monkeypatch.setenv("PATH", "/nonexistent")
+    rundir.source_commit.cache_clear()
+    assert rundir.source_commit() == "unknown"
+    rundir.source_commit.cache_clear()
+
+
+def test_commit_is_dirty_for_source_changes_not_for_dvc_lock(tmp_path):
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "dvc.lock").write_text("schema: '2.0'\n")
+    (tmp_path / "model.py").write_text("x = 1\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c")
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
+    commit = rundir.source_commit.__wrapped__
+    assert commit(tmp_path) == head
+    (tmp_path / "dvc.lock").write_text("schema: '2.0'\nstages: {}\n")  # what `dvc repro` does as it goes
+    assert commit(tmp_path) == head
+    (tmp_path / "model.py").write_text("x = 2\n")
+    assert commit(tmp_path) == head + "-dirty"
+
+
+def test_grar_train_command(tiny_project, tmp_path, monkeypatch, capsys):
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(tiny_project.model_dump(mode="json")))
+    assert main(["train", "--params", str(params_file), "--iterations", "1", "--set", "eval.multi_scale=false"]) == 0
+    expected = with_overrides(tiny_project, {"train.schedules.embedded.iterations": 1, "eval.multi_scale": False})
+    run_dir = f"{tiny_project.grid.runs}/adhoc-{config_hash(expected)[:10]}"
+    out = capsys.readouterr().out
+    assert f"run folder: {run_dir}" in out and "mIoU" in out and "(1 iterations)" in out
+    assert main(["train", "--params", str(params_file), "--iterations", "0"]) == 2
+    assert "--iterations: must be >= 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    assert "Resuming: the checkpoint is written" in capsys.readouterr().out
+
+
+def test_a_run_folder_another_process_trains_is_refused_or_waited_for(tiny_project, tmp_path, monkeypatch, capsys):
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(tiny_project.model_dump(mode="json")))
+    out = tmp_path / "run"
+    holder = subprocess.Popen(["sleep", "60"])
+    me = lock.Holder.me()
+    out.mkdir()
+    (out / "grar.lock.0").write_text(json.dumps({
+        "host": me.host, "pidns": me.pidns, "pid": holder.pid, "job": "", "since": 0.0, "token": "other"}))
+    argv = ["train", "--params", str(params_file), "--out", str(out), "--iterations", "1",
+            "--set", "eval.multi_scale=false"]
+    try:
+        assert main(argv) == 1
+        assert capsys.readouterr().err == (f"grar: error: {out}: running elsewhere ({me.host}, pid {holder.pid}, "
+                                           "since 1970-01-01 00:00:00 UTC)\n")
+        with pytest.raises(lock.Locked):
+            run_cell(tiny_project, out)  # run_cell itself takes the lock
+        assert sorted(path.name for path in out.iterdir()) == ["grar.lock.0"]  # nothing trained
+
+        def holder_ends(_seconds: float) -> None:  # --wait polls: the holder ends during the first pause
+            holder.kill()
+            holder.wait()
+            pauses.append(_seconds)
+
+        pauses: list[float] = []
+        monkeypatch.setattr(lock, "time", SimpleNamespace(time=time.time, sleep=holder_ends))
+        assert main([*argv, "--wait"]) == 0
+    finally:
+        holder.kill()
+        holder.wait()
+    assert pauses == [lock.POLL_S]
+    assert "mIoU" in capsys.readouterr().out and (out / "metrics.json").is_file()
+    assert not list(out.glob("grar.lock*"))  # released
+
+
+def test_the_pretrained_backbone_is_loaded_and_not_needed_afterwards(tiny_project, tmp_path):
+    body = build_model(tiny_project, 24).backbone.body.state_dict()
+    weights = {key: value + 1 if value.is_floating_point() else value for key, value in body.items()}
+    torch.save(weights, tmp_path / "backbone.pt")
+    params = with_overrides(tiny_project, {
+        "model.pretrained": str(tmp_path / "backbone.pt"), "train.schedules.embedded.iterations": 1,
+        "eval.multi_scale": False,
+    })
+    loaded = build_model(params, 24).backbone.body.state_dict()
+    assert all(torch.equal(loaded[key], weights[key]) for key in weights)
+    run_cell(params, tmp_path / "run")
+    (tmp_path / "backbone.pt").unlink()
+    model, _ = load_run_model(tmp_path / "run")  # the checkpoint holds the trained weights
+    assert model.backbone.body.conv1.weight.shape == weights["conv1.weight"].shape
+
+
+def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tiny_project, tmp_path, monkeypatch):
+    forward = build.TrainingStep.forward
+    calls = []
+
+    def nan_at_the_fifth_step(self, images, target):
+        terms = forward(self, images, target)
+        calls.append(1)
+        if len(calls) == 5:
+            terms["sr"] = terms["sr"] * float("nan")
+            terms["total"] = terms["total"] + terms["sr"]
+        return terms
+
+    monkeypatch.setattr(build.TrainingStep, "forward", nan_at_the_fifth_step)
+    run_dir = tmp_path / "run"
+    with pytest.raises(checkpoint.Diverged) as info:
+        run_cell(tiny_project, run_dir)
+    assert str(info.value) == (
+        f"{run_dir}: training diverged at iteration 5: loss term sr is nan "
+        f"(lr {poly_lr(0.02, 4, 6, 0.9):.4g}); checkpoint.pt of iteration 4 is kept, no metrics written; "
+        "lower the learning rate or check the data, then train again"
+    )
+    assert load_checkpoint(run_dir / "checkpoint.pt")["iteration"] == 4
+    assert not (run_dir / "metrics.json").exists()
+    monkeypatch.setattr(build.TrainingStep, "forward", forward)  # fixed: training again resumes at 4 and ends
+    assert run_cell(tiny_project, run_dir)["iterations"] == 6
+
+
+def test_non_finite_params_are_refused(tiny_project):
+    from pipeline.errors import ConfigError
+
+    for key in ("train.schedules.embedded.lr", "train.loss.sr", "train.weight_decay"):
+        for value in (float("inf"), float("nan")):
+            with pytest.raises(ConfigError, match=rf"{key}: input should be a finite number"):
+                with_overrides(tiny_project, {key: value})
+
+
+def test_a_checkpoint_of_another_config_is_refused_before_config_yaml_is_touched(tiny_project, tmp_path):
+    run_dir = tmp_path / "run"
+    run_cell(tiny_project, run_dir)
+    (run_dir / "metrics.json").unlink()
+    before = (run_dir / "config.yaml").read_bytes()
+    with pytest.raises(DataError, match=r"checkpoint\.pt: checkpoint of another configuration"):
+        run_cell(with_overrides(tiny_project, {"seed": 5}), run_dir)
+    assert (run_dir / "config.yaml").read_bytes() == before
+
+
+def test_a_folder_that_is_no_run_folder_is_refused(tiny_project, tmp_path):
+    from pipeline.errors import ConfigError
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "config.yaml").write_text("my experiment notes\n")
+    with pytest.raises(ConfigError, match=rf"run folder {mine}: exists, is not empty and was not written by grar"):
+        run_cell(tiny_project, mine)
+    assert [p.name for p in mine.iterdir()] == ["config.yaml"]
+    assert (mine / "config.yaml").read_text() == "my experiment notes\n"
+
+
+def test_a_checkpoint_from_before_the_later_keys_still_loads(tiny_project, tmp_path):
+    run_dir = tmp_path / "old"
+    run_cell(tiny_project, run_dir)
+    state = load_checkpoint(run_dir / "checkpoint.pt")
+    for key in checkpoint.LATER_KEYS:  # as a checkpoint of an older grar: none of the keys added since
+        *parents, last = key.split(".")
+        node = state["params"]
+        for part in parents:
+            node = node[part]
+        del node[last]
+    torch.save(state, run_dir / "checkpoint.pt")
+    run = load_run(run_dir)
+    assert run.params.data.folders == {} and run.params.train.head_lr_mult == 1.0 and run.params.model.stem == "standard"
