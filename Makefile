@@ -1,6 +1,8 @@
 # The two commands of the README:
 #   make repro   create the environment if missing, then `dvc repro` (the whole pipeline)
 #   make test    create the environment if missing, start the local SLURM cluster, run pytest
+# and the habit before a commit:
+#   make lint    ruff's linter and formatter check (configured in pyproject.toml; CI runs it)
 SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
@@ -8,7 +10,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: repro test venv cluster-up cluster-down slurm-packages browser-packages clean-venv
+.PHONY: repro test lint format venv cluster-up cluster-down slurm-packages browser-packages clean-venv
 
 venv: $(STAMP)
 
@@ -23,6 +25,15 @@ repro: venv
 
 test: venv cluster-up browser-packages
 	$(BIN)/python -m pytest
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+# Rewrites the tree: ruff's safe fixes (import order...) and its formatter.
+format: venv
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 # The local one-node SLURM test cluster (pipeline/cluster/local_test_cluster.py; needs root).
 # Outside CI a cluster that cannot start only warns (`-`): the SLURM tests then

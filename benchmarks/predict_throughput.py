@@ -27,12 +27,12 @@ sys.path.insert(0, str(REPO))
 
 from pipeline.config import load_params, with_overrides  # noqa: E402
 from pipeline.datasets.prepare import prepare_dataset  # noqa: E402
-from pipeline.training.predict import PredictOptions, predict_images  # noqa: E402
 from pipeline.stats.compute import StatsJob, build_stats  # noqa: E402
 from pipeline.training.build import TrainingStep, build_criterion  # noqa: E402
-from pipeline.training.inputs import build_model  # noqa: E402
 from pipeline.training.checkpoint import save_checkpoint  # noqa: E402
 from pipeline.training.distributed import Ranks  # noqa: E402
+from pipeline.training.inputs import build_model  # noqa: E402
+from pipeline.training.predict import PredictOptions, predict_images  # noqa: E402
 
 MODELS = {
     "embedded (tiny_resnet + GRAr, width 64)": {"model.backbone": "tiny_resnet", "model.width": 64},
@@ -48,7 +48,9 @@ def folder_dataset(root: Path, count: int, size: int) -> Path:
         for kind in ("images", "labels"):
             (root / split / kind).mkdir(parents=True)
         for i in range(count):
-            Image.fromarray(rng.integers(0, 255, (size, size, 3), np.uint8)).save(root / split / "images" / f"{split}{i}.jpg")
+            Image.fromarray(rng.integers(0, 255, (size, size, 3), np.uint8)).save(
+                root / split / "images" / f"{split}{i}.jpg"
+            )
             blocks = rng.integers(0, CLASSES, (size // 64 + 1, size // 64 + 1), np.uint8)
             label = np.kron(blocks, np.ones((64, 64), np.uint8))[:size, :size]
             Image.fromarray(label, mode="L").save(root / split / "labels" / f"{split}{i}.png")
@@ -77,15 +79,25 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         source = folder_dataset(root / "source", args.images + 1, args.size)
-        base = with_overrides(load_params(REPO / "profiles" / "embedded.yaml"), {
-            "data.root": str(root / "data"), "stats.root": str(root / "stats"), "data.workers": 1,
-            "stats.workers": 1, "data.folders.bench": str(source), "train.dataset": "bench",
-            "train.schedules.bench": {"lr": 0.01, "iterations": 1}, "train.device": "cpu",
-        })
+        base = with_overrides(
+            load_params(REPO / "profiles" / "embedded.yaml"),
+            {
+                "data.root": str(root / "data"),
+                "stats.root": str(root / "stats"),
+                "data.workers": 1,
+                "stats.workers": 1,
+                "data.folders.bench": str(source),
+                "train.dataset": "bench",
+                "train.schedules.bench": {"lr": 0.01, "iterations": 1},
+                "train.device": "cpu",
+            },
+        )
         prepare_dataset(base, "bench")
         build_stats(StatsJob.for_dataset(base, "bench"))
         images = sorted((root / "data" / "bench" / "val" / "images").iterdir())
-        print(f"{args.images} images of {args.size} x {args.size}, {args.threads} threads, CPU, torch {torch.__version__}")
+        print(
+            f"{args.images} images of {args.size} x {args.size}, {args.threads} threads, CPU, torch {torch.__version__}"
+        )
         for name, overrides in MODELS.items():
             params = with_overrides(base, overrides)
             run_dir = root / "runs" / name.split()[0]
@@ -94,8 +106,9 @@ def main() -> None:
             for mode, ms in modes:
                 predict_images(run_dir, images[:1], root / "warm", PredictOptions(multi_scale=ms), progress=False)
                 start = time.perf_counter()
-                predict_images(run_dir, images[1:], root / f"out-{mode}", PredictOptions(multi_scale=ms),
-                               progress=False)
+                predict_images(
+                    run_dir, images[1:], root / f"out-{mode}", PredictOptions(multi_scale=ms), progress=False
+                )
                 seconds = (time.perf_counter() - start) / args.images
                 print(f"{name:42s} {mode:13s} {seconds:8.3f} s/image  {1 / seconds:7.2f} images/s")
                 for path in (root / "warm").iterdir():

@@ -13,6 +13,7 @@ images/s per process count, side by side with the decode-only floor (PIL
 from __future__ import annotations
 
 import argparse
+import functools
 import shutil
 import tempfile
 import time
@@ -73,7 +74,8 @@ def main() -> None:
         base = source / "ADEChallengeData2016"
         pairs = [
             (base / "images" / f / f"ADE_{f}_{i:08d}.jpg", base / "annotations" / f / f"ADE_{f}_{i:08d}.png")
-            for f in ade20k.SPLIT_FOLDERS.values() for i in range(args.images)
+            for f in ade20k.SPLIT_FOLDERS.values()
+            for i in range(args.images)
         ]
         total = len(pairs)
         print(f"{total} samples of {WIDTH}x{HEIGHT} (JPEG + label PNG); best of {args.repeats}")
@@ -82,11 +84,11 @@ def main() -> None:
         for workers in (1, args.workers):
             out = Path(tmp) / "out"
 
-            def convert() -> None:
+            def convert(out: Path = out, workers: int = workers) -> None:
                 shutil.rmtree(out, ignore_errors=True)
                 ade20k.convert(source, out, workers)
 
-            decode = total / timed(lambda: run_tasks(decode_only, pairs, workers, "decode"), args.repeats)
+            decode = total / timed(functools.partial(run_tasks, decode_only, pairs, workers, "decode"), args.repeats)
             rates[workers] = total / timed(convert, args.repeats)
             print(f"{workers:>9}  {decode:>17.1f}  {rates[workers]:>13.1f}  {rates[workers] / decode:>14.2f}")
         print(f"speed-up of prepare on {args.workers} processes: {rates[args.workers] / rates[1]:.2f}x")

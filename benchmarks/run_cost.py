@@ -45,9 +45,16 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).resolve().with_name("run_cost_worker.py")
 PHASES = {
-    "data": "data (batches)", "forward": "forward", "loss": "loss", "backward": "backward",
-    "optimizer": "optimizer", "trainer": "rest of the training loop", "eval_single": "evaluation, single scale",
-    "eval_ms": "evaluation, MS + flip", "eval_other": "rest of the evaluation", "fixed": "fixed (build, files)",
+    "data": "data (batches)",
+    "forward": "forward",
+    "loss": "loss",
+    "backward": "backward",
+    "optimizer": "optimizer",
+    "trainer": "rest of the training loop",
+    "eval_single": "evaluation, single scale",
+    "eval_ms": "evaluation, MS + flip",
+    "eval_other": "rest of the evaluation",
+    "fixed": "fixed (build, files)",
 }
 DEFAULT_BEFORE = "f818e77"
 
@@ -69,32 +76,48 @@ def side_parallel(tree: Path) -> int:
     return int(params.get("executor", {}).get("parallel", 1))
 
 
-def batch(tree: Path, seeds: list[int], parallel: int, args: argparse.Namespace, data: str, stats: str,
-          after: bool) -> tuple[float, list[dict]]:
+def batch(
+    tree: Path, seeds: list[int], parallel: int, args: argparse.Namespace, data: str, stats: str, after: bool
+) -> tuple[float, list[dict]]:
     """Train and evaluate one run per seed with ``tree``'s code, ``parallel`` at a time: (wall s, results).
 
     The wall time runs from the first ``run_cell`` start to the last end of each group of side-by-side runs:
     process start and imports are left out (the train stage pays them once per process, not per run).
     """
+
     def command(seed: int) -> list[str]:
         sets = [f"seed={seed}", *args.set, *(args.after_set if after else [])]
         extra = [f"--iterations={args.iterations}"] if args.iterations else []
-        return [sys.executable, str(WORKER), "--params", str(tree / "params.yaml"), "--data", data,
-                "--stats", stats, *extra, *(item for s in sets for item in ("--set", s))]
+        return [
+            sys.executable,
+            str(WORKER),
+            "--params",
+            str(tree / "params.yaml"),
+            "--data",
+            data,
+            "--stats",
+            stats,
+            *extra,
+            *(item for s in sets for item in ("--set", s)),
+        ]
 
     env = {"PYTHONPATH": str(tree), "PATH": "/usr/bin:/bin", "HOME": str(Path.home())}
     results: list[dict] = []
     wall = 0.0
     for first in range(0, len(seeds), parallel):
-        group = seeds[first:first + parallel]
-        processes = [subprocess.Popen(command(seed), cwd=tree, env=env, stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, text=True) for seed in group]
+        group = seeds[first : first + parallel]
+        processes = [
+            subprocess.Popen(
+                command(seed), cwd=tree, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
+            for seed in group
+        ]
         for seed, process in zip(group, processes):
             out, err = process.communicate()
             if process.returncode != 0:
                 raise SystemExit(f"run_cost: the {tree.name} run of seed {seed} failed:\n{err[-3000:]}")
             results.append({"seed": seed, **json.loads(out.strip().splitlines()[-1])})
-        runs = results[-len(group):]
+        runs = results[-len(group) :]
         wall += max(run["ended"] for run in runs) - min(run["began"] for run in runs)
     return wall, results
 
@@ -105,21 +128,35 @@ def mean_phase(results: list[list[dict]], key: str) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--before", default=DEFAULT_BEFORE, help=f"git ref of the 'before' code (default {DEFAULT_BEFORE})")
+    parser.add_argument(
+        "--before", default=DEFAULT_BEFORE, help=f"git ref of the 'before' code (default {DEFAULT_BEFORE})"
+    )
     parser.add_argument("--iterations", type=int, default=None, help="training iterations (default: the profile's)")
     parser.add_argument("--runs", type=int, default=2, help="runs (seeds 0..runs-1) per side and repeat")
     parser.add_argument("--repeats", type=int, default=1, help="before/after alternations")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override for both sides' runs, e.g. model.head=fcn (JSON values)")
-    parser.add_argument("--after-set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override for the after side only, e.g. train.loss.resolution=feature")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override for both sides' runs, e.g. model.head=fcn (JSON values)",
+    )
+    parser.add_argument(
+        "--after-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override for the after side only, e.g. train.loss.resolution=feature",
+    )
     args = parser.parse_args()
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     data = str((ROOT / params["data"]["root"]).resolve())
     stats = str((ROOT / params["stats"]["root"]).resolve())
     if not (Path(data) / "embedded").is_dir() or not (Path(stats) / "embedded").is_dir():
-        raise SystemExit(f"run_cost: {data}/embedded or {stats}/embedded missing: "
-                         "run `grar prepare embedded && grar stats embedded` first")
+        raise SystemExit(
+            f"run_cost: {data}/embedded or {stats}/embedded missing: "
+            "run `grar prepare embedded && grar stats embedded` first"
+        )
     seeds = list(range(args.runs))
     with tempfile.TemporaryDirectory() as tmp:
         sides = {"before": extract(args.before, Path(tmp) / "before"), "after": ROOT}
@@ -135,11 +172,13 @@ def main() -> None:
     threads = {name: results[name][0][0]["threads"] for name in sides}
     iterations = args.iterations or "the profile's"
     sets = ", ".join([*args.set, *(f"{item} (after)" for item in args.after_set)])
-    print(f"per-run cost, embedded profile{' with ' + sets if sets else ''}: "
-          f"{iterations} iterations, {len(seeds)} runs x {args.repeats} repeat(s) per side; "
-          f"before = {args.before} ({threads['before']} thread(s), {parallel['before']} run(s) at a time), "
-          f"after = this tree ({threads['after']} thread(s), {parallel['after']} run(s) at a time); "
-          f"load average at the end {' '.join(load)}")
+    print(
+        f"per-run cost, embedded profile{' with ' + sets if sets else ''}: "
+        f"{iterations} iterations, {len(seeds)} runs x {args.repeats} repeat(s) per side; "
+        f"before = {args.before} ({threads['before']} thread(s), {parallel['before']} run(s) at a time), "
+        f"after = this tree ({threads['after']} thread(s), {parallel['after']} run(s) at a time); "
+        f"load average at the end {' '.join(load)}"
+    )
     print(f"  {'phase (s per run)':34s} {'before':>8s} {'after':>8s} {'after/before':>13s}")
     for key, label in PHASES.items():
         before, after = mean_phase(results["before"], key), mean_phase(results["after"], key)
@@ -153,8 +192,10 @@ def main() -> None:
     print("  mIoU / MS mIoU by seed (first repeat):")
     for index, seed in enumerate(seeds):
         b, a = results["before"][0][index], results["after"][0][index]
-        print(f"    seed {seed}: before {100 * b['miou']:.2f} / {100 * (b['ms_miou'] or 0):.2f}   "
-              f"after {100 * a['miou']:.2f} / {100 * (a['ms_miou'] or 0):.2f}")
+        print(
+            f"    seed {seed}: before {100 * b['miou']:.2f} / {100 * (b['ms_miou'] or 0):.2f}   "
+            f"after {100 * a['miou']:.2f} / {100 * (a['ms_miou'] or 0):.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -39,14 +39,14 @@ from model.segmentor import Segmentor  # noqa: E402
 from pipeline.config import load_params, with_overrides  # noqa: E402
 
 try:  # the layout of pipeline/training/
-    from pipeline.training import inference as inference_module  # noqa: E402
-    from pipeline.training import loop as loop_module  # noqa: E402
-    from pipeline.training import run as run_module  # noqa: E402
-    from pipeline.training.losses import Criterion  # noqa: E402
+    from pipeline.training import inference as inference_module
+    from pipeline.training import loop as loop_module
+    from pipeline.training import run as run_module
+    from pipeline.training.losses import Criterion
 except ImportError:  # a tree from before it: pipeline/train.py held the loop and the run
-    import pipeline.evaluation as inference_module  # noqa: E402
-    import pipeline.train as loop_module  # noqa: E402
-    from pipeline.losses import Criterion  # noqa: E402
+    import pipeline.evaluation as inference_module
+    import pipeline.train as loop_module
+    from pipeline.losses import Criterion
 
     run_module = loop_module
 
@@ -141,13 +141,15 @@ def main() -> None:
     overrides = {"data.root": args.data, "stats.root": args.stats, "train.device": "cpu"}
     for item in args.set:
         key, _, value = item.partition("=")
-        overrides[key] = json.loads(value) if value[:1] in "[{0123456789-" or value in ("true", "false", "null") \
-            else value
+        overrides[key] = (
+            json.loads(value) if value[:1] in "[{0123456789-" or value in ("true", "false", "null") else value
+        )
     params = with_overrides(params, overrides)
     if args.iterations is not None:
         schedule = params.train.schedules[params.train.dataset]
-        params = with_overrides(params, {f"train.schedules.{params.train.dataset}": {
-            "lr": schedule.lr, "iterations": args.iterations}})
+        params = with_overrides(
+            params, {f"train.schedules.{params.train.dataset}": {"lr": schedule.lr, "iterations": args.iterations}}
+        )
     instrument()
     with tempfile.TemporaryDirectory() as tmp:
         began = time.time()  # epoch seconds: the parent lines up runs trained side by side
@@ -163,8 +165,17 @@ def main() -> None:
     phases["run"] = total
     phases["imports"] = IMPORT_SECONDS
     ms = metrics.get("ms") or {}
-    json.dump({"phases": phases, "began": began, "ended": ended, "miou": metrics["miou"], "ms_miou": ms.get("miou"),
-               "threads": metrics["provenance"].get("threads", torch.get_num_threads())}, sys.stdout)
+    json.dump(
+        {
+            "phases": phases,
+            "began": began,
+            "ended": ended,
+            "miou": metrics["miou"],
+            "ms_miou": ms.get("miou"),
+            "threads": metrics["provenance"].get("threads", torch.get_num_threads()),
+        },
+        sys.stdout,
+    )
     print()
 
 

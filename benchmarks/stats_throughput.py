@@ -82,6 +82,7 @@ def make_labels(folder: Path, images: int, height: int, width: int, classes: int
 
 # ---- the child: runs with PYTHONPATH = one version of the code, answers one JSON line per command ----
 
+
 def decode_chunk(labels: object) -> int:
     """Decode-only baseline: open and decode every file of the chunk, nothing else."""
     for name in labels.files:
@@ -138,8 +139,14 @@ class Child:
 
     def __init__(self, tree: Path) -> None:
         environment = {**os.environ, "PYTHONPATH": str(tree), "TQDM_DISABLE": "1"}
-        self.process = subprocess.Popen([sys.executable, __file__, "--serve"], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, text=True, env=environment, cwd=tree)
+        self.process = subprocess.Popen(
+            [sys.executable, __file__, "--serve"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=environment,
+            cwd=tree,
+        )
         where = Path(self.ask("where")["pipeline"])
         if where != (tree / "pipeline").resolve():
             raise SystemExit(f"the child for {tree} imported pipeline from {where}")
@@ -170,8 +177,12 @@ def archive(ref: str, target: Path) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--before", default="f818e77", metavar="REF",
-                        help="git commit to compare with (default f818e77; '' for this tree only)")
+    parser.add_argument(
+        "--before",
+        default="f818e77",
+        metavar="REF",
+        help="git commit to compare with (default f818e77; '' for this tree only)",
+    )
     parser.add_argument("--labels", type=Path, help="existing label folder (default: generate one)")
     parser.add_argument("--num-classes", type=int, default=150)
     parser.add_argument("--images", type=int, default=400)
@@ -179,8 +190,12 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=683)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--fixed-repeats", type=int, default=1,
-                        help="runs of the fixed cost per version and class count (default 1: before takes ~20 s each)")
+    parser.add_argument(
+        "--fixed-repeats",
+        type=int,
+        default=1,
+        help="runs of the fixed cost per version and class count (default 1: before takes ~20 s each)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     if args.serve:
@@ -203,9 +218,13 @@ def main() -> None:
         children = {name: Child(tree) for name, tree in trees.items()}
         n = len([p for p in folder.iterdir() if p.suffix.lower() == ".png"])
         sizes = [p.stat().st_size for p in folder.iterdir() if p.suffix.lower() == ".png"]
-        print(f"{n} files in {folder}, mean {np.mean(sizes) / 1e3:.1f} kB; versions: "
-              + ", ".join(f"{name} = {args.before or 'this tree'}" if name == "before" else f"{name} = this tree"
-                          for name in trees))
+        print(
+            f"{n} files in {folder}, mean {np.mean(sizes) / 1e3:.1f} kB; versions: "
+            + ", ".join(
+                f"{name} = {args.before or 'this tree'}" if name == "before" else f"{name} = this tree"
+                for name in trees
+            )
+        )
         children["after"].ask("decode", 1, folder, args.num_classes)  # warm the page cache
         process_counts = sorted({1, args.workers})
         best: dict[tuple[str, int], dict[str, float]] = {}
@@ -226,18 +245,24 @@ def main() -> None:
                     fixed[name, k] = min(fixed.get((name, k), float("inf")), seconds)
         for child in children.values():
             child.close()
-    print(f"\ncounting: images/s, best of {args.repeats} alternating runs (page cache warm); "
-          "ratio = stage / decode-only (target >= 0.8)")
+    print(
+        f"\ncounting: images/s, best of {args.repeats} alternating runs (page cache warm); "
+        "ratio = stage / decode-only (target >= 0.8)"
+    )
     header = f"{'':>9}  {'decode-only':>11}" + "".join(f"  {name + ' stage':>13}  {'ratio':>5}" for name in trees)
     for measure, label in (("wall", "wall clock"), ("cpu", "per CPU-second")):
         print(f"{label}:\n{'processes':>9}{header[9:]}")
         for workers in process_counts:
             base = best["decode", workers][measure]
-            cells = "".join(f"  {best[name, workers][measure]:>13.1f}  {best[name, workers][measure] / base:>5.2f}"
-                            for name in trees)
+            cells = "".join(
+                f"  {best[name, workers][measure]:>13.1f}  {best[name, workers][measure] / base:>5.2f}"
+                for name in trees
+            )
             print(f"{workers:>9}  {base:>11.1f}{cells}")
-    print(f"\nfixed cost of a run (build_stats minus its counting: Parquet files and figures), best of "
-          f"{args.fixed_repeats}, seconds (target <= 5 s at 171 classes)")
+    print(
+        f"\nfixed cost of a run (build_stats minus its counting: Parquet files and figures), best of "
+        f"{args.fixed_repeats}, seconds (target <= 5 s at 171 classes)"
+    )
     print(f"{'classes':>9}" + "".join(f"  {name:>8}" for name in trees) + ("  speed-up" if "before" in trees else ""))
     for k in FIGURE_CLASSES:
         cells = "".join(f"  {fixed[name, k]:>8.2f}" for name in trees)

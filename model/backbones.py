@@ -97,8 +97,12 @@ def replace_stem(resnet: nn.Module, stem: str) -> nn.Module:
     base = resnet.conv1.out_channels
     middle, out = (int(base * factor) for factor in STEMS[stem])
     resnet.conv1 = nn.Sequential(
-        conv3x3(3, middle, stride=2), nn.BatchNorm2d(middle), nn.ReLU(inplace=True),
-        conv3x3(middle, middle), nn.BatchNorm2d(middle), nn.ReLU(inplace=True),
+        conv3x3(3, middle, stride=2),
+        nn.BatchNorm2d(middle),
+        nn.ReLU(inplace=True),
+        conv3x3(middle, middle),
+        nn.BatchNorm2d(middle),
+        nn.ReLU(inplace=True),
         conv3x3(middle, out),
     )
     resnet.bn1 = nn.BatchNorm2d(out)
@@ -114,7 +118,9 @@ def replace_stem(resnet: nn.Module, stem: str) -> nn.Module:
 
 def resnet50(stem: str = "standard") -> Backbone:
     """Dilated ResNet-50 (torchvision), output stride 8: 1024 / 2048 channels; ``stem`` as above."""
-    return _from_torchvision(replace_stem(tv_resnet50(weights=None, replace_stride_with_dilation=DILATE_LAST_TWO), stem))
+    return _from_torchvision(
+        replace_stem(tv_resnet50(weights=None, replace_stride_with_dilation=DILATE_LAST_TWO), stem)
+    )
 
 
 def resnet101(stem: str = "standard") -> Backbone:

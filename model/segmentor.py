@@ -158,7 +158,10 @@ def window_logits(
 
 
 def _window_starts(length: int, window: int, stride: int) -> list[int]:
-    """Window offsets 0, stride, 2 stride... along an axis of ``length`` >= ``window``: ceil((length - window) / stride) + 1."""
+    """Window offsets 0, stride, 2 stride... along an axis of ``length`` >= ``window``.
+
+    There are ceil((length - window) / stride) + 1 of them.
+    """
     return [i * stride for i in range(math.ceil((length - window) / stride) + 1)]
 
 

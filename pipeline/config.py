@@ -112,8 +112,11 @@ class DataConfig(Section):
     @property
     def names_text(self) -> str:
         """The known names for an error message."""
-        own = f"; your folders (data.folders): {', '.join(self.folders)}" if self.folders else \
-            "; add your own under data.folders"
+        own = (
+            f"; your folders (data.folders): {', '.join(self.folders)}"
+            if self.folders
+            else "; add your own under data.folders"
+        )
         return f"built-in: {', '.join(BUILTIN_DATASETS)}{own}"
 
     def folder(self, name: str) -> FolderDatasetConfig | None:
@@ -170,7 +173,9 @@ class LossConfig(Section):
     sr: NonNegativeFloat
     sr_class_weights: Literal["uniform", "frequency"]
     danet: NonNegativeFloat  # DANet (reference build): CE on the PAM-only and on the CAM-only logits, each
-    resolution: Literal["full", "feature"]  # pixel CEs on logits upsampled to the labels (paper) | at 1/8, labels resized
+    resolution: Literal[
+        "full", "feature"
+    ]  # pixel CEs on logits upsampled to the labels (paper) | at 1/8, labels resized
 
 
 class ScheduleConfig(Section):
@@ -209,7 +214,9 @@ class TrainConfig(Section):
     @model_validator(mode="after")
     def _dataset_has_a_schedule(self) -> TrainConfig:  # names are checked against data.* by Params
         if self.dataset not in self.schedules:
-            raise ValueError(f"train.dataset {self.dataset!r} has no entry in train.schedules ({', '.join(self.schedules)})")
+            raise ValueError(
+                f"train.dataset {self.dataset!r} has no entry in train.schedules ({', '.join(self.schedules)})"
+            )
         return self
 
     @property
@@ -427,8 +434,10 @@ class Params(Section):
                     f"data.local.{name}: only a downloaded dataset can be read from a local copy; "
                     f"allowed: {', '.join(DOWNLOADED_DATASETS)} (a dataset of your own goes under data.folders)"
                 )
-            for taken, what in ((Path(data.root) / name, f"the prepared {name!r} dataset"),
-                                (Path(data.downloads), "downloads")):
+            for taken, what in (
+                (Path(data.root) / name, f"the prepared {name!r} dataset"),
+                (Path(data.downloads), "downloads"),
+            ):
                 if overlaps(path, taken):
                     raise ValueError(
                         f"data.local.{name}: {path} overlaps {taken}, where grar writes {what}; "
@@ -498,7 +507,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
         line = err.object[: err.start].count(b"\n") + 1
         raise ConfigError(f"{path}: line {line}: not UTF-8 text (byte 0x{err.object[err.start]:02x})") from None
     try:
-        raw = yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        raw = yaml.load(text, Loader=UniqueKeyLoader)
     except DuplicateKeyError as err:
         raise ConfigError(f"{path}: {err}") from None
     except yaml.YAMLError as err:
@@ -668,7 +677,8 @@ def describe_error(error: dict[str, Any], source: str) -> str:
     if kind == "string_pattern_mismatch" and ctx.get("pattern") == CONTROL_FREE:
         return f"{source}: {path}: must not hold line breaks or other control characters (got {got!r})"
     expected = _expected_type(loc)
-    return f"{source}: {path}: {error['msg'][:1].lower() + error['msg'][1:]} (got {got!r}){'; expected ' + expected if expected else ''}"
+    message = error["msg"][:1].lower() + error["msg"][1:]
+    return f"{source}: {path}: {message} (got {got!r}){'; expected ' + expected if expected else ''}"
 
 
 def _strip_union_tags(loc: list[str]) -> list[str]:

@@ -205,7 +205,9 @@ def verify_part(archive: Archive, part: Path, target: Path, url: str) -> str:
     return actual
 
 
-def record_tofu(target: Path, digest: str, why: str = "no official checksum is published", proof: str = "it extracted") -> None:
+def record_tofu(
+    target: Path, digest: str, why: str = "no official checksum is published", proof: str = "it extracted"
+) -> None:
     """Record the full checksum of a file whose publisher gives none (or only a prefix), and say so."""
     record = tofu_record(target)
     write_text_atomic(record, f"{digest}  {target.name}\n")
@@ -243,17 +245,21 @@ def transfer(url: str, part: Path, timeout: float) -> None:
             offset = 0
         elif offset and resumed_at(response) != offset:
             # a 206 for another range than asked: appending it would corrupt the part, so start over
-            print(f"{url}: asked to resume at byte {offset}, the server answered "
-                  f"{response.headers.get('Content-Range')!r}; downloading from the start")
+            print(
+                f"{url}: asked to resume at byte {offset}, the server answered "
+                f"{response.headers.get('Content-Range')!r}; downloading from the start"
+            )
             part.unlink()
             response.close()
             return transfer(url, part, timeout)
         length = response.headers.get("Content-Length")
         total = offset + int(length) if length is not None else None
         received = offset
-        with writing(part, url), open(part, "ab" if offset else "wb") as out, byte_bar(
-            total, part.name, initial=offset
-        ) as bar:
+        with (
+            writing(part, url),
+            open(part, "ab" if offset else "wb") as out,
+            byte_bar(total, part.name, initial=offset) as bar,
+        ):
             while block := read_block(response, received):
                 out.write(block)
                 received += len(block)
@@ -295,9 +301,12 @@ def copy_local(source: Path, part: Path, offset: int, url: str) -> None:
     """The ``file://`` case of ``transfer``: copy the rest of ``source`` from ``offset``."""
     if not source.is_file():
         raise DataError(f"{url}: no such file {source}")
-    with writing(part, url), open(source, "rb") as src, open(part, "ab" if offset else "wb") as out, byte_bar(
-        source.stat().st_size, part.name, initial=offset
-    ) as bar:
+    with (
+        writing(part, url),
+        open(source, "rb") as src,
+        open(part, "ab" if offset else "wb") as out,
+        byte_bar(source.stat().st_size, part.name, initial=offset) as bar,
+    ):
         src.seek(offset)
         while block := src.read(CHUNK):
             out.write(block)

@@ -201,8 +201,9 @@ def check_new_output(
         if not out.is_dir():
             raise ConfigError(f"{what} {out}: exists and is not a folder")
         if any(out.iterdir()) and not ours(out):
-            raise ConfigError(f"{what} {out}: exists, is not empty and was not written by {writer}; "
-                              "choose a new or empty folder")
+            raise ConfigError(
+                f"{what} {out}: exists, is not empty and was not written by {writer}; choose a new or empty folder"
+            )
     else:
         if out.is_dir():
             raise ConfigError(f"{what} {out}: is a folder; give the path of a file")

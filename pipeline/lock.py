@@ -135,8 +135,9 @@ def read_holder(path: Path) -> tuple[Holder, float] | None:
         return None
     except (OSError, ValueError, TypeError) as err:
         # Written complete by link(): unreadable means someone else's file; never trust or delete it silently.
-        raise GrarError(f"{path}: not a grar lock file ({err}); "
-                        "remove it if no grar process uses this folder") from None
+        raise GrarError(
+            f"{path}: not a grar lock file ({err}); remove it if no grar process uses this folder"
+        ) from None
 
 
 def stale(holder: Holder, mtime: float, now: float | None = None) -> bool:
@@ -227,8 +228,11 @@ class FileLock:
         while not self._stop.wait(HEARTBEAT_S):
             if not self.held():
                 if not self.lost:
-                    print(f"grar: warning: lost the lock {self.path} (frozen for longer than {STALE_S:.0f} s?)",
-                          file=sys.stderr, flush=True)
+                    print(
+                        f"grar: warning: lost the lock {self.path} (frozen for longer than {STALE_S:.0f} s?)",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                 self.lost = True
                 continue
             with contextlib.suppress(OSError):
@@ -256,8 +260,9 @@ _held_guard = threading.Lock()
 
 
 @contextlib.contextmanager
-def acquire(prefix: Path, what: str, wait: bool = False, poll_s: float = POLL_S,
-            timeout_s: float | None = None) -> Iterator[FileLock]:
+def acquire(
+    prefix: Path, what: str, wait: bool = False, poll_s: float = POLL_S, timeout_s: float | None = None
+) -> Iterator[FileLock]:
     """Hold lock ``prefix`` for the block; ``Locked`` naming its holder when a live process has it.
 
     ``wait``: poll until it is free (its holder ends, or its heartbeat stops for

@@ -100,16 +100,20 @@ def _value(value: Any, type_name: str) -> Any:
 def _column(entry: Any, where: str) -> Column:
     _keys(entry, COLUMN_KEYS, OPTIONAL_COLUMN_KEYS, where)
     column = Column(**entry)
-    _check(column.type.rstrip("?") in COLUMN_TYPES,
-           f"{where}: type {column.type!r}; allowed: {', '.join(COLUMN_TYPES)} (optionally with a trailing ?)")
+    _check(
+        column.type.rstrip("?") in COLUMN_TYPES,
+        f"{where}: type {column.type!r}; allowed: {', '.join(COLUMN_TYPES)} (optionally with a trailing ?)",
+    )
     return column
 
 
 def _table(entry: Any, where: str) -> PaperTable:
     _keys(entry, TABLE_KEYS, OPTIONAL_TABLE_KEYS, where)
     number = entry["number"]
-    _check(entry["source"] == CITATION.format(number=number),
-           f"{where}: source {entry['source']!r}, expected {CITATION.format(number=number)!r}")
+    _check(
+        entry["source"] == CITATION.format(number=number),
+        f"{where}: source {entry['source']!r}, expected {CITATION.format(number=number)!r}",
+    )
     _check(isinstance(entry["caption"], str) and entry["caption"], f"{where}: caption must be non-empty text")
     datasets = BUILTIN_DATASETS
     _check(entry["dataset"] in datasets, f"{where}: dataset {entry['dataset']!r}; allowed: {', '.join(datasets)}")
@@ -119,13 +123,20 @@ def _table(entry: Any, where: str) -> PaperTable:
     _check(isinstance(entry["rows"], list) and entry["rows"], f"{where}: rows must be a non-empty list")
     rows = []
     for i, row in enumerate(entry["rows"]):
-        _check(isinstance(row, list) and len(row) == len(columns),
-               f"{where}.rows[{i}]: expected a list of {len(columns)} values ({', '.join(c.key for c in columns)})")
+        _check(
+            isinstance(row, list) and len(row) == len(columns),
+            f"{where}.rows[{i}]: expected a list of {len(columns)} values ({', '.join(c.key for c in columns)})",
+        )
         for column, value in zip(columns, row):
             _check(_matches(value, column.type), f"{where}.rows[{i}]: {column.key} = {value!r} is not {column.type}")
         rows.append({c.key: _value(v, c.type) for c, v in zip(columns, row)})
     return PaperTable(
-        number=number, source=entry["source"], caption=entry["caption"], dataset=entry["dataset"],
-        columns=columns, rows=tuple(rows), notes=tuple(entry.get("notes", ())),
+        number=number,
+        source=entry["source"],
+        caption=entry["caption"],
+        dataset=entry["dataset"],
+        columns=columns,
+        rows=tuple(rows),
+        notes=tuple(entry.get("notes", ())),
         input_shape=tuple(entry["input_shape"]) if "input_shape" in entry else None,
     )

@@ -10,7 +10,6 @@ from pathlib import Path
 
 from pipeline.config import Params
 
-
 DATASET_MARKER = ".grar-dataset"  # in a prepared dataset: JSON {dataset, files, sha256} (pipeline.datasets.prepare)
 
 

@@ -1,8 +1,32 @@
-"""The run-folder contract without torch: file names, the config hash, finished metrics, the log.
+"""The run-folder contract, without torch: the files of a run folder, the config hash, finished metrics, the log.
 
-What ``pipeline.cluster.grids`` and the report need to find, name and read runs
-(``grar grid status`` answers without importing torch); ``pipeline.training.loop``
-writes the folders. See ``pipeline.training.loop`` for what each file holds.
+A run folder ``<grid.runs>/<cell>-s<seed>-<hash10>/`` (or ``grar train --out``)
+holds, written by ``pipeline.training.run.run_cell``:
+
+- ``config.yaml``: the resolved params, written at start;
+- ``train_log.csv``: one row per iteration (``LOG_COLUMNS``): ``iteration``
+  (1-based: the row of iteration i is written after i steps), ``lr``, ``loss``
+  (the weighted total that is minimised), the unweighted terms ``ce``, ``aux``,
+  ``coarse``, ``sr``, ``danet`` (empty when the run has no such term),
+  ``seconds`` (wall time of the iteration, data loading included),
+  ``lambda_pos`` and ``lambda_neg`` (GRAr's learnt λ of Eq. 2 and λ̂ of Eq. 3
+  after the iteration's step; empty for other heads and for a disabled
+  direction; logs written before these columns existed simply lack them);
+- ``checkpoint.pt``: ``pipeline.training.checkpoint.save_checkpoint`` (model,
+  criterion and optimiser states, iteration, RNG states, params, config hash,
+  class names: all that rebuilds the model);
+- ``metrics.json``, written last: ``pipeline.training.run.run_cell`` (scores
+  single scale and MS, iterations, times, provenance);
+- ``confusion.npy``, ``confusion_ms.npy``: the (K, K) int64 dataset-level
+  confusion matrices, rows = ground truth; ``confusion_images.npz``,
+  ``confusion_images_ms.npz``: the same counts per val image, sparse
+  (``pipeline.scores.per_image``);
+- ``.grar-run`` (``RUN_MARKER``), the lock ``grar.lock.N`` (``pipeline.lock``)
+  and, after a failure, ``error.txt`` (``pipeline.cluster.grids``).
+
+A run is *done* when its ``metrics.json`` holds its config's hash
+(``finished_metrics``). ``pipeline.cluster`` and the report find, name and read
+runs through this module (``grar grid status`` answers without importing torch).
 """
 
 from __future__ import annotations
@@ -16,9 +40,9 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import IMAGENET, Params
+from pipeline.errors import DataError
 from pipeline.lock import RUN_LOCK
 from pipeline.paths import DATASET_MARKER
-from pipeline.errors import DataError
 from pipeline.weights import published_for
 
 CONFIG_FILE = "config.yaml"
@@ -42,8 +66,13 @@ LOG_COLUMNS = ("iteration", "lr", "loss", *TERMS, "seconds", *LAMBDAS)
 # weights section only the file of the run's backbone counts (``model.pretrained`` resolved).
 UNHASHED = ("grid", "executor", "bench", "profile", "weights")
 UNHASHED_KEYS = (
-    ("data", "workers"), ("data", "mirror"), ("stats", "workers"), ("train", "workers"), ("data", "datasets"),
-    ("data", "folders"), ("data", "local"),
+    ("data", "workers"),
+    ("data", "mirror"),
+    ("stats", "workers"),
+    ("train", "workers"),
+    ("data", "datasets"),
+    ("data", "folders"),
+    ("data", "local"),
 )
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.config import IMAGENET, ModelConfig, Params, WeightsConfig, with_overrides
-from pipeline.download import Archive, fetch, resolve_url, tofu_record, record_tofu
+from pipeline.download import Archive, fetch, record_tofu, resolve_url, tofu_record
 from pipeline.errors import ConfigError, DataError
 
 # The published ImageNet file of each backbone. torchvision: ``ResNet50_Weights.IMAGENET1K_V1`` and
@@ -171,7 +171,9 @@ def fetch_published(archive: Archive, target: Path, weights: WeightsConfig, forc
     digest = fetch(archive, target, url=url, force=force, replace_mismatch=False)
     if untrusted:
         record_tofu(
-            target, digest, why=f"only the SHA-256 prefix {archive.checksum} is published (in the file name)",
+            target,
+            digest,
+            why=f"only the SHA-256 prefix {archive.checksum} is published (in the file name)",
             proof="it matches that prefix",
         )
     print(f"{target}: {archive.filename} verified (sha256 {digest[:16]}...)")

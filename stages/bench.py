@@ -9,14 +9,21 @@ from __future__ import annotations
 
 import json
 
-from stages import stage_main
 from pipeline.config import Params
 from pipeline.errors import ConfigError
 from pipeline.io import write_text_atomic
+from stages import stage_main
 
 # The params keys the stage reads, as dvc.yaml lists them: a SLURM job of other values is not collected.
-KEYS = ("bench", "model.danet", "model.grar.positive", "model.grar.negative", "model.grar.edges",
-        "model.grar.pooling", "model.grar.combine")
+KEYS = (
+    "bench",
+    "model.danet",
+    "model.grar.positive",
+    "model.grar.negative",
+    "model.grar.edges",
+    "model.grar.pooling",
+    "model.grar.combine",
+)
 
 
 def bench(params: Params) -> None:
@@ -39,9 +46,11 @@ def run_bench(params: Params) -> None:
         import torch
 
         if not torch.cuda.is_available():
-            raise ConfigError("bench.device=cuda but this machine has no CUDA device: run the stage on a GPU "
-                              "node through the executor (executor.stages.bench.kind: slurm, resources in "
-                              "executor.stages.bench.slurm) or set bench.device: cpu")
+            raise ConfigError(
+                "bench.device=cuda but this machine has no CUDA device: run the stage on a GPU "
+                "node through the executor (executor.stages.bench.kind: slurm, resources in "
+                "executor.stages.bench.slurm) or set bench.device: cpu"
+            )
     run_stage(params, "bench", bench, outputs=[params.bench.out], keys=KEYS)
 
 

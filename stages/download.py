@@ -12,19 +12,21 @@ from __future__ import annotations
 
 import json
 
-from stages import stage_main
 from pipeline.config import Params
 from pipeline.datasets.download import ARCHIVES, download_dataset
 from pipeline.io import write_text_atomic
 from pipeline.paths import downloads_dir
+from stages import stage_main
 
 
 def download_all(params: Params) -> dict[str, list[str]]:
     """Download every dataset of ``params.data.datasets`` that has archives; return and record what was fetched."""
     root = downloads_dir(params)
     manifest = {
-        name: [str(path.relative_to(root) if path.is_relative_to(root) else path.resolve())
-               for path in download_dataset(params, name)]
+        name: [
+            str(path.relative_to(root) if path.is_relative_to(root) else path.resolve())
+            for path in download_dataset(params, name)
+        ]
         for name in params.data.datasets
         if name in ARCHIVES
     }

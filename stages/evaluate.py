@@ -6,8 +6,8 @@ Reads the grid indexes and run folders the train stage wrote (see ``pipeline.sco
 
 from __future__ import annotations
 
-from stages import stage_main
 from pipeline.scores.grid_scores import collect_grids
+from stages import stage_main
 
 
 def main() -> None:

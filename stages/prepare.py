@@ -6,10 +6,10 @@ CPU partition) waited for and collected (``pipeline.cluster.stage_jobs``).
 
 from __future__ import annotations
 
-from stages import dataset_stage_main
+from pipeline.cluster.stage_jobs import dataset_stage
 from pipeline.datasets.prepare import prepare_dataset
 from pipeline.paths import dataset_dir
-from pipeline.cluster.stage_jobs import dataset_stage
+from stages import dataset_stage_main
 
 # The params keys the stage reads, as dvc.yaml lists them.
 KEYS = ("data.root", "data.downloads", "data.workers", "data.embedded", "data.folders")

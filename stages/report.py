@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from stages import stage_main
 from pipeline.config import Params
+from stages import stage_main
 
 
 def report(params: Params) -> None:

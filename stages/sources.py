@@ -12,9 +12,9 @@ import argparse
 import json
 from pathlib import Path
 
-from stages import stage_main
 from pipeline.datasets.prepare import source_fingerprint
 from pipeline.io import write_text_atomic
+from stages import stage_main
 
 
 def main() -> None:

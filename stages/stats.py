@@ -7,10 +7,10 @@ CPU partition) waited for and collected (``pipeline.cluster.stage_jobs``).
 
 from __future__ import annotations
 
-from stages import dataset_stage_main
-from pipeline.paths import stats_dir
 from pipeline.cluster.stage_jobs import dataset_stage
+from pipeline.paths import stats_dir
 from pipeline.stats.compute import build_dataset_stats
+from stages import dataset_stage_main
 
 # The params keys the stage reads, as dvc.yaml lists them.
 KEYS = ("data.root", "stats.root", "stats.normalisation", "stats.top_k", "stats.workers")

@@ -8,8 +8,8 @@ run failed (see ``pipeline.cluster.grids``).
 
 from __future__ import annotations
 
-from stages import stage_main
 from pipeline.cluster.submit import train_grids
+from stages import stage_main
 
 
 def main() -> None:

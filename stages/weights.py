@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stages import stage_main
 from pipeline.config import Params
 from pipeline.weights import fetch_weights
+from stages import stage_main
 
 
 def fetch_all(params: Params) -> list[Path]:

@@ -46,11 +46,11 @@ from torch import Tensor
 from tqdm import tqdm
 
 from model.heads import module_parameters
-from pipeline.training.build import build_head, lookup
 from pipeline.config import BenchConfig, GrarConfig, HeadName
 from pipeline.errors import ConfigError
 from pipeline.io import json_with_keys
 from pipeline.paper import load_paper_tables
+from pipeline.training.build import build_head, lookup
 
 # What makes an existing JSON file one of ours (``grar bench --json``, ``bench.out``), so it may be replaced.
 BENCH_JSON = json_with_keys("device", "input", "params_method", "memory_method")
@@ -73,8 +73,12 @@ def paper_figures() -> dict[str, dict[str, float]]:
     table = load_paper_tables()[3]
     rows = {name: table.find(method=method) for name, method in TABLE3_METHODS.items()}
     return {
-        name: {"params": row["parameters"] * 1e6, "memory_mb": row["memory"], "latency_ms": row["time"],
-               "miou": row["miou"]}
+        name: {
+            "params": row["parameters"] * 1e6,
+            "memory_mb": row["memory"],
+            "latency_ms": row["time"],
+            "miou": row["miou"],
+        }
         for name, row in rows.items()
     }
 
@@ -99,12 +103,15 @@ def benchmark_modules(
     x = torch.randn(1, bench.channels, bench.height, bench.width, generator=generator).to(device)  # (1, C, H, W)
     affinity = synthetic_affinity(bench.num_classes)
     paper = paper_figures()
-    modules = [measure_head(name, bench, grar, danet, x, affinity, paper.get(name), device)
-               for name in tqdm(heads, desc="bench modules", unit="module")]
+    modules = [
+        measure_head(name, bench, grar, danet, x, affinity, paper.get(name), device)
+        for name in tqdm(heads, desc="bench modules", unit="module")
+    ]
     return {
         "device": device.type,
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
-        or platform.machine(),
+        "device_name": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else platform.processor() or platform.machine(),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "dtype": "bfloat16 autocast" if bench.dtype == "bfloat16" else "float32",
@@ -126,8 +133,16 @@ def benchmark_modules(
     }
 
 
-def measure_head(name: str, bench: BenchConfig, grar: GrarConfig, danet: str, x: Tensor, affinity: Tensor,
-                 paper: dict[str, float] | None, device: torch.device) -> dict:
+def measure_head(
+    name: str,
+    bench: BenchConfig,
+    grar: GrarConfig,
+    danet: str,
+    x: Tensor,
+    affinity: Tensor,
+    paper: dict[str, float] | None,
+    device: torch.device,
+) -> dict:
     """One head's entry of the report (its module is freed when this returns, before the next is built)."""
     torch.manual_seed(0)
     head = build_head(name, bench.channels, bench.num_classes, bench.head_width, grar, affinity, danet=danet)
@@ -149,12 +164,14 @@ def measure_head(name: str, bench: BenchConfig, grar: GrarConfig, danet: str, x:
 
 
 def autocast(device: torch.device, dtype: str):
-    """bfloat16 autocast for ``dtype`` bfloat16 (``bench.dtype``, ``grar bench train --dtype``); disabled (float32) otherwise."""
+    """bfloat16 autocast for ``dtype`` bfloat16 (``bench.dtype``, ``grar bench train --dtype``); else float32."""
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == "bfloat16")
 
 
-FLOPS_METHOD = ("torch.utils.flop_counter.FlopCounterMode over one forward pass, the whole head (classifiers "
-                "included); a multiply-add counts 2 FLOPs; convolutions, matrix products and attention only")
+FLOPS_METHOD = (
+    "torch.utils.flop_counter.FlopCounterMode over one forward pass, the whole head (classifiers "
+    "included); a multiply-add counts 2 FLOPs; convolutions, matrix products and attention only"
+)
 
 
 def count_flops(forward: Callable[[], object]) -> int:

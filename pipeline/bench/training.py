@@ -32,11 +32,11 @@ import time
 import torch
 
 from pipeline.bench.modules import autocast, synthetic_affinity
-from pipeline.training.build import build_criterion, build_segmentor
 from pipeline.config import Params
-from pipeline.training.distributed import MEMORY_FORMAT
 from pipeline.errors import ConfigError
 from pipeline.io import json_with_keys
+from pipeline.training.build import build_criterion, build_segmentor
+from pipeline.training.distributed import MEMORY_FORMAT
 
 # What makes an existing JSON file one of ours (``grar bench train --json``), so it may be replaced.
 BENCH_TRAIN_JSON = json_with_keys("backbone", "images_per_s", "memory_method")
@@ -51,25 +51,40 @@ def per_gpu_batch(params: Params) -> int:
     return max(1, params.train.batch_size // params.executor.slurm.tasks_per_node)
 
 
-def benchmark_training(params: Params, backbone: str, crop: int, batch: int, device_name: str, dtype: str,
-                       warmup: int, iterations: int, num_classes: int) -> dict:
+def benchmark_training(
+    params: Params,
+    backbone: str,
+    crop: int,
+    batch: int,
+    device_name: str,
+    dtype: str,
+    warmup: int,
+    iterations: int,
+    num_classes: int,
+) -> dict:
     """Measure ``iterations`` training steps after ``warmup`` on synthetic batches; the JSON-ready report."""
     device = torch.device(device_name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda but this machine has no CUDA device: run it on a GPU node "
-                          "(benchmarks/gpu_check.sh through srun or sbatch) or use --device cpu")
+        raise ConfigError(
+            "--device cuda but this machine has no CUDA device: run it on a GPU node "
+            "(benchmarks/gpu_check.sh through srun or sbatch) or use --device cpu"
+        )
     model_config = params.model.model_copy(update={"backbone": backbone, "head": "grar", "pretrained": None})
     torch.manual_seed(0)
     model = build_segmentor(model_config, num_classes, synthetic_affinity(num_classes))
-    criterion = build_criterion(params.train.loss.model_copy(update={"sr_class_weights": "uniform"}), num_classes,
-                                model.head.feature_channels)
+    criterion = build_criterion(
+        params.train.loss.model_copy(update={"sr_class_weights": "uniform"}), num_classes, model.head.feature_channels
+    )
     from pipeline.training.build import TrainingStep
 
     step = TrainingStep(model, criterion).to(device, memory_format=MEMORY_FORMAT).train()
-    optimizer = torch.optim.SGD(step.parameters(), lr=1e-4, momentum=params.train.momentum,
-                                weight_decay=params.train.weight_decay)
+    optimizer = torch.optim.SGD(
+        step.parameters(), lr=1e-4, momentum=params.train.momentum, weight_decay=params.train.weight_decay
+    )
     generator = torch.Generator().manual_seed(0)
-    images = torch.randn(batch, 3, crop, crop, generator=generator).to(device, memory_format=MEMORY_FORMAT)  # (B, 3, S, S)
+    images = torch.randn(batch, 3, crop, crop, generator=generator).to(
+        device, memory_format=MEMORY_FORMAT
+    )  # (B, 3, S, S)
     target = torch.randint(0, num_classes, (batch, crop, crop), generator=generator).to(device)  # (B, S, S)
     synchronize = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     if device.type == "cuda":
@@ -107,8 +122,9 @@ def benchmark_training(params: Params, backbone: str, crop: int, batch: int, dev
         "batch": batch,
         "num_classes": num_classes,
         "device": device.type,
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
-        or platform.machine(),
+        "device_name": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else platform.processor() or platform.machine(),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "dtype": "bfloat16 autocast" if dtype == "bfloat16" else "float32",
@@ -128,12 +144,14 @@ def benchmark_training(params: Params, backbone: str, crop: int, batch: int, dev
 
 def format_train_table(report: dict) -> str:
     """The report in three lines: setup, figures, and whether the losses stayed finite."""
-    return "\n".join([
-        f"training step: {report['backbone']} + {report['head']}, {report['crop']}x{report['crop']}, batch "
-        f"{report['batch']}, {report['dtype']}, channels_last, {report['device']} ({report['device_name']}), "
-        f"{report['iterations']} iterations after {report['warmup']} warm-up",
-        f"{report['images_per_s']:.2f} images/s  {report['seconds_per_iteration'] * 1000:.1f} ms/iteration  "
-        f"peak memory {report['peak_memory_bytes'] / 2**30:.2f} GiB",
-        f"losses finite: {'yes' if report['losses_finite'] else 'NO'} (total {report['loss_first']:.4f} first, "
-        f"{report['loss_last']:.4f} last)",
-    ])
+    return "\n".join(
+        [
+            f"training step: {report['backbone']} + {report['head']}, {report['crop']}x{report['crop']}, batch "
+            f"{report['batch']}, {report['dtype']}, channels_last, {report['device']} ({report['device_name']}), "
+            f"{report['iterations']} iterations after {report['warmup']} warm-up",
+            f"{report['images_per_s']:.2f} images/s  {report['seconds_per_iteration'] * 1000:.1f} ms/iteration  "
+            f"peak memory {report['peak_memory_bytes'] / 2**30:.2f} GiB",
+            f"losses finite: {'yes' if report['losses_finite'] else 'NO'} (total {report['loss_first']:.4f} first, "
+            f"{report['loss_last']:.4f} last)",
+        ]
+    )

@@ -41,8 +41,9 @@ BACKBONES = get_args(BackboneName)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("target", choices=TARGETS,
-                        help="what to benchmark (modules: the Table 3 heads; train: the training step)")
+    parser.add_argument(
+        "target", choices=TARGETS, help="what to benchmark (modules: the Table 3 heads; train: the training step)"
+    )
     parser.add_argument("--device", choices=("cpu", "cuda"), help="override bench.device")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the figures to FILE (atomically)")
     modules = parser.add_argument_group("modules")
@@ -50,16 +51,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--compile", action=argparse.BooleanOptionalAction, default=None, help="override bench.compile"
     )
     modules.add_argument(
-        "--heads", nargs="+", choices=HEADS, default=list(HEADS), metavar="NAME",
+        "--heads",
+        nargs="+",
+        choices=HEADS,
+        default=list(HEADS),
+        metavar="NAME",
         help=f"heads to measure (default: all of {', '.join(HEADS)})",
     )
     train = parser.add_argument_group("train")
     train.add_argument("--backbone", choices=BACKBONES, default="resnet101", help="backbone (default: resnet101)")
     train.add_argument("--crop", type=int, default=544, metavar="PIXELS", help="square crop side (default: 544)")
-    train.add_argument("--batch", type=int, metavar="N",
-                       help="images per step (default: train.batch_size / executor.slurm.tasks_per_node)")
-    train.add_argument("--dtype", choices=("bfloat16", "float32"), default="bfloat16",
-                       help="forward under bfloat16 autocast, or float32 (default: bfloat16)")
+    train.add_argument(
+        "--batch",
+        type=int,
+        metavar="N",
+        help="images per step (default: train.batch_size / executor.slurm.tasks_per_node)",
+    )
+    train.add_argument(
+        "--dtype",
+        choices=("bfloat16", "float32"),
+        default="bfloat16",
+        help="forward under bfloat16 autocast, or float32 (default: bfloat16)",
+    )
     train.add_argument("--warmup", type=int, default=5, metavar="N", help="untimed steps first (default: 5)")
     train.add_argument("--iterations", type=int, default=20, metavar="N", help="timed steps (default: 20)")
 
@@ -67,9 +80,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.target == "train":
         return run_train(args)
-    from pipeline.bench.modules import benchmark_modules, format_table, lowest_latency
+    from pipeline.bench.modules import BENCH_JSON, benchmark_modules, format_table, lowest_latency
     from pipeline.config import with_overrides
-    from pipeline.bench.modules import BENCH_JSON
     from pipeline.io import check_new_output, write_text_atomic
 
     params = require_params(args)
@@ -91,8 +103,12 @@ def run(args: argparse.Namespace) -> int:
 def run_train(args: argparse.Namespace) -> int:
     """``grar bench train``: ``pipeline.bench.training.benchmark_training``; exit 1 when a loss was not finite."""
     params = require_params(args)
-    for flag, value, least in (("--crop", args.crop, 1), ("--batch", args.batch, 1), ("--warmup", args.warmup, 0),
-                               ("--iterations", args.iterations, 1)):
+    for flag, value, least in (
+        ("--crop", args.crop, 1),
+        ("--batch", args.batch, 1),
+        ("--warmup", args.warmup, 0),
+        ("--iterations", args.iterations, 1),
+    ):
         if value is not None and value < least:
             raise ConfigError(f"{flag} {value}: must be >= {least}")
     from pipeline.bench.training import BENCH_TRAIN_JSON, benchmark_training, format_train_table, per_gpu_batch
@@ -101,8 +117,15 @@ def run_train(args: argparse.Namespace) -> int:
     if args.json is not None:
         check_new_output(args.json, folder=False, ours=BENCH_TRAIN_JSON, what="--json")
     report = benchmark_training(
-        params, args.backbone, args.crop, args.batch or per_gpu_batch(params), args.device or params.bench.device,
-        args.dtype, args.warmup, args.iterations, params.bench.num_classes,
+        params,
+        args.backbone,
+        args.crop,
+        args.batch or per_gpu_batch(params),
+        args.device or params.bench.device,
+        args.dtype,
+        args.warmup,
+        args.iterations,
+        params.bench.num_classes,
     )
     print(format_train_table(report))
     if args.json is not None:

@@ -6,9 +6,9 @@ import argparse
 import json
 from pathlib import Path
 
+from pipeline.datasets.layout import IGNORE_INDEX
 from pipeline.errors import ConfigError
 from pipeline.io import check_new_output, json_with_keys, write_text_atomic
-from pipeline.datasets.layout import IGNORE_INDEX
 
 HELP = "score PNG predictions against label maps: mIoU, pixel accuracy, per-class IoU"
 DESCRIPTION = """\
@@ -38,19 +38,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-classes", type=int, required=True, metavar="K", help="number of classes (ids 0..K-1)")
     parser.add_argument("--json", type=Path, metavar="FILE", help="write the scores here (atomically)")
     parser.add_argument(
-        "--classes", type=Path, metavar="CSV",
+        "--classes",
+        type=Path,
+        metavar="CSV",
         help="class names: a CSV with header id,name and ids 0..K-1 in order (default: ids as names)",
     )
     parser.add_argument(
-        "--ignore-index", type=int, default=IGNORE_INDEX, metavar="V",
+        "--ignore-index",
+        type=int,
+        default=IGNORE_INDEX,
+        metavar="V",
         help=f"ground-truth value that is not scored (default: {IGNORE_INDEX})",
     )
     parser.add_argument("--per-class", action="store_true", help="also print the IoU of every class")
 
 
-
 def summary(result: dict, per_class: bool) -> str:
     """A short plain-text table of the scores in ``result`` (the JSON mapping)."""
+
     def pct(value: float | None) -> str:
         return "   n/a" if value is None else f"{100 * value:6.2f}"
 
@@ -74,18 +79,22 @@ SCORES_JSON = json_with_keys("miou", "num_images", "per_class_iou")
 
 def run(args: argparse.Namespace) -> int:
     if not 1 <= args.num_classes <= MAX_CLASSES:
-        raise ConfigError(f"--num-classes {args.num_classes}: must be 1..{MAX_CLASSES} (8-bit label maps, "
-                          f"255 = ignore)")
+        raise ConfigError(
+            f"--num-classes {args.num_classes}: must be 1..{MAX_CLASSES} (8-bit label maps, 255 = ignore)"
+        )
     if args.json is not None:
-        check_new_output(args.json, (args.pred, args.gt, args.classes), folder=False, ours=SCORES_JSON,
-                         what="--json")
+        check_new_output(args.json, (args.pred, args.gt, args.classes), folder=False, ours=SCORES_JSON, what="--json")
     from pipeline.scores.folders import class_names, score_folders
 
     names = class_names(args.classes, args.num_classes) if args.classes else None
     scores, num_images = score_folders(args.pred, args.gt, args.num_classes, args.ignore_index)
     result = scores.to_dict(names)
-    result = {**result, "num_images": num_images, "ignore_index": args.ignore_index,
-              "per_class_iou": result.pop("per_class_iou")}  # the long mapping last
+    result = {
+        **result,
+        "num_images": num_images,
+        "ignore_index": args.ignore_index,
+        "per_class_iou": result.pop("per_class_iou"),
+    }  # the long mapping last
     if args.json:
         write_text_atomic(args.json, json.dumps(result, indent=2, allow_nan=False) + "\n")
     print(summary(result, args.per_class))

@@ -27,15 +27,12 @@ when that folder holds metrics.json.
   status NAME    one line per run: cell, seed, state (pending / running / done /
                  failed), for a running run the iterations done / total and
                  an ETA (median seconds of its last 50 logged iterations x
-                 iterations left; evaluation not counted), mIoU when done, the log and the reason (SLURM state,
-                 "lost", or the error's last line) when it failed; from any
-                 shell (job ids are read from grid.runs/grids/NAME.json, states
-                 from squeue or sacct). A run another process trains (its
-                 folder's lock is live) is running.
+                 iterations left; evaluation not counted), mIoU when done, the
+                 log and the reason when it failed; from any shell (job ids
+                 are read from grid.runs/grids/NAME.json, states from SLURM)
   wait NAME      block with a progress bar until no run is queued or running,
-                 record the results in the grid index, print the status; a job
-                 SLURM no longer knows, or PREEMPTED and not requeued, for 6
-                 polls in a row is failed; --timeout bounds the wait
+                 record the results in the grid index, print the status;
+                 --timeout bounds the wait
   plan NAME      before or during a grid: each run's state and expected cost
                  (iterations x seconds per iteration measured from the
                  train_log.csv of runs with the same backbone, crop and
@@ -47,8 +44,8 @@ when that folder holds metrics.json.
 `dvc repro` (stage train) does submit + wait for every grid; runs submitted
 earlier with `grar grid submit` are waited for, not submitted again.
 
-A run that another process trains is skipped by submit (local executor) and
-waited for by wait.
+What each state means, and when a job SLURM lost or preempted counts as
+failed: pipeline/cluster/grids.py (docs/training.md).
 
 Exit codes: 0 fine, 1 a run failed or was never submitted (submit with a local
 executor, wait), or wait timed out, 2 bad arguments or parameters (e.g. an
@@ -60,10 +57,19 @@ ACTIONS = ("list", "submit", "status", "wait", "plan")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", choices=ACTIONS, metavar="ACTION", help=f"one of {', '.join(ACTIONS)} (see above)")
     parser.add_argument("name", nargs="?", metavar="NAME", help="grid name (grar grid list shows them)")
-    parser.add_argument("--poll", type=float, default=10.0, metavar="SECONDS",
-                        help="wait: seconds between two looks at the queue (default: 10)")
-    parser.add_argument("--timeout", type=float, metavar="SECONDS",
-                        help="wait: give up after SECONDS (exit 1, naming the runs still queued or running)")
+    parser.add_argument(
+        "--poll",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="wait: seconds between two looks at the queue (default: 10)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        metavar="SECONDS",
+        help="wait: give up after SECONDS (exit 1, naming the runs still queued or running)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -113,8 +119,10 @@ def list_text(params: Params) -> str:
         cells = params.grid.cells(name)
         lines.append(f"{name}: {len(cells)} cells x {len(seeds)} seed(s) {list(seeds)}")
         width = max((len(cell) for cell in cells), default=0)
-        lines += [f"  {cell:<{width}}  " + " ".join(f"{key}={value}" for key, value in overrides.items())
-                  for cell, overrides in cells.items()]
+        lines += [
+            f"  {cell:<{width}}  " + " ".join(f"{key}={value}" for key, value in overrides.items())
+            for cell, overrides in cells.items()
+        ]
     return "\n".join(lines) if lines else "no grids in grid.grids"
 
 
@@ -143,9 +151,11 @@ def submit_text(params: Params, name: str, submission) -> str:
     """What ``submit`` did, in one or two lines."""
     if submission.job_ids:
         array = submission.job_ids[0].split("_")[0]
-        return (f"grid {name}: submitted {submission.ran} run(s) as SLURM job array {array}: "
-                f"{' '.join(submission.job_ids)}\n"
-                f"follow with: grar grid status {name}  (or wait for them: grar grid wait {name})")
+        return (
+            f"grid {name}: submitted {submission.ran} run(s) as SLURM job array {array}: "
+            f"{' '.join(submission.job_ids)}\n"
+            f"follow with: grar grid status {name}  (or wait for them: grar grid wait {name})"
+        )
     if submission.ran == 0:
         queued = sum(s.active for s in submission.states)
         return f"grid {name}: nothing to run ({len(submission.states) - queued} run(s) done, {queued} queued)"

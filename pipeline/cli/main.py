@@ -61,18 +61,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"grar {__version__}")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
-        "--params", type=Path, default=None, metavar="FILE",
+        "--params",
+        type=Path,
+        default=None,
+        metavar="FILE",
         help=f"parameters file (default: {DEFAULT_PARAMS})",
     )
     common.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override one parameter, e.g. --set model.head=fcn (repeatable; validated like params.yaml)",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     for name, module_name in COMMANDS.items():
         module = importlib.import_module(module_name)
         sub = subparsers.add_parser(
-            name, parents=[common], help=module.HELP,
+            name,
+            parents=[common],
+            help=module.HELP,
             description=getattr(module, "DESCRIPTION", module.HELP),
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
@@ -94,7 +103,9 @@ def resolve_params(args: argparse.Namespace) -> Params | None:
 def require_params(args: argparse.Namespace) -> Params:
     """The validated params, or a clear error when this command needs a params file and has none."""
     if args.resolved_params is None:
-        raise ConfigError(f"{DEFAULT_PARAMS} not found in {Path.cwd()}: run from the project root or pass --params FILE")
+        raise ConfigError(
+            f"{DEFAULT_PARAMS} not found in {Path.cwd()}: run from the project root or pass --params FILE"
+        )
     return args.resolved_params
 
 

@@ -45,12 +45,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder (created)")
     parser.add_argument("--ms", action="store_true", help="multi-scale + flip, with the run's eval settings")
     parser.add_argument(
-        "--window", type=int, nargs="?", const=0, metavar="SIZE",
+        "--window",
+        type=int,
+        nargs="?",
+        const=0,
+        metavar="SIZE",
         help="sliding windows of SIZE px (alone: the run's eval.window, else the larger side of train.crop_size)",
     )
     parser.add_argument("--overlay", action="store_true", help="also write overlays/<stem>.png with a legend")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                        help="where to run (default: auto, CUDA when available)")
+    parser.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="where to run (default: auto, CUDA when available)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -62,7 +70,10 @@ def run(args: argparse.Namespace) -> int:
     result = predict_images(args.run_dir, args.inputs, args.out, options)
     print(f"{len(result.written)} label map(s) written to {args.out}")
     if result.failed:
-        print(f"grar: error: {len(result.failed)} image(s) could not be read (named above); "
-              f"the other {len(result.written)} were written", file=sys.stderr)
+        print(
+            f"grar: error: {len(result.failed)} image(s) could not be read (named above); "
+            f"the other {len(result.written)} were written",
+            file=sys.stderr,
+        )
         return 1
     return 0

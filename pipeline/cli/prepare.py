@@ -35,7 +35,9 @@ leaves the previous version, if any, untouched."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("name", metavar="NAME", help="dataset: embedded | ade20k | pascal_context | coco_stuff | a name of data.folders")
+    parser.add_argument(
+        "name", metavar="NAME", help="dataset: embedded | ade20k | pascal_context | coco_stuff | a name of data.folders"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

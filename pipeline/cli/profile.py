@@ -41,8 +41,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     actions.add_parser("list", help="list the profiles and mark the active one")
     use = actions.add_parser("use", help="validate profile NAME (with override files) and write it to params.yaml")
     use.add_argument("name", help="profile name (a file profiles/NAME.yaml)")
-    use.add_argument("--with", dest="overrides", metavar="FILE", type=Path, action="append", default=[],
-                     help="a YAML file of params laid over the profile, key by key (repeatable, applied in order)")
+    use.add_argument(
+        "--with",
+        dest="overrides",
+        metavar="FILE",
+        type=Path,
+        action="append",
+        default=[],
+        help="a YAML file of params laid over the profile, key by key (repeatable, applied in order)",
+    )
     use.add_argument("--force", action="store_true", help="overwrite a params.yaml that matches no profile")
 
 
@@ -74,9 +81,11 @@ def compose(profile: Path, overrides: list[Path]) -> str:
     names = ", ".join(str(path) for path in overrides)
     validate(raw, source=f"{profile} with {names}")
     body = yaml.safe_dump(raw, sort_keys=False, allow_unicode=True, width=120)
-    return (f"{HEADER}{profile.stem} with {names}\n"
-            f"# Written by `grar profile use {profile.stem} {' '.join(f'--with {p}' for p in overrides)}`: "
-            f"{profile} with those files laid over it.\n{body}")
+    return (
+        f"{HEADER}{profile.stem} with {names}\n"
+        f"# Written by `grar profile use {profile.stem} {' '.join(f'--with {p}' for p in overrides)}`: "
+        f"{profile} with those files laid over it.\n{body}"
+    )
 
 
 def composed_from(text: str, profiles: dict[str, Path]) -> str | None:
@@ -84,12 +93,12 @@ def composed_from(text: str, profiles: dict[str, Path]) -> str | None:
     first = text.partition("\n")[0]
     if not first.startswith(HEADER) or " with " not in first:
         return None
-    name, _, files = first[len(HEADER):].partition(" with ")
+    name, _, files = first[len(HEADER) :].partition(" with ")
     overrides = [Path(item) for item in files.split(", ")]
     if name not in profiles or not all(path.is_file() for path in overrides):
         return None
     try:
-        return first[len(HEADER):] if compose(profiles[name], overrides) == text else None
+        return first[len(HEADER) :] if compose(profiles[name], overrides) == text else None
     except ConfigError:
         return None
 

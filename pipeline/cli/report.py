@@ -36,10 +36,14 @@ examples:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", type=Path, metavar="DIR", default=None,
-                        help="report folder (default: reports)")
-    parser.add_argument("--examples", type=int, metavar="N", default=None,
-                        help="validation images in the qualitative figure (default: 4; 0 = none)")
+    parser.add_argument("--out", type=Path, metavar="DIR", default=None, help="report folder (default: reports)")
+    parser.add_argument(
+        "--examples",
+        type=int,
+        metavar="N",
+        default=None,
+        help="validation images in the qualitative figure (default: 4; 0 = none)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -48,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.examples is not None and args.examples < 0:
         raise ConfigError(f"--examples {args.examples}: must be >= 0")
-    summary = write_report(require_params(args), args.out or layout.REPORTS,
-                           EXAMPLES if args.examples is None else args.examples)
+    summary = write_report(
+        require_params(args), args.out or layout.REPORTS, EXAMPLES if args.examples is None else args.examples
+    )
     print(summary.text())
     return 0

@@ -48,16 +48,21 @@ examples:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--out", type=Path, metavar="DIR",
+        "--out",
+        type=Path,
+        metavar="DIR",
         help="run folder (default: <grid.runs>/adhoc-<first 10 hex digits of the config hash>)",
     )
     parser.add_argument(
-        "--iterations", type=int, metavar="N",
+        "--iterations",
+        type=int,
+        metavar="N",
         help="total iterations of the poly schedule (sets train.schedules.<train.dataset>.iterations; "
         "part of the configuration, so it changes the hash and the default folder)",
     )
     parser.add_argument(
-        "--wait", action="store_true",
+        "--wait",
+        action="store_true",
         help="when another process trains the run folder, wait for it instead of stopping with an error",
     )
 
@@ -67,10 +72,9 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.errors import ConfigError
     from pipeline.io import check_new_output
     from pipeline.lock import run_lock
-    from pipeline.rundir import is_run_folder
     from pipeline.paths import runs_dir
+    from pipeline.rundir import config_hash, is_run_folder
     from pipeline.training.checkpoint import Interrupted
-    from pipeline.rundir import config_hash
     from pipeline.training.run import run_cell
 
     params = require_params(args)

@@ -58,8 +58,11 @@ def run(args: argparse.Namespace) -> int:
     for name, file in params.weights.files.items():
         path, archive = Path(file), PUBLISHED[name]
         url = resolve_url(archive, params.weights.mirror, key="weights.mirror", local_folders=True)
-        state = ("present, verified (sha256 recorded)" if tofu_record(path).exists() else "present, not verified yet") \
-            if path.is_file() else "missing"
+        state = (
+            ("present, verified (sha256 recorded)" if tofu_record(path).exists() else "present, not verified yet")
+            if path.is_file()
+            else "missing"
+        )
         needed = f"needed by {users[path]}" if path in users else "not needed by these params"
         print(f"{name:<11} {path}  {state}; {needed}\n            from {url}")
     for path, where in users.items():

@@ -39,7 +39,8 @@ class WatchedSlurmExecutor(submitit.SlurmExecutor):
     def _internal_process_submissions(self, delayed_submissions: list[tp.Any]) -> list[submitit.Job[tp.Any]]:
         # submitit builds the jobs of an array as its own SlurmJob class: rebuild them as ours.
         return [
-            job if isinstance(job, WatchedSlurmJob)
+            job
+            if isinstance(job, WatchedSlurmJob)
             else WatchedSlurmJob(self.folder, job.job_id, tuple(range(job.num_tasks)))
             for job in super()._internal_process_submissions(delayed_submissions)
         ]

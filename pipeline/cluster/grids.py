@@ -52,7 +52,14 @@ from typing import Any
 
 from pipeline.cluster.index import grid_index_paths, index_lock, read_index, write_index
 from pipeline.cluster.slurm_jobs import (
-    DOUBTFUL_STATES, LOST, PENDING_STATES, RUNNING_STATES, SLURM_JOB_ID, Patience, jobs_named, slurm_states,
+    DOUBTFUL_STATES,
+    LOST,
+    PENDING_STATES,
+    RUNNING_STATES,
+    SLURM_JOB_ID,
+    Patience,
+    jobs_named,
+    slurm_states,
 )
 from pipeline.config import Params, with_overrides
 from pipeline.errors import DataError
@@ -81,6 +88,7 @@ class Run:
     def label(self) -> str:
         return f"{self.grid}/{self.cell} seed {self.seed}"
 
+
 @dataclass(frozen=True)
 class CellState:
     """What became of a run: ``state`` (one of ``STATES``), its last job, its log and its metrics."""
@@ -97,9 +105,16 @@ class CellState:
     def entry(self) -> dict[str, Any]:
         """The run's line of the grid index (run-folder contract)."""
         return {
-            "cell": self.run.cell, "seed": self.run.seed, "config_hash": self.run.config_hash,
-            "run_dir": str(self.run.run_dir), "state": self.state, "job_id": self.job_id, "log": self.log,
-            "reason": self.reason, "submission": self.submission, "metrics": self.metrics,
+            "cell": self.run.cell,
+            "seed": self.run.seed,
+            "config_hash": self.run.config_hash,
+            "run_dir": str(self.run.run_dir),
+            "state": self.state,
+            "job_id": self.job_id,
+            "log": self.log,
+            "reason": self.reason,
+            "submission": self.submission,
+            "metrics": self.metrics,
         }
 
 
@@ -123,6 +138,7 @@ def expand(params: Params, grid: str, claimed: dict[str, Path] | None = None) ->
             runs.append(Run(grid, cell, seed, resolved, digest, claimed[digest]))
     return runs
 
+
 def choose_run_dir(root: Path, stem: str, digest: str) -> Path:
     """The folder of the config ``digest``: a finished folder with that hash (this run's own name first),
     else an existing one (own name first), else ``root/<stem>-<hash10>``."""
@@ -132,6 +148,7 @@ def choose_run_dir(root: Path, stem: str, digest: str) -> Path:
         return own
     return min(same, key=lambda path: (finished_metrics(path, digest) is None, path != own, path.name))
 
+
 def runs_to_submit(states: list[CellState]) -> list[Run]:
     """The runs of ``states`` nobody runs (pending or failed, not active), once each, in their settled
     folders (``settle_run_dir``), created."""
@@ -140,6 +157,7 @@ def runs_to_submit(states: list[CellState]) -> list[Run]:
     for run in todo:
         run.run_dir.mkdir(parents=True, exist_ok=True)  # claims the folder for the other grids' expansion
     return todo
+
 
 def settle_run_dir(run: Run) -> Run:
     """``run`` in the one folder of its config: the first process to submit the config names it, atomically.
@@ -157,8 +175,10 @@ def settle_run_dir(run: Run) -> Run:
     except OSError as err:
         raise DataError(f"{record}: cannot read the run folder of this config ({err.strerror or err})") from None
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*-" + run.config_hash[:HASH_CHARS], name):
-        raise DataError(f"{record}: not the name of a run folder of config {run.config_hash[:HASH_CHARS]} "
-                        f"({name!r}); delete it to let the next submit name the folder")
+        raise DataError(
+            f"{record}: not the name of a run folder of config {run.config_hash[:HASH_CHARS]} "
+            f"({name!r}); delete it to let the next submit name the folder"
+        )
     return dataclasses.replace(run, run_dir=run.run_dir.parent / name)
 
 
@@ -169,6 +189,7 @@ def status(params: Params, grid: str) -> list[CellState]:
     """The state of every run of ``grid`` (reads run folders, grid indexes and SLURM; writes nothing)."""
     return status_all(params, [grid])[grid]
 
+
 def status_all(params: Params, grids: Iterable[str], patience: Patience | None = None) -> dict[str, list[CellState]]:
     """``status`` of several grids, expanded together (shared runs get one folder) with one SLURM query.
 
@@ -178,28 +199,47 @@ def status_all(params: Params, grids: Iterable[str], patience: Patience | None =
     expanded = {grid: expand(params, grid, claimed) for grid in grids}
     done = {run.run_dir: finished_metrics(run.run_dir, run.config_hash) for runs in expanded.values() for run in runs}
     jobs = recorded_jobs(params, set(done))
-    slurm = slurm_states([job_id for run_dir, records in jobs.items() if done[run_dir] is None
-                          for job_id, _, _ in records])
+    slurm = slurm_states(
+        [job_id for run_dir, records in jobs.items() if done[run_dir] is None for job_id, _, _ in records]
+    )
     expired = patience.observe(slurm) if patience is not None else frozenset()
     holders = {run_dir: run_holder(run_dir) for run_dir, metrics in done.items() if metrics is None}
     return {
-        grid: [cell_state(run, done[run.run_dir], latest_job(jobs.get(run.run_dir, []), slurm), slurm,
-                          holders.get(run.run_dir), expired)
-               for run in runs]
+        grid: [
+            cell_state(
+                run,
+                done[run.run_dir],
+                latest_job(jobs.get(run.run_dir, []), slurm),
+                slurm,
+                holders.get(run.run_dir),
+                expired,
+            )
+            for run in runs
+        ]
         for grid, runs in expanded.items()
     }
 
-def cell_state(run: Run, metrics: dict | None, job: tuple[str, str | None, dict | None] | None,
-               slurm: dict[str, str], holder: Holder | None = None,
-               expired: frozenset[str] = frozenset()) -> CellState:
+
+def cell_state(
+    run: Run,
+    metrics: dict | None,
+    job: tuple[str, str | None, dict | None] | None,
+    slurm: dict[str, str],
+    holder: Holder | None = None,
+    expired: frozenset[str] = frozenset(),
+) -> CellState:
     """The state of ``run`` from its metrics, its last SLURM job ``(job id, log, submission)``, the jobs'
     SLURM states, the live holder of its lock, and the jobs ``wait`` stopped waiting for (``expired``)."""
     job_id, log, submission = job if job is not None else (None, None, None)
     if metrics is not None:
         return CellState(run, "done", job_id, log, metrics, submission=submission)
     slurm_state = slurm.get(job_id, "UNKNOWN") if job_id is not None else None
-    if holder is not None and holder.job and holder.job == job_id and slurm_state not in \
-            RUNNING_STATES | PENDING_STATES | DOUBTFUL_STATES:
+    if (
+        holder is not None
+        and holder.job
+        and holder.job == job_id
+        and slurm_state not in RUNNING_STATES | PENDING_STATES | DOUBTFUL_STATES
+    ):
         holder = None  # its own job, which SLURM has ended (cancelled, timed out...): its process is going
     if holder is not None:  # another process (or its own job) trains it now
         reason = None if slurm_state in RUNNING_STATES else f"running elsewhere ({holder.describe()})"
@@ -217,6 +257,7 @@ def cell_state(run: Run, metrics: dict | None, job: tuple[str, str | None, dict 
         return CellState(run, "failed", log=error, reason=failure_reason(run, None), submission=submission)
     return CellState(run, "pending", submission=submission)
 
+
 def failure_reason(run: Run, slurm_state: str | None) -> str:
     """One line: ``lost`` for a job SLURM does not know, the SLURM state unless the job merely FAILED (or
     there is none), else the last line of ``error.txt`` (the exception)."""
@@ -231,10 +272,12 @@ def failure_reason(run: Run, slurm_state: str | None) -> str:
         return slurm_state or "failed"
     return next((line for line in reversed(lines) if line), slurm_state or "failed")
 
+
 def error_log(run: Run) -> str | None:
     """``error.txt`` of the run folder when present (the traceback of a failed run)."""
     error = run.run_dir / ERROR_FILE
     return str(error) if error.is_file() else None
+
 
 def recorded_jobs(params: Params, run_dirs: set[Path]) -> dict[Path, list[tuple[str, str | None, dict | None]]]:
     """The SLURM jobs (id, log, submission) that any grid index records for the runs in ``run_dirs``.
@@ -242,10 +285,17 @@ def recorded_jobs(params: Params, run_dirs: set[Path]) -> dict[Path, list[tuple[
     An entry with a submission token but no job id (``submit`` was killed after
     ``sbatch``) gets the job SLURM knows under that name (``jobs_named``).
     """
-    entries = [entry for path in (grid_index_paths(params) if run_dirs else [])
-               for entry in read_index(path) if Path(str(entry.get("run_dir"))) in run_dirs]
-    tokens = {entry["submission"]["name"] for entry in entries if entry.get("job_id") is None
-              and submission_of(entry) is not None}
+    entries = [
+        entry
+        for path in (grid_index_paths(params) if run_dirs else [])
+        for entry in read_index(path)
+        if Path(str(entry.get("run_dir"))) in run_dirs
+    ]
+    tokens = {
+        entry["submission"]["name"]
+        for entry in entries
+        if entry.get("job_id") is None and submission_of(entry) is not None
+    }
     named = jobs_named(tokens) if tokens and shutil.which("squeue") is not None else {}
     jobs: dict[Path, list[tuple[str, str | None, dict | None]]] = {}
     for entry in entries:
@@ -257,16 +307,22 @@ def recorded_jobs(params: Params, run_dirs: set[Path]) -> dict[Path, list[tuple[
             jobs.setdefault(Path(str(entry.get("run_dir"))), []).append((job_id, log, submission))
     return jobs
 
+
 def submission_of(entry: dict[str, Any]) -> dict | None:
     """The ``submission`` of an index entry when well formed (``{"name": str, "task": int, ...}``)."""
     submission = entry.get("submission")
-    if isinstance(submission, dict) and isinstance(submission.get("name"), str) \
-            and isinstance(submission.get("task"), int):
+    if (
+        isinstance(submission, dict)
+        and isinstance(submission.get("name"), str)
+        and isinstance(submission.get("task"), int)
+    ):
         return submission
     return None
 
-def latest_job(records: list[tuple[str, str | None, dict | None]], slurm: dict[str, str]
-               ) -> tuple[str, str | None, dict | None] | None:
+
+def latest_job(
+    records: list[tuple[str, str | None, dict | None]], slurm: dict[str, str]
+) -> tuple[str, str | None, dict | None] | None:
     """Of the jobs recorded for one run: one that will still run, else the last submitted (highest id)."""
     if not records:
         return None
@@ -276,6 +332,7 @@ def latest_job(records: list[tuple[str, str | None, dict | None]], slurm: dict[s
         return state in RUNNING_STATES | PENDING_STATES, tuple(int(part) for part in record[0].split("_"))
 
     return max(records, key=key)
+
 
 def record(params: Params, grids: list[str], patience: Patience | None = None) -> dict[str, list[CellState]]:
     """Under the indexes' lock, read the states of ``grids`` afresh and write their indexes."""

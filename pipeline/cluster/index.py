@@ -39,7 +39,7 @@ def read_index(path: Path) -> list[dict[str, Any]]:
         raise DataError(f"{path}: cannot read the grid index ({err})") from None
     cells = index.get("cells") if isinstance(index, dict) else None
     if not isinstance(cells, list) or not all(isinstance(entry, dict) for entry in cells):
-        raise DataError(f"{path}: not a grid index (expected {{\"grid\": ..., \"cells\": [{{...}}, ...]}})")
+        raise DataError(f'{path}: not a grid index (expected {{"grid": ..., "cells": [{{...}}, ...]}})')
     return cells
 
 
@@ -53,5 +53,10 @@ def write_index(params: Params, grid: str, entries: list[dict[str, Any]]) -> Pat
 def index_lock(params: Params):
     """The lock of the grid indexes (``<grid.runs>/grids/grar.lock``): one writer at a time, waited for at
     most ``INDEX_LOCK_S`` seconds (then ``Locked`` naming its holder)."""
-    return acquire(grid_indexes_dir(params) / "grar.lock", f"grid indexes in {grid_indexes_dir(params)}", wait=True,
-                   poll_s=0.2, timeout_s=INDEX_LOCK_S)
+    return acquire(
+        grid_indexes_dir(params) / "grar.lock",
+        f"grid indexes in {grid_indexes_dir(params)}",
+        wait=True,
+        poll_s=0.2,
+        timeout_s=INDEX_LOCK_S,
+    )

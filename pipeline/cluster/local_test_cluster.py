@@ -79,9 +79,7 @@ class Daemon:
     user: str | None = None
 
 
-MUNGED = Daemon(
-    "munged", ("munged",), Path("/run/munge/munged.pid"), Path("/var/log/munge/munged.log"), user="munge"
-)
+MUNGED = Daemon("munged", ("munged",), Path("/run/munge/munged.pid"), Path("/var/log/munge/munged.log"), user="munge")
 
 
 def cluster_root() -> Path:
@@ -104,32 +102,34 @@ def real_memory_mb(meminfo: str) -> int:
 
 def slurm_conf(host: str, cpus: int, real_memory_mb: int, root: Path) -> str:
     """The slurm.conf of a one-node cluster: node ``host`` on loopback, state and logs under ``root``."""
-    return "\n".join([
-        MARKER,
-        "ClusterName=grar-local",
-        f"SlurmctldHost={host}(127.0.0.1)",
-        "SlurmUser=root",
-        "SlurmdUser=root",
-        "AuthType=auth/munge",
-        f"StateSaveLocation={root}/state",
-        f"SlurmdSpoolDir={root}/spool",
-        f"SlurmctldPidFile={root}/run/slurmctld.pid",
-        f"SlurmdPidFile={root}/run/slurmd.pid",
-        f"SlurmctldLogFile={root}/log/slurmctld.log",
-        f"SlurmdLogFile={root}/log/slurmd.log",
-        "ProctrackType=proctrack/linuxproc",
-        "TaskPlugin=task/none",
-        "SelectType=select/cons_tres",
-        "SelectTypeParameters=CR_Core",
-        "MpiDefault=none",
-        "JobAcctGatherType=jobacct_gather/none",
-        "AccountingStorageType=accounting_storage/none",
-        "ReturnToService=2",
-        "MinJobAge=3600",
-        f"NodeName={host} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={real_memory_mb} State=UNKNOWN",
-        f"PartitionName={PARTITION} Nodes={host} Default=YES MaxTime=INFINITE State=UP",
-        "",
-    ])
+    return "\n".join(
+        [
+            MARKER,
+            "ClusterName=grar-local",
+            f"SlurmctldHost={host}(127.0.0.1)",
+            "SlurmUser=root",
+            "SlurmdUser=root",
+            "AuthType=auth/munge",
+            f"StateSaveLocation={root}/state",
+            f"SlurmdSpoolDir={root}/spool",
+            f"SlurmctldPidFile={root}/run/slurmctld.pid",
+            f"SlurmdPidFile={root}/run/slurmd.pid",
+            f"SlurmctldLogFile={root}/log/slurmctld.log",
+            f"SlurmdLogFile={root}/log/slurmd.log",
+            "ProctrackType=proctrack/linuxproc",
+            "TaskPlugin=task/none",
+            "SelectType=select/cons_tres",
+            "SelectTypeParameters=CR_Core",
+            "MpiDefault=none",
+            "JobAcctGatherType=jobacct_gather/none",
+            "AccountingStorageType=accounting_storage/none",
+            "ReturnToService=2",
+            "MinJobAge=3600",
+            f"NodeName={host} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={real_memory_mb} State=UNKNOWN",
+            f"PartitionName={PARTITION} Nodes={host} Default=YES MaxTime=INFINITE State=UP",
+            "",
+        ]
+    )
 
 
 def slurm_daemons(root: Path) -> tuple[Daemon, Daemon]:
@@ -153,7 +153,7 @@ def process_name(pid: int | None) -> str | None:
     except OSError:
         return None
     end = stat.rindex(")")
-    return None if stat[end + 2] in "ZX" else stat[stat.index("(") + 1:end]
+    return None if stat[end + 2] in "ZX" else stat[stat.index("(") + 1 : end]
 
 
 def read_pid(path: Path) -> int | None:
@@ -187,8 +187,13 @@ def start_daemon(daemon: Daemon, root: Path, timeout_s: float = TIMEOUT_S) -> in
     as_user = {"user": daemon.user, "group": daemon.user, "extra_groups": []} if daemon.user else {}
     with out.open("ab") as stream:
         code = subprocess.run(
-            daemon.argv, stdin=subprocess.DEVNULL, stdout=stream, stderr=subprocess.STDOUT,
-            timeout=timeout_s, check=False, **as_user,
+            daemon.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=stream,
+            stderr=subprocess.STDOUT,
+            timeout=timeout_s,
+            check=False,
+            **as_user,
         ).returncode
     if code != 0:
         raise ClusterError(f"{daemon.name} exited with status {code} while starting; see {out} and {daemon.log}")
@@ -238,7 +243,10 @@ def node_state(root: Path) -> str:
     try:
         result = subprocess.run(
             ["sinfo", "--noheader", "--Node", f"--nodes={short_hostname()}", "--format=%T"],
-            capture_output=True, text=True, timeout=30, check=False,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
             env={**os.environ, "SLURM_CONF": str(root / "slurm.conf")},
         )
     except (OSError, subprocess.SubprocessError) as err:
@@ -288,8 +296,10 @@ def secure_root(root: Path) -> None:
         root.mkdir(mode=0o700, parents=True)
     info = root.stat()
     if info.st_uid != os.getuid():
-        raise ClusterError(f"{root}: owned by uid {info.st_uid}, not by you (uid {os.getuid()}); remove it, "
-                           f"or set {ROOT_ENV} to a folder of yours")
+        raise ClusterError(
+            f"{root}: owned by uid {info.st_uid}, not by you (uid {os.getuid()}); remove it, "
+            f"or set {ROOT_ENV} to a folder of yours"
+        )
     root.chmod(0o700)
 
 
@@ -333,7 +343,8 @@ def up(root: Path, timeout_s: float = TIMEOUT_S) -> str:
     text = slurm_conf(short_hostname(), cpus, memory, root)
     write_text_atomic(root / "slurm.conf", text)
     clients = (
-        f"clients read {SYSTEM_CONF}" if install_system_conf(text)
+        f"clients read {SYSTEM_CONF}"
+        if install_system_conf(text)
         else f"{SYSTEM_CONF} belongs to another cluster: export SLURM_CONF={root / 'slurm.conf'}"
     )
     start_munge(root, timeout_s)

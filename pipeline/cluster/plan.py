@@ -95,10 +95,13 @@ class Plan:
 
     @property
     def warnings(self) -> list[str]:
-        return [f"{self.grid}/{run.cell} seed {run.seed}: needs {duration(run.remaining_s)} more, over "
-                f"executor.slurm.timeout_min {self.timeout_min} min: it cannot finish without requeues (raise "
-                "the time limit, or make sure the partition requeues preempted jobs)"
-                for run in self.runs if run.over_limit]
+        return [
+            f"{self.grid}/{run.cell} seed {run.seed}: needs {duration(run.remaining_s)} more, over "
+            f"executor.slurm.timeout_min {self.timeout_min} min: it cannot finish without requeues (raise "
+            "the time limit, or make sure the partition requeues preempted jobs)"
+            for run in self.runs
+            if run.over_limit
+        ]
 
 
 def crop_of(value: Any) -> tuple[int, int]:
@@ -205,14 +208,30 @@ def grid_plan(params: Params, grid: str, states: dict[tuple[str, int], str] | No
         done = total if state == "done" else min(total, logged_iterations(run.run_dir))
         rate = rates.get(rate_key(run.params.model_dump(mode="json")))
         remaining = None if rate is None else (total - done) * rate
-        costs.append(RunCost(
-            run.cell, run.seed, state, total, done, rate, remaining,
-            None if remaining is None else remaining / 3600 * slurm.gpus_per_node * NODES,
-            remaining is not None and remaining > slurm.timeout_min * 60,
-        ))
+        costs.append(
+            RunCost(
+                run.cell,
+                run.seed,
+                state,
+                total,
+                done,
+                rate,
+                remaining,
+                None if remaining is None else remaining / 3600 * slurm.gpus_per_node * NODES,
+                remaining is not None and remaining > slurm.timeout_min * 60,
+            )
+        )
     slots = {"slurm": slurm.array_parallelism, "local": params.executor.parallel}.get(params.executor.kind, 1)
-    return Plan(grid, tuple(costs), slots, slurm.gpus_per_node * NODES, slurm.timeout_min, params.executor.kind,
-                {key: len(logs) for key, logs in seconds.items()}, shared)
+    return Plan(
+        grid,
+        tuple(costs),
+        slots,
+        slurm.gpus_per_node * NODES,
+        slurm.timeout_min,
+        params.executor.kind,
+        {key: len(logs) for key, logs in seconds.items()},
+        shared,
+    )
 
 
 def duration(seconds: float | None) -> str:
@@ -228,10 +247,18 @@ def plan_rows(plan: Plan) -> list[tuple[str, ...]]:
     GPU-hours, within the time limit)."""
     rows = [("cell", "seed", "state", "iterations", "s/it", "remaining", "GPU-h", "time limit")]
     for run in plan.runs:
-        rows.append((run.cell, str(run.seed), run.state, f"{run.done}/{run.iterations}",
-                     "unknown" if run.seconds_per_iteration is None else f"{run.seconds_per_iteration:.3f}",
-                     duration(run.remaining_s), "unknown" if run.gpu_hours is None else f"{run.gpu_hours:.2f}",
-                     "over: requeues" if run.over_limit else ("unknown" if run.remaining_s is None else "fits")))
+        rows.append(
+            (
+                run.cell,
+                str(run.seed),
+                run.state,
+                f"{run.done}/{run.iterations}",
+                "unknown" if run.seconds_per_iteration is None else f"{run.seconds_per_iteration:.3f}",
+                duration(run.remaining_s),
+                "unknown" if run.gpu_hours is None else f"{run.gpu_hours:.2f}",
+                "over: requeues" if run.over_limit else ("unknown" if run.remaining_s is None else "fits"),
+            )
+        )
     return rows
 
 
@@ -249,13 +276,21 @@ def plan_summary(plan: Plan) -> list[str]:
         f"to go: {duration(plan.remaining_s)} of run time, {gpu} GPU-hours, wall time {duration(plan.wall_s)} "
         f"at {plan.slots} in parallel" + (f" ({unknown} run(s) without a measured rate)" if unknown else ""),
         "s/it: median of train_log.csv 'seconds' of the runs under grid.runs with the same backbone, crop and "
-        "train.device: " + ("; ".join(f"{backbone} {crop[0]}x{crop[1]} {device}: {n} log(s)"
-                                      for (backbone, crop, device), n in plan.sources.items()) or "none yet"),
+        "train.device: "
+        + (
+            "; ".join(
+                f"{backbone} {crop[0]}x{crop[1]} {device}: {n} log(s)"
+                for (backbone, crop, device), n in plan.sources.items()
+            )
+            or "none yet"
+        ),
     ]
     if plan.shared:
-        lines.append(f"{len(plan.shared)} of these runs are also runs of other grids (the same config, trained "
-                     "once; counted in each grid's plan): " + "; ".join(
-                         f"{cell} seed {seed} = {', '.join(others)}" for (cell, seed), others in plan.shared.items()))
+        lines.append(
+            f"{len(plan.shared)} of these runs are also runs of other grids (the same config, trained "
+            "once; counted in each grid's plan): "
+            + "; ".join(f"{cell} seed {seed} = {', '.join(others)}" for (cell, seed), others in plan.shared.items())
+        )
     return lines + [f"warning: {warning}" for warning in plan.warnings]
 
 

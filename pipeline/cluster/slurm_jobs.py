@@ -46,9 +46,17 @@ LOST_POLLS = 6  # a wait fails a job that is UNKNOWN to SLURM or PREEMPTED (not 
 SLURM_JOB_ID = re.compile(r"^\d+(_\d+)?$")  # "123" or "123_4" (array task); debug jobs have none
 # SLURM job states (squeue/sacct) of a job that will still run: running, or waiting to.
 RUNNING_STATES = frozenset({"RUNNING", "COMPLETING", "CONFIGURING", "RESIZING", "SIGNALING", "STAGE_OUT"})
-PENDING_STATES = frozenset({
-    "PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "SUSPENDED", "READY", "RESV_DEL_HOLD",
-})
+PENDING_STATES = frozenset(
+    {
+        "PENDING",
+        "REQUEUED",
+        "REQUEUE_HOLD",
+        "REQUEUE_FED",
+        "SUSPENDED",
+        "READY",
+        "RESV_DEL_HOLD",
+    }
+)
 # States that may pass (sacct lists a job only some time after sbatch; a preempted job may be requeued):
 # pending while they last fewer than LOST_POLLS polls of ``wait``, then failed ("lost", or the state).
 DOUBTFUL_STATES = frozenset({"UNKNOWN", "PREEMPTED"})
@@ -82,8 +90,10 @@ def jobs_named(names: tp.Iterable[str]) -> dict[str, dict[int, str]]:
         output = subprocess.run(command, capture_output=True, text=True, timeout=120, check=True).stdout
     except (OSError, subprocess.SubprocessError) as err:
         detail = getattr(err, "stderr", None) or err
-        raise ClusterError(f"cannot look up SLURM jobs named {', '.join(names)}: squeue failed "
-                           f"({str(detail).strip()}); is the cluster up?") from None
+        raise ClusterError(
+            f"cannot look up SLURM jobs named {', '.join(names)}: squeue failed "
+            f"({str(detail).strip()}); is the cluster up?"
+        ) from None
     found: dict[str, dict[int, str]] = {}
     for line in output.splitlines():
         array, task, name = (line.split("|", 2) + ["", ""])[:3]
@@ -147,8 +157,7 @@ class SlurmStateWatcher(SlurmInfoWatcher):
             return
         self._num_calls += 1
         try:
-            output: str | None = subprocess.run(command, capture_output=True, text=True, timeout=120,
-                                                check=True).stdout
+            output: str | None = subprocess.run(command, capture_output=True, text=True, timeout=120, check=True).stdout
         except subprocess.CalledProcessError as err:
             output = "" if SQUEUE_UNKNOWN_JOBS in (err.stderr or "") else None
         except (OSError, subprocess.SubprocessError):
@@ -185,6 +194,7 @@ class Patience:
         self.seen = {job: self.seen.get(job, 0) + 1 for job, state in slurm.items() if state in DOUBTFUL_STATES}
         return frozenset(job for job, polls in self.seen.items() if polls >= self.polls)
 
+
 def retried(query: Callable[[], T], poll_s: float, say: Callable[[str], object]) -> T:
     """``query()``, asked again every ``poll_s`` after a ``ClusterError`` (slurmctld busy or restarting), each
     failure said; the error of the ``QUERY_ATTEMPTS``-th failure in a row is raised."""
@@ -199,6 +209,7 @@ def retried(query: Callable[[], T], poll_s: float, say: Callable[[str], object])
             attempt += 1
             time.sleep(poll_s)
 
+
 def slurm_states(job_ids: Iterable[str]) -> dict[str, str]:
     """The SLURM state of each job (``RUNNING``, ``COMPLETED``...; ``PURGED`` when squeue forgot it), one query.
 
@@ -209,8 +220,10 @@ def slurm_states(job_ids: Iterable[str]) -> dict[str, str]:
     if not job_ids:
         return {}
     if shutil.which("squeue") is None:
-        raise ConfigError(f"SLURM jobs {', '.join(job_ids)} are recorded, but SLURM is not installed here: "
-                          "ask from the cluster's login node")
+        raise ConfigError(
+            f"SLURM jobs {', '.join(job_ids)} are recorded, but SLURM is not installed here: "
+            "ask from the cluster's login node"
+        )
     watcher = SlurmStateWatcher()
     for job_id in job_ids:
         watcher.register_job(job_id)
@@ -219,12 +232,16 @@ def slurm_states(job_ids: Iterable[str]) -> dict[str, str]:
         output = subprocess.run(command, capture_output=True, text=True, timeout=120, check=True).stdout
     except subprocess.CalledProcessError as err:
         if SQUEUE_UNKNOWN_JOBS not in (err.stderr or ""):
-            raise ClusterError(f"cannot read the state of SLURM jobs {', '.join(job_ids)}: {command[0]} failed "
-                               f"({(err.stderr or str(err)).strip()}); is the cluster up?") from None
+            raise ClusterError(
+                f"cannot read the state of SLURM jobs {', '.join(job_ids)}: {command[0]} failed "
+                f"({(err.stderr or str(err)).strip()}); is the cluster up?"
+            ) from None
         output = ""  # squeue knows none of them any more
     except (OSError, subprocess.SubprocessError) as err:
         detail = getattr(err, "stderr", None) or err
-        raise ClusterError(f"cannot read the state of SLURM jobs {', '.join(job_ids)}: {command[0]} failed "
-                           f"({str(detail).strip()}); is the cluster up?") from None
+        raise ClusterError(
+            f"cannot read the state of SLURM jobs {', '.join(job_ids)}: {command[0]} failed "
+            f"({str(detail).strip()}); is the cluster up?"
+        ) from None
     info = watcher.read_info(output)
     return {job_id: info.get(job_id, {}).get("State", "UNKNOWN").split(" ")[0].upper() for job_id in job_ids}

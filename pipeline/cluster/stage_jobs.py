@@ -43,13 +43,21 @@ from typing import Any
 import submitit
 from submitit.core.utils import JobPaths
 
+from pipeline.cluster.executors import make_executor
+from pipeline.cluster.slurm_jobs import (
+    DOUBTFUL_STATES,
+    LOST,
+    PENDING_STATES,
+    RUNNING_STATES,
+    Patience,
+    jobs_named,
+    retried,
+    slurm_states,
+)
 from pipeline.config import ExecutorConfig, Params
 from pipeline.errors import ClusterError, DataError, GrarError
-from pipeline.cluster.slurm_jobs import DOUBTFUL_STATES, LOST, PENDING_STATES, RUNNING_STATES, Patience, retried, slurm_states
-from pipeline.paths import portable
 from pipeline.io import write_text_atomic
-from pipeline.cluster.slurm_jobs import jobs_named
-from pipeline.cluster.executors import make_executor
+from pipeline.paths import portable
 
 DEFAULT_POLL_S = 10.0
 
@@ -73,8 +81,13 @@ class StageRecord:
     log: str | None = None  # the job's stderr log
 
     def text(self) -> str:
-        return json.dumps({"name": self.name, "digest": self.digest, "token": self.token, "job_id": self.job_id,
-                           "log": self.log}, indent=2) + "\n"
+        return (
+            json.dumps(
+                {"name": self.name, "digest": self.digest, "token": self.token, "job_id": self.job_id, "log": self.log},
+                indent=2,
+            )
+            + "\n"
+        )
 
 
 def stage_name(stage: str, item: str | None) -> str:
@@ -119,8 +132,13 @@ def read_record(path: Path) -> StageRecord | None:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise DataError(f"{path}: cannot read the stage job record ({err}); delete it to submit afresh") from None
     try:
-        return StageRecord(str(raw["name"]), str(raw["digest"]), str(raw["token"]),
-                           raw.get("job_id") and str(raw["job_id"]), raw.get("log") and str(raw["log"]))
+        return StageRecord(
+            str(raw["name"]),
+            str(raw["digest"]),
+            str(raw["token"]),
+            raw.get("job_id") and str(raw["job_id"]),
+            raw.get("log") and str(raw["log"]),
+        )
     except (KeyError, TypeError):
         raise DataError(f"{path}: not a stage job record; delete it to submit afresh") from None
 
@@ -143,9 +161,18 @@ class StageJob:
         work(params, *args)
 
 
-def run_stage(params: Params, stage: str, work: Callable[..., object], *, outputs: Sequence[str | Path],
-              keys: Iterable[str], item: str | None = None, args: tuple = (),
-              poll_s: float = DEFAULT_POLL_S, timeout_s: float | None = None) -> None:
+def run_stage(
+    params: Params,
+    stage: str,
+    work: Callable[..., object],
+    *,
+    outputs: Sequence[str | Path],
+    keys: Iterable[str],
+    item: str | None = None,
+    args: tuple = (),
+    poll_s: float = DEFAULT_POLL_S,
+    timeout_s: float | None = None,
+) -> None:
     """Run ``work(params, *args)`` where ``executor.stages.<stage>.kind`` says (module docstring).
 
     ``outputs``: the paths the work writes (as dvc.yaml declares them), checked
@@ -163,8 +190,9 @@ def run_stage(params: Params, stage: str, work: Callable[..., object], *, output
     collect(record, outputs, wait_stage(record, poll_s, timeout_s))
 
 
-def dataset_stage(stage: str, work: Callable[[Params, str], object], output: Callable[[Params, str], Path],
-                  keys: Iterable[str]) -> Callable[[Params, str], None]:
+def dataset_stage(
+    stage: str, work: Callable[[Params, str], object], output: Callable[[Params, str], Path], keys: Iterable[str]
+) -> Callable[[Params, str], None]:
     """A per-dataset stage's ``work(params, name)`` (writing ``output(params, name)``) run by ``run_stage``."""
     keys = tuple(keys)
 
@@ -185,18 +213,26 @@ def find_job(params: Params, name: str, digest: str, outputs: Sequence[str | Pat
     job_id = record.job_id
     if job_id is None:  # the submit was killed after sbatch, before it wrote the id: find the job by its name
         job_id = jobs_named([record.token]).get(record.token, {}).get(0) or submitted_as(
-            stages_dir(params) / name, record.token)
+            stages_dir(params) / name, record.token
+        )
         if job_id is None:
             return None  # killed before sbatch: nothing was submitted
-        record = StageRecord(record.name, record.digest, record.token, job_id,
-                             str(Path(record.log or stages_dir(params) / name) / f"{job_id}_0_log.err"))
+        record = StageRecord(
+            record.name,
+            record.digest,
+            record.token,
+            job_id,
+            str(Path(record.log or stages_dir(params) / name) / f"{job_id}_0_log.err"),
+        )
         write_text_atomic(path, record.text())
     state = slurm_states([job_id])[job_id]
     active = state in RUNNING_STATES | PENDING_STATES | DOUBTFUL_STATES
     if record.digest != digest:
         if active:
-            raise ClusterError(f"stage {name}: job {job_id} of other parameters still runs ({state}) and would "
-                               f"overwrite the outputs: wait for it to end or `scancel {job_id.split('_')[0]}`")
+            raise ClusterError(
+                f"stage {name}: job {job_id} of other parameters still runs ({state}) and would "
+                f"overwrite the outputs: wait for it to end or `scancel {job_id.split('_')[0]}`"
+            )
         return None
     if active:
         print(f"stage {name}: collecting job {job_id} ({state}), submitted earlier", file=sys.stderr, flush=True)
@@ -226,8 +262,9 @@ def submitted_as(folder: Path, token: str) -> str | None:
     return None
 
 
-def submit_stage(params: Params, stage: str, name: str, digest: str, work: Callable[..., object],
-                 args: tuple) -> StageRecord:
+def submit_stage(
+    params: Params, stage: str, name: str, digest: str, work: Callable[..., object], args: tuple
+) -> StageRecord:
     """Submit the stage's job; its name is recorded before ``sbatch``, its id and log after."""
     path = record_path(params, name)
     folder = stages_dir(params) / name
@@ -247,8 +284,9 @@ def wait_stage(record: StageRecord, poll_s: float, timeout_s: float | None) -> s
     patience, last = Patience(), None
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     while True:
-        states = retried(lambda: slurm_states([record.job_id]), poll_s,
-                         lambda text: print(text, file=sys.stderr, flush=True))
+        states = retried(
+            lambda: slurm_states([record.job_id]), poll_s, lambda text: print(text, file=sys.stderr, flush=True)
+        )
         state = states[record.job_id]
         expired = patience.observe(states)
         if state not in RUNNING_STATES | PENDING_STATES and (state not in DOUBTFUL_STATES or record.job_id in expired):
@@ -257,8 +295,10 @@ def wait_stage(record: StageRecord, poll_s: float, timeout_s: float | None) -> s
             print(f"stage {record.name}: job {record.job_id} {state}", file=sys.stderr, flush=True)
             last = state
         if deadline is not None and time.monotonic() + poll_s > deadline:
-            raise StageWaitTimeout(f"stage {record.name}: job {record.job_id} still {state} after {timeout_s:g} s; "
-                                   "it goes on, and the next run of the stage collects it")
+            raise StageWaitTimeout(
+                f"stage {record.name}: job {record.job_id} still {state} after {timeout_s:g} s; "
+                "it goes on, and the next run of the stage collects it"
+            )
         time.sleep(poll_s)
 
 
@@ -299,6 +339,8 @@ def collect(record: StageRecord, outputs: Sequence[str | Path], state: str) -> N
         raise StageJobFailed(f"stage {record.name}: {problem}; the next run submits it again")
     missing = missing_outputs(outputs)
     if missing:
-        raise StageJobFailed(f"stage {record.name}: job {record.job_id} succeeded but {', '.join(missing)} is "
-                             f"missing (are the outputs on a file system the compute nodes share?), log {record.log}")
+        raise StageJobFailed(
+            f"stage {record.name}: job {record.job_id} succeeded but {', '.join(missing)} is "
+            f"missing (are the outputs on a file system the compute nodes share?), log {record.log}"
+        )
     print(f"stage {record.name}: job {record.job_id} done", file=sys.stderr, flush=True)

@@ -53,8 +53,10 @@ class GridFailed(GrarError):
 
     multiline = True
 
+
 class WaitTimeout(GrarError):
     """``wait`` ran out of time; the message lists the runs still queued or running."""
+
 
 @dataclass(frozen=True)
 class Submission:
@@ -63,6 +65,7 @@ class Submission:
     states: list[CellState]
     job_ids: list[str]
     ran: int  # runs started (submitted, or trained in-process)
+
 
 class CellJob(submitit.helpers.Checkpointable):
     """The callable every executor runs for one run: ``fn(params, run_dir)`` (``pipeline.training.run.run_cell``).
@@ -90,8 +93,12 @@ class CellJob(submitit.helpers.Checkpointable):
                 return done
             if main and (run_dir / CHECKPOINT_FILE).is_file():
                 restarts = os.environ.get("SLURM_RESTART_COUNT")
-                print(f"grar: {run_dir}: resuming from its {CHECKPOINT_FILE}"
-                      + (f" (job started {int(restarts) + 1} times)" if restarts else ""), file=sys.stderr, flush=True)
+                print(
+                    f"grar: {run_dir}: resuming from its {CHECKPOINT_FILE}"
+                    + (f" (job started {int(restarts) + 1} times)" if restarts else ""),
+                    file=sys.stderr,
+                    flush=True,
+                )
             try:
                 result = (self.fn or run_cell)(params, run_dir)
             except Exception:
@@ -106,16 +113,19 @@ class CellJob(submitit.helpers.Checkpointable):
         """The same call again: the requeued job resumes from ``run_dir/checkpoint.pt``."""
         return submitit.helpers.DelayedSubmission(self, params, run_dir)
 
+
 def run_cell(params: Params, run_dir: Path) -> dict:
     """``pipeline.training.run.run_cell``, imported on first use: finding and naming runs needs no torch."""
     from pipeline.training.run import run_cell as train_run_cell
 
     return train_run_cell(params, run_dir)
 
+
 def job_rank() -> int:
     """This task's global rank in a submitit SLURM job (0 outside one)."""
     in_job = "SLURM_JOB_ID" in os.environ and "SUBMITIT_FOLDER" in os.environ
     return int(os.environ.get("SLURM_PROCID", "0")) if in_job else 0
+
 
 def submit(params: Params, grid: str, cell_fn: CellFn | None = None) -> Submission:
     """Run or submit every run of ``grid`` that is neither done nor queued (missing and failed ones).
@@ -142,8 +152,9 @@ def submit(params: Params, grid: str, cell_fn: CellFn | None = None) -> Submissi
     started = 0
     if params.executor.kind == "local":
         parallel = params.executor.parallel if cell_fn is None else 1  # a caller's cell_fn runs here
-        for run, outcome, detail in tqdm(run_locally(job, todo, parallel), total=len(todo),
-                                         desc=f"grid {grid}", unit="run", disable=None):
+        for run, outcome, detail in tqdm(
+            run_locally(job, todo, parallel), total=len(todo), desc=f"grid {grid}", unit="run", disable=None
+        ):
             started += outcome != "skipped"
             if outcome == "skipped":
                 tqdm.write(f"{run.label}: skipped, {detail}", file=sys.stderr)
@@ -152,14 +163,16 @@ def submit(params: Params, grid: str, cell_fn: CellFn | None = None) -> Submissi
             record(params, [grid])
     elif todo:
         jobs = make_executor(params.executor, grid_logs_dir(params, grid), f"grar-{grid}").map_array(
-            job, [run.params for run in todo], [run.run_dir for run in todo])
+            job, [run.params for run in todo], [run.run_dir for run in todo]
+        )
         started = len(todo)
         for run, debug_job in zip(todo, jobs, strict=True):
             try:
                 debug_job.result()
-            except Exception as err:  # noqa: BLE001 - recorded in error.txt; the other runs go on
+            except Exception as err:
                 print(f"{run.label}: failed ({type(err).__name__}: {err})", file=sys.stderr)
     return Submission(record(params, [grid])[grid], [], started)
+
 
 def run_locally(job: CellJob, runs: list[Run], parallel: int) -> Iterator[tuple[Run, str, Any]]:
     """Train ``runs`` here (``executor.kind: local``); yield (run, outcome, detail) as each run ends.
@@ -188,14 +201,16 @@ def run_locally(job: CellJob, runs: list[Run], parallel: int) -> Iterator[tuple[
         for future in concurrent.futures.as_completed(futures):
             yield (futures[future], *future.result())
 
+
 def run_outcome(job: CellJob, params: Params, run_dir: Path) -> tuple[str, Any]:
     """``job(params, run_dir)`` as (outcome, detail) (see ``run_locally``): plain values a worker can send back."""
     try:
         return "done", job(params, run_dir)
     except Locked as err:
         return "skipped", str(err)
-    except Exception as err:  # noqa: BLE001 - recorded in error.txt; the other runs go on
+    except Exception as err:
         return "failed", f"{type(err).__name__}: {err}"
+
 
 def submit_slurm(params: Params, grid: str, cell_fn: CellFn | None) -> Submission:
     """``submit`` with ``executor.kind`` slurm; the caller holds ``index_lock``."""
@@ -213,19 +228,31 @@ def submit_slurm(params: Params, grid: str, cell_fn: CellFn | None) -> Submissio
         return dataclasses.replace(s.run, run_dir=settled[s.run.config_hash].run_dir)
 
     # Recorded before sbatch: killed after it, the next status finds the array by its name.
-    write_states(params, grid, [CellState(moved(s), "pending", submission=tokens[s.run.config_hash])
-                               if s.run.config_hash in settled else s for s in states])
+    write_states(
+        params,
+        grid,
+        [
+            CellState(moved(s), "pending", submission=tokens[s.run.config_hash]) if s.run.config_hash in settled else s
+            for s in states
+        ],
+    )
     jobs = make_executor(params.executor, logs, token).map_array(
-        CellJob(cell_fn), [run.params for run in todo], [run.run_dir for run in todo])
+        CellJob(cell_fn), [run.params for run in todo], [run.run_dir for run in todo]
+    )
     submitted = {run.config_hash: (j.job_id, portable(j.paths.stderr)) for run, j in zip(todo, jobs, strict=True)}
-    states = [CellState(moved(s), "pending", *submitted[s.run.config_hash], active=True,
-                        submission=tokens[s.run.config_hash])
-              if s.run.config_hash in submitted else s for s in states]
+    states = [
+        CellState(moved(s), "pending", *submitted[s.run.config_hash], active=True, submission=tokens[s.run.config_hash])
+        if s.run.config_hash in submitted
+        else s
+        for s in states
+    ]
     write_states(params, grid, states)
     return Submission(states, [j.job_id for j in jobs], len(todo))
 
-def wait(params: Params, grids: list[str], poll_s: float = DEFAULT_POLL_S,
-         timeout_s: float | None = None) -> dict[str, list[CellState]]:
+
+def wait(
+    params: Params, grids: list[str], poll_s: float = DEFAULT_POLL_S, timeout_s: float | None = None
+) -> dict[str, list[CellState]]:
     """Block (with a progress bar) until no run of ``grids`` has a job still to run, write their indexes.
 
     Every poll reads the states and writes the indexes under the indexes' lock,
@@ -240,8 +267,9 @@ def wait(params: Params, grids: list[str], poll_s: float = DEFAULT_POLL_S,
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     with tqdm(desc=name, unit="run", disable=None) as progress:
         while True:
-            states = retried(lambda: record(params, grids, patience), poll_s,
-                             lambda text: tqdm.write(text, file=sys.stderr))
+            states = retried(
+                lambda: record(params, grids, patience), poll_s, lambda text: tqdm.write(text, file=sys.stderr)
+            )
             runs = {s.run.run_dir: s for grid_states in states.values() for s in grid_states}
             counts = {state: sum(s.state == state for s in runs.values()) for state in STATES}
             progress.total = len(runs)
@@ -254,13 +282,18 @@ def wait(params: Params, grids: list[str], poll_s: float = DEFAULT_POLL_S,
             if not any(s.active for s in runs.values()):
                 break
             if deadline is not None and time.monotonic() + poll_s > deadline:
-                left = [f"{s.run.label} ({s.state}" + (f", job {s.job_id}" if s.job_id else "") + ")"
-                        for s in runs.values() if s.active]
-                raise WaitTimeout(f"{name}: timed out after {timeout_s:g} s with {len(left)} run(s) not finished: "
-                                  + ", ".join(left))
+                left = [
+                    f"{s.run.label} ({s.state}" + (f", job {s.job_id}" if s.job_id else "") + ")"
+                    for s in runs.values()
+                    if s.active
+                ]
+                raise WaitTimeout(
+                    f"{name}: timed out after {timeout_s:g} s with {len(left)} run(s) not finished: " + ", ".join(left)
+                )
             time.sleep(poll_s)
     check_complete(states)
     return states
+
 
 def check_complete(states: dict[str, list[CellState]]) -> None:
     """``GridFailed`` listing failed runs (with logs) and runs nobody will run (not submitted)."""
@@ -273,6 +306,7 @@ def check_complete(states: dict[str, list[CellState]]) -> None:
                 problems.append(f"{s.run.label}: not submitted (grar grid submit {grid})")
     if problems:
         raise GridFailed(f"{len(problems)} run(s) not done:\n  " + "\n  ".join(problems))
+
 
 def train_grids(params: Params, poll_s: float = DEFAULT_POLL_S, cell_fn: CellFn | None = None) -> None:
     """The DVC stage ``train``: submit every grid through the configured executor, wait, collect.

@@ -16,9 +16,7 @@ from tqdm import tqdm
 from pipeline.datasets.layout import CLASSES_FILE, IGNORE_INDEX, SPLITS, classes_csv
 from pipeline.errors import DataError
 
-
 T = TypeVar("T")
-
 
 
 def run_tasks(fn: Callable[[T], object], tasks: Sequence[T], workers: int, desc: str) -> None:

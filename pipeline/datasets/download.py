@@ -12,15 +12,22 @@ dataset as its archives unpack (``LOCAL_LAYOUTS``): nothing is fetched, and the
 converters read that folder in place (``source_paths``).
 """
 
-
 from __future__ import annotations
 
 from pathlib import Path
 
 from pipeline.config import Params
-from pipeline.download import TOFU_ALGORITHM, Archive, fetch, record_tofu, resolve_url, tofu_record
 from pipeline.datasets.extract import STAMP_NAME, archive_stem, extract_archive
-from pipeline.download import describe_start, is_archive
+from pipeline.download import (
+    TOFU_ALGORITHM,
+    Archive,
+    describe_start,
+    fetch,
+    is_archive,
+    record_tofu,
+    resolve_url,
+    tofu_record,
+)
 from pipeline.errors import ConfigError, DataError
 from pipeline.paths import download_dir
 

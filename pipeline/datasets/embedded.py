@@ -69,8 +69,8 @@ import numpy as np
 from PIL import Image
 
 from pipeline.config import Params, hw
-from pipeline.datasets.layout import SPLITS
 from pipeline.datasets.common import make_layout, run_tasks
+from pipeline.datasets.layout import SPLITS
 
 Colour = tuple[float, float, float]
 
@@ -124,71 +124,115 @@ class Scene:
         return (self.far, self.ground, *self.twins, self.unique)
 
 
-def _shape(power: float, radius: tuple[float, float], aspect: tuple[float, float],
-           rotation: float = 15.0, wobble: float = 0.08) -> Shape:
+def _shape(
+    power: float, radius: tuple[float, float], aspect: tuple[float, float], rotation: float = 15.0, wobble: float = 0.08
+) -> Shape:
     """A ``Shape`` with the tilt and wobble most objects share."""
     return Shape(power, radius, aspect, rotation, wobble)
 
 
 # Appearance name -> appearance. Twins are classes mapped to the same name below.
-APPEARANCES: Mapping[str, Appearance] = MappingProxyType({
-    # stuff: every scene's far band and ground are 4-way twins
-    "band": Appearance(Texture("noise", ((0.55, 0.74, 0.95), (0.86, 0.92, 1.00)), 10)),
-    "ground": Appearance(Texture("noise", ((0.50, 0.46, 0.40), (0.64, 0.59, 0.50)), 6)),
-    # twin objects: each shared by two scenes, one appearance per pair of scenes
-    "soft_round": Appearance(Texture("dots", ((0.95, 0.95, 0.95), (0.72, 0.60, 0.86)), 4),
-                             _shape(2.0, (0.22, 0.28), (1.0, 1.5), 30)),
-    "glow": Appearance(Texture("noise", ((1.00, 0.50, 0.00), (1.00, 0.66, 0.15)), 3),
-                       _shape(2.0, (0.22, 0.26), (0.9, 1.2))),
-    "long_box": Appearance(Texture("stripes", ((0.75, 0.12, 0.12), (0.96, 0.45, 0.40)), 5, 45),
-                           _shape(4.0, (0.26, 0.32), (1.8, 2.4), 10)),
-    "hide": Appearance(Texture("checks", ((0.08, 0.08, 0.08), (0.92, 0.92, 0.92)), 4),
-                       _shape(2.5, (0.24, 0.30), (1.6, 2.2))),
-    "fluff": Appearance(Texture("noise", ((1.00, 0.94, 0.15), (0.86, 0.76, 0.04)), 4),
-                        _shape(2.0, (0.20, 0.24), (1.0, 1.3), 30, 0.15)),
-    "long_rect": Appearance(Texture("stripes", ((0.10, 0.45, 0.20), (0.28, 0.72, 0.36)), 3, 0),
-                            _shape(6.0, (0.26, 0.30), (2.2, 3.0), 5)),
-    # unique objects: one per scene, the small cue that names it
-    "wardrobe": Appearance(Texture("stripes", ((0.35, 0.05, 0.55), (0.58, 0.22, 0.78)), 4, 90),
-                           _shape(6.0, (0.20, 0.24), (0.5, 0.7), 5)),
-    "tractor": Appearance(Texture("stripes", ((0.08, 0.58, 0.68), (0.04, 0.32, 0.40)), 4, -45),
-                          _shape(3.0, (0.20, 0.24), (1.2, 1.6))),
-    "seagull": Appearance(Texture("noise", ((0.08, 0.12, 0.50), (0.20, 0.30, 0.75)), 3),
-                          _shape(2.0, (0.20, 0.24), (1.4, 1.8), 20)),
-    "person": Appearance(Texture("stripes", ((1.00, 0.45, 0.85), (0.20, 0.05, 0.20)), 4, 0),
-                         _shape(2.5, (0.20, 0.24), (0.55, 0.75), 10)),
-})
+APPEARANCES: Mapping[str, Appearance] = MappingProxyType(
+    {
+        # stuff: every scene's far band and ground are 4-way twins
+        "band": Appearance(Texture("noise", ((0.55, 0.74, 0.95), (0.86, 0.92, 1.00)), 10)),
+        "ground": Appearance(Texture("noise", ((0.50, 0.46, 0.40), (0.64, 0.59, 0.50)), 6)),
+        # twin objects: each shared by two scenes, one appearance per pair of scenes
+        "soft_round": Appearance(
+            Texture("dots", ((0.95, 0.95, 0.95), (0.72, 0.60, 0.86)), 4), _shape(2.0, (0.22, 0.28), (1.0, 1.5), 30)
+        ),
+        "glow": Appearance(
+            Texture("noise", ((1.00, 0.50, 0.00), (1.00, 0.66, 0.15)), 3), _shape(2.0, (0.22, 0.26), (0.9, 1.2))
+        ),
+        "long_box": Appearance(
+            Texture("stripes", ((0.75, 0.12, 0.12), (0.96, 0.45, 0.40)), 5, 45),
+            _shape(4.0, (0.26, 0.32), (1.8, 2.4), 10),
+        ),
+        "hide": Appearance(
+            Texture("checks", ((0.08, 0.08, 0.08), (0.92, 0.92, 0.92)), 4), _shape(2.5, (0.24, 0.30), (1.6, 2.2))
+        ),
+        "fluff": Appearance(
+            Texture("noise", ((1.00, 0.94, 0.15), (0.86, 0.76, 0.04)), 4),
+            _shape(2.0, (0.20, 0.24), (1.0, 1.3), 30, 0.15),
+        ),
+        "long_rect": Appearance(
+            Texture("stripes", ((0.10, 0.45, 0.20), (0.28, 0.72, 0.36)), 3, 0), _shape(6.0, (0.26, 0.30), (2.2, 3.0), 5)
+        ),
+        # unique objects: one per scene, the small cue that names it
+        "wardrobe": Appearance(
+            Texture("stripes", ((0.35, 0.05, 0.55), (0.58, 0.22, 0.78)), 4, 90),
+            _shape(6.0, (0.20, 0.24), (0.5, 0.7), 5),
+        ),
+        "tractor": Appearance(
+            Texture("stripes", ((0.08, 0.58, 0.68), (0.04, 0.32, 0.40)), 4, -45), _shape(3.0, (0.20, 0.24), (1.2, 1.6))
+        ),
+        "seagull": Appearance(
+            Texture("noise", ((0.08, 0.12, 0.50), (0.20, 0.30, 0.75)), 3), _shape(2.0, (0.20, 0.24), (1.4, 1.8), 20)
+        ),
+        "person": Appearance(
+            Texture("stripes", ((1.00, 0.45, 0.85), (0.20, 0.05, 0.20)), 4, 0),
+            _shape(2.5, (0.20, 0.24), (0.55, 0.75), 10),
+        ),
+    }
+)
 
 # Scene -> (far band, ground, twin objects, unique object) as (class short name, appearance name).
 _SCENE_TABLE = (
-    ("bedroom", ("wall", "band"), ("floor", "ground"),
-     (("pillow", "soft_round"), ("lamp", "glow"), ("bed", "long_box")), ("wardrobe", "wardrobe")),
-    ("pasture", ("sky", "band"), ("grass", "ground"),
-     (("rock", "soft_round"), ("cow", "hide"), ("sheep", "fluff")), ("tractor", "tractor")),
-    ("harbour", ("haze", "band"), ("water", "ground"),
-     (("buoy", "glow"), ("boat", "hide"), ("container", "long_rect")), ("seagull", "seagull")),
-    ("street", ("facade", "band"), ("road", "ground"),
-     (("car", "long_box"), ("bollard", "fluff"), ("bus", "long_rect")), ("person", "person")),
+    (
+        "bedroom",
+        ("wall", "band"),
+        ("floor", "ground"),
+        (("pillow", "soft_round"), ("lamp", "glow"), ("bed", "long_box")),
+        ("wardrobe", "wardrobe"),
+    ),
+    (
+        "pasture",
+        ("sky", "band"),
+        ("grass", "ground"),
+        (("rock", "soft_round"), ("cow", "hide"), ("sheep", "fluff")),
+        ("tractor", "tractor"),
+    ),
+    (
+        "harbour",
+        ("haze", "band"),
+        ("water", "ground"),
+        (("buoy", "glow"), ("boat", "hide"), ("container", "long_rect")),
+        ("seagull", "seagull"),
+    ),
+    (
+        "street",
+        ("facade", "band"),
+        ("road", "ground"),
+        (("car", "long_box"), ("bollard", "fluff"), ("bus", "long_rect")),
+        ("person", "person"),
+    ),
 )
 
 # Class name ("scene.thing") -> appearance name, in class-id order (per scene: far, ground, twins, unique).
-CLASS_APPEARANCE: Mapping[str, str] = MappingProxyType({
-    f"{scene}.{thing}": appearance
-    for scene, far, ground, twins, unique in _SCENE_TABLE
-    for thing, appearance in (far, ground, *twins, unique)
-})
+CLASS_APPEARANCE: Mapping[str, str] = MappingProxyType(
+    {
+        f"{scene}.{thing}": appearance
+        for scene, far, ground, twins, unique in _SCENE_TABLE
+        for thing, appearance in (far, ground, *twins, unique)
+    }
+)
 # Class names in id order: ids 0..K-1 of classes.csv and of the label maps.
 CLASSES: tuple[str, ...] = tuple(CLASS_APPEARANCE)
-SCENES: Mapping[str, Scene] = MappingProxyType({
-    scene: Scene(f"{scene}.{far[0]}", f"{scene}.{ground[0]}", tuple(f"{scene}.{t}" for t, _ in twins),
-                 f"{scene}.{unique[0]}")
-    for scene, far, ground, twins, unique in _SCENE_TABLE
-})
+SCENES: Mapping[str, Scene] = MappingProxyType(
+    {
+        scene: Scene(
+            f"{scene}.{far[0]}", f"{scene}.{ground[0]}", tuple(f"{scene}.{t}" for t, _ in twins), f"{scene}.{unique[0]}"
+        )
+        for scene, far, ground, twins, unique in _SCENE_TABLE
+    }
+)
 # Groups of classes (>= 2, from different scenes) drawn from one appearance, in id order.
 TWINS: tuple[tuple[str, ...], ...] = tuple(
-    group for group in (
+    group
+    for group in (
         tuple(c for c in CLASSES if CLASS_APPEARANCE[c] == name) for name in dict.fromkeys(CLASS_APPEARANCE.values())
-    ) if len(group) > 1
+    )
+    if len(group) > 1
 )
 
 # Layout, as fractions of the image size.
@@ -239,9 +283,14 @@ def _noise(u: np.ndarray, v: np.ndarray, rng: np.random.Generator) -> np.ndarray
 
 
 # Pattern name -> mix in [0, 1] of the two colours, from coordinates in periods (u across, v along).
-PATTERNS: Mapping[str, Callable[[np.ndarray, np.ndarray, np.random.Generator], np.ndarray]] = MappingProxyType({
-    "stripes": _stripes, "checks": _checks, "dots": _dots, "noise": _noise,
-})
+PATTERNS: Mapping[str, Callable[[np.ndarray, np.ndarray, np.random.Generator], np.ndarray]] = MappingProxyType(
+    {
+        "stripes": _stripes,
+        "checks": _checks,
+        "dots": _dots,
+        "noise": _noise,
+    }
+)
 
 
 def texture(spec: Texture, height: int, width: int, rng: np.random.Generator) -> np.ndarray:
@@ -259,7 +308,10 @@ def texture(spec: Texture, height: int, width: int, rng: np.random.Generator) ->
 
 
 def blob(shape: Shape, height: int, width: int, cy: float, cx: float, rng: np.random.Generator) -> np.ndarray:
-    """A ``(height, width)`` boolean mask of one object of ``shape`` centred at pixel (cy, cx); sizes scale with ``height``."""
+    """A ``(height, width)`` boolean mask of one object of ``shape`` centred at pixel (cy, cx).
+
+    Sizes scale with ``height``.
+    """
     radius = height * rng.uniform(*shape.radius)
     aspect = rng.uniform(*shape.aspect)
     a, b = radius * np.sqrt(aspect), radius / np.sqrt(aspect)  # semi-axes before rotation
@@ -366,8 +418,12 @@ def prepare(params: Params, out_dir: Path) -> None:
     make_layout(out_dir, CLASSES)
     counts = {"train": cfg.train_images, "val": cfg.val_images}
     tasks = [(split, index) for split in SPLITS for index in range(counts[split])]
-    run_tasks(partial(write_one, out_dir=out_dir, seed=cfg.seed, size=hw(cfg.image_size)), tasks,
-              params.data.workers, "embedded")
+    run_tasks(
+        partial(write_one, out_dir=out_dir, seed=cfg.seed, size=hw(cfg.image_size)),
+        tasks,
+        params.data.workers,
+        "embedded",
+    )
     with open(out_dir / "scenes.csv", "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(["stem", "split", "scene"])

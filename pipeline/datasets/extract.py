@@ -251,8 +251,6 @@ def extract_archive(archive: Path, target: Path, stamp: str = "") -> None:
         raise DataError(f"{archive}: extraction into {target} failed ({err})") from None
 
 
-
-
 def _extract_zip_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, member: Member, dest: Path) -> None:
     """One checked zip member; a symlink (checked to stay inside ``dest``) is made a real link."""
     if member.kind == "symlink":

@@ -35,10 +35,9 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.config import FolderDatasetConfig, Params
-from pipeline.datasets.layout import IGNORE_INDEX, SPLITS, read_label_png
 from pipeline.datasets.common import make_layout, run_tasks, write_sample
+from pipeline.datasets.layout import IGNORE_INDEX, SPLITS, read_classes, read_label_png
 from pipeline.errors import ConfigError, DataError
-from pipeline.datasets.layout import read_classes
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 LABEL_SUFFIX = ".png"
@@ -67,8 +66,12 @@ def convert(spec: FolderDatasetConfig, out_dir: Path, workers: int, key: str = "
     splits = find_samples(root)
     make_layout(out_dir, names)
     for split, samples in splits.items():
-        run_tasks(partial(convert_one, out_dir=out_dir, split=split, table=table, spec=spec, num_classes=len(names)),
-                  samples, workers, f"{root.name} {split}")
+        run_tasks(
+            partial(convert_one, out_dir=out_dir, split=split, table=table, spec=spec, num_classes=len(names)),
+            samples,
+            workers,
+            f"{root.name} {split}",
+        )
 
 
 def read_class_table(path: Path) -> list[str]:
@@ -89,7 +92,8 @@ def value_table(spec: FolderDatasetConfig, num_classes: int, key: str) -> np.nda
     for source, target in spec.remap.items():
         if target >= num_classes and target != IGNORE_INDEX:
             raise ConfigError(
-                f"{key}.remap.{source}: target {target} is not a class id 0..{num_classes - 1} (or {IGNORE_INDEX} to ignore)"
+                f"{key}.remap.{source}: target {target} is not a class id 0..{num_classes - 1} "
+                f"(or {IGNORE_INDEX} to ignore)"
             )
     table = np.full(256, INVALID, np.int16)
     table[:num_classes] = np.arange(num_classes)
@@ -104,11 +108,15 @@ def find_samples(root: Path) -> dict[str, list[Sample]]:
     split_folders = [root / split for split in SPLITS if (root / split).is_dir()]
     flat = (root / "images").is_dir() or (root / "labels").is_dir() or (root / "splits").is_dir()
     if split_folders and flat:
-        raise DataError(f"{root}: holds both {split_folders[0].name}/ and images/, labels/ or splits/; "
-                        "use one layout (see `grar prepare --help`)")
+        raise DataError(
+            f"{root}: holds both {split_folders[0].name}/ and images/, labels/ or splits/; "
+            "use one layout (see `grar prepare --help`)"
+        )
     if not split_folders and not flat:
-        raise DataError(f"{root}: expected train/ and val/ (each with images/ and labels/), or images/, labels/ and "
-                        "splits/{train,val}.txt")
+        raise DataError(
+            f"{root}: expected train/ and val/ (each with images/ and labels/), or images/, labels/ and "
+            "splits/{train,val}.txt"
+        )
     samples = split_folder_samples(root) if split_folders else split_list_samples(root)
     seen: dict[str, str] = {}
     for split, items in samples.items():
@@ -179,7 +187,7 @@ def _files(folder: Path, what: str) -> list[Path]:
 
 
 def list_images(folder: Path) -> dict[str, Path]:
-    """stem -> image file of ``folder``; another file type, a subfolder or two images of one stem raise ``DataError``."""
+    """stem -> image file of ``folder``; another file type, a subfolder or two images of a stem raise ``DataError``."""
     images: dict[str, Path] = {}
     for path in _files(folder, "images"):
         if not path.is_file() or path.suffix.lower() not in IMAGE_SUFFIXES:

@@ -104,8 +104,13 @@ def source_fingerprint(params: Params, name: str) -> dict[str, object]:
     root = Path(spec.path)
     if not root.is_dir():
         raise DataError(f"{root}: folder not found (data.folders.{name})")
-    return {"dataset": name, "source": "folder", "definition": spec.model_dump(mode="json"),
-            "path": str(root.resolve()), **listing_fingerprint(root)}
+    return {
+        "dataset": name,
+        "source": "folder",
+        "definition": spec.model_dump(mode="json"),
+        "path": str(root.resolve()),
+        **listing_fingerprint(root),
+    }
 
 
 def listing_fingerprint(root: Path) -> dict[str, object]:

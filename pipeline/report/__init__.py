@@ -17,7 +17,8 @@ Output (relative to ``reports/``; ``layout.OUTPUTS``)
   supporter/opponent table), ``datasets/<name>-explorer.html`` (the affinity
   explorer, self-contained: ``explorer``), ``datasets/index.html``.
 - ``grids/<grid>.html`` (the cost plan of ``pipeline.cluster.plan``, cells, states,
-  scores per seed, curves, λ and λ̂, learnt vs prior edges, confusion matrices), ``grids/logs/<run>/{error.txt,log.txt}`` (copies, so failed cells
+  scores per seed, curves, λ and λ̂, learnt vs prior edges, confusion matrices),
+  ``grids/logs/<run>/{error.txt,log.txt}`` (copies, so failed cells
   link inside the site), ``grids/index.html``.
 - ``figures/``: ``stats/<name>/...`` (copied from ``artifacts/stats/<name>/``),
   ``curves/<grid>/<cell>.png``, ``lambdas/<grid>/<cell>.png``,

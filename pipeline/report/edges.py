@@ -80,5 +80,13 @@ def learned_vs_prior(run_dir: Path, cooccurrence: Path, names: list[str]) -> Lea
     f = frequency(t, normalisation)
     order, _ = cluster_order(t)
     grid = np.ix_(order, order)
-    return LearnedEdges(f[grid], positive[grid], negative[grid], [names[c] for c in order], order,
-                        off_diagonal_spearman(positive, f), off_diagonal_spearman(negative, 1 - f), normalisation)
+    return LearnedEdges(
+        f[grid],
+        positive[grid],
+        negative[grid],
+        [names[c] for c in order],
+        order,
+        off_diagonal_spearman(positive, f),
+        off_diagonal_spearman(negative, 1 - f),
+        normalisation,
+    )

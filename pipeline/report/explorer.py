@@ -29,9 +29,8 @@ from typing import Any
 import numpy as np
 
 from pipeline.stats.affinity import DESCRIPTIONS, NORMALISATIONS, cluster_order
-from pipeline.stats.files import load_counts, read_metadata
+from pipeline.stats.files import COOCCURRENCE_PARQUET, load_counts, read_metadata
 from pipeline.stats.supporters import rank_supporters
-from pipeline.stats.files import COOCCURRENCE_PARQUET
 
 TOP = 10  # supporters and opponents listed per class
 
@@ -46,12 +45,22 @@ def explorer_data(stats: Path, names: list[str]) -> dict[str, Any]:
         ranked: dict[str, list[list[int]]] = {"supporter": [[] for _ in names], "opponent": [[] for _ in names]}
         for j, role, _, i in rank_supporters(t, f, TOP):
             ranked[role][j].append(i)
-        normalisations[name] = {"description": DESCRIPTIONS[name], "f": np.round(f, 6).tolist(),
-                                "supporters": ranked["supporter"], "opponents": ranked["opponent"]}
+        normalisations[name] = {
+            "description": DESCRIPTIONS[name],
+            "f": np.round(f, 6).tolist(),
+            "supporters": ranked["supporter"],
+            "opponents": ranked["opponent"],
+        }
     metadata = read_metadata(stats / COOCCURRENCE_PARQUET)
-    return {"dataset": str(metadata.get("dataset", stats.name)), "names": list(names),
-            "order": [int(c) for c in order], "t": t.tolist(), "images": np.diag(t).tolist(),
-            "normalisation": str(metadata.get("normalisation", "printed")), "normalisations": normalisations}
+    return {
+        "dataset": str(metadata.get("dataset", stats.name)),
+        "names": list(names),
+        "order": [int(c) for c in order],
+        "t": t.tolist(),
+        "images": np.diag(t).tolist(),
+        "normalisation": str(metadata.get("normalisation", "printed")),
+        "normalisations": normalisations,
+    }
 
 
 def embedded_json(data: dict[str, Any]) -> str:

@@ -25,7 +25,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from pipeline.colours import colourise, palette  # noqa: F401 (re-exported for the report)
+from pipeline.colours import colourise, palette
 from pipeline.stats.heatmaps import matrix_figure, short
 
 NOT_TERMS = ("iteration", "lr", "seconds", "lambda_pos", "lambda_neg")
@@ -38,8 +38,10 @@ def _binned(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if len(x) <= MAX_POINTS:
         return x, y
     edges = np.linspace(0, len(x), MAX_POINTS + 1).astype(int)
-    return (np.array([x[a:b].mean() for a, b in zip(edges[:-1], edges[1:])]),
-            np.array([np.nanmean(y[a:b]) for a, b in zip(edges[:-1], edges[1:])]))
+    return (
+        np.array([x[a:b].mean() for a, b in zip(edges[:-1], edges[1:])]),
+        np.array([np.nanmean(y[a:b]) for a, b in zip(edges[:-1], edges[1:])]),
+    )
 
 
 def training_curves(logs: Mapping[int, pd.DataFrame], title: str) -> Figure:
@@ -49,8 +51,12 @@ def training_curves(logs: Mapping[int, pd.DataFrame], title: str) -> Figure:
     loss_ax, lr_ax = figure.subplots(1, 2)
     styles = ["-", "--", ":", "-."]
     colours = matplotlib.colormaps["tab10"].colors
-    terms = [column for log in logs.values() for column in log.columns
-             if column not in NOT_TERMS and log[column].notna().any()]  # a term the run lacks is logged empty
+    terms = [
+        column
+        for log in logs.values()
+        for column in log.columns
+        if column not in NOT_TERMS and log[column].notna().any()
+    ]  # a term the run lacks is logged empty
     terms = list(dict.fromkeys(terms))  # first-seen order, loss first
     for position, (seed, log) in enumerate(sorted(logs.items())):
         style = styles[position % len(styles)]
@@ -74,8 +80,12 @@ def training_curves(logs: Mapping[int, pd.DataFrame], title: str) -> Figure:
 def lambda_curves(logs: Mapping[int, pd.DataFrame], title: str) -> Figure | None:
     """GRAr's λ and λ̂ against the iteration (``train_log.csv`` columns ``lambda_pos``, ``lambda_neg``), one line
     style per seed; ``None`` when no log has them (other heads, logs from before they were logged)."""
-    present = [(seed, log, column) for seed, log in sorted(logs.items()) for column in LAMBDA_NAMES
-               if column in log and log[column].notna().any()]
+    present = [
+        (seed, log, column)
+        for seed, log in sorted(logs.items())
+        for column in LAMBDA_NAMES
+        if column in log and log[column].notna().any()
+    ]
     if not present:
         return None
     figure = Figure(figsize=(6, 3.4))
@@ -86,8 +96,14 @@ def lambda_curves(logs: Mapping[int, pd.DataFrame], title: str) -> Figure | None
     colours = {"lambda_pos": "tab:green", "lambda_neg": "tab:red"}
     for seed, log, column in present:
         bx, by = _binned(log["iteration"].to_numpy(float), log[column].to_numpy(float))
-        ax.plot(bx, by, styles[seeds.index(seed) % len(styles)], color=colours[column], linewidth=1,
-                label=f"{LAMBDA_NAMES[column]} (seed {seed})")
+        ax.plot(
+            bx,
+            by,
+            styles[seeds.index(seed) % len(styles)],
+            color=colours[column],
+            linewidth=1,
+            label=f"{LAMBDA_NAMES[column]} (seed {seed})",
+        )
     ax.axhline(0, color="0.6", linewidth=0.5)
     ax.set_xlabel("iteration")
     ax.set_ylabel("value after the step")
@@ -96,22 +112,23 @@ def lambda_curves(logs: Mapping[int, pd.DataFrame], title: str) -> Figure | None
     return figure
 
 
-def edges_figure(prior: np.ndarray, positive: np.ndarray, negative: np.ndarray, names: Sequence[str],
-                 title: str) -> Figure:
+def edges_figure(
+    prior: np.ndarray, positive: np.ndarray, negative: np.ndarray, names: Sequence[str], title: str
+) -> Figure:
     """f, learnt e^p and learnt e^n side by side, in the given class order (diagonal greyed out)."""
     n = len(names)
     cell = 0.12 if n > 40 else 0.22
     side = max(cell * n, 2.2)
     figure = Figure(figsize=(3 * side + 3.2, side + 1.9))
     axes = figure.subplots(1, 3)
-    figure.subplots_adjust(left=1.4 / (3 * side + 3.2), right=0.98, bottom=1.2 / (side + 1.9), top=0.86,
-                           wspace=0.25)
+    figure.subplots_adjust(left=1.4 / (3 * side + 3.2), right=0.98, bottom=1.2 / (side + 1.9), top=0.86, wspace=0.25)
     labels = [short(name) for name in names]
     fontsize = 4 if n > 40 else 6
     for ax, matrix, label in zip(axes, (prior, positive, negative), ("f (statistics)", "learnt e^p", "learnt e^n")):
         values = np.ma.masked_array(matrix, mask=np.eye(n, dtype=bool))  # (n, n)
-        image = ax.imshow(values, cmap=matplotlib.colormaps["viridis"].with_extremes(bad="0.85"),
-                          interpolation="nearest")
+        image = ax.imshow(
+            values, cmap=matplotlib.colormaps["viridis"].with_extremes(bad="0.85"), interpolation="nearest"
+        )
         figure.colorbar(image, ax=ax, fraction=0.046, pad=0.02)
         ax.set_title(label, fontsize=8)
         ax.set_xticks(range(n), labels, rotation=90, fontsize=fontsize)
@@ -137,13 +154,27 @@ def confusion_figure(matrix: np.ndarray, names: Sequence[str], title: str) -> Fi
     cmap = matplotlib.colormaps["magma_r"].with_extremes(bad="0.85")
     # One K x K raster embedded unresampled (interpolation none; not K * K vector cells): small, fast SVGs
     # even at 150 classes, names stay text.
-    mesh = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=0.0, vmax=1.0, interpolation="none",
-                     extent=(0, k, k, 0), aspect="auto")
+    mesh = ax.imshow(
+        np.ma.masked_invalid(values),
+        cmap=cmap,
+        vmin=0.0,
+        vmax=1.0,
+        interpolation="none",
+        extent=(0, k, k, 0),
+        aspect="auto",
+    )
     if k <= 40:
         for (row, col), value in np.ndenumerate(np.nan_to_num(values)):
             if value >= 0.005:
-                ax.text(col + 0.5, row + 0.5, f"{value:.2f}", ha="center", va="center", fontsize=5,
-                        color="white" if value > 0.6 else "black")
+                ax.text(
+                    col + 0.5,
+                    row + 0.5,
+                    f"{value:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=5,
+                    color="white" if value > 0.6 else "black",
+                )
     figure.colorbar(mesh, cax=bar, label="fraction of the ground-truth class's pixels (grey: class absent)")
     return figure
 
@@ -153,7 +184,8 @@ WIDE = 2  # width / height from which qualitative panels are stacked, not side b
 
 def qualitative_figure(
     examples: Sequence[tuple[str, np.ndarray, np.ndarray, Mapping[str, np.ndarray]]],
-    names: Sequence[str], title: str,
+    names: Sequence[str],
+    title: str,
 ) -> Figure:
     """One row per (stem, image (H, W, 3) uint8, ground truth (H, W), {model: prediction (H, W)}).
 
@@ -200,7 +232,13 @@ def qualitative_figure(
             axes[row][0].set_ylabel(stem, fontsize=7)
     handles = [Patch(color=colours[c] / 255, label=short(names[c])) for c in sorted(shown)]
     handles.append(Patch(color="black", label="ignored"))
-    figure.legend(handles=handles, loc="upper left", bbox_to_anchor=(right + 0.01, 0.9), fontsize=6,
-                  ncol=1 + len(handles) // 40, frameon=False)
+    figure.legend(
+        handles=handles,
+        loc="upper left",
+        bbox_to_anchor=(right + 0.01, 0.9),
+        fontsize=6,
+        ncol=1 + len(handles) // 40,
+        frameon=False,
+    )
     figure.suptitle(title, fontsize=9)
     return figure

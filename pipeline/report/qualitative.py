@@ -43,8 +43,10 @@ def load_examples(dataset: Path, n: int) -> list[tuple[str, np.ndarray, np.ndarr
     """(stem, RGB image (H, W, 3) uint8, label (H, W)) of the first ``n`` val samples of ``dataset``, by stem."""
     from pipeline.training.data import list_split, read_image
 
-    return [(sample.stem, read_image(sample.image), read_label_png(sample.label))
-            for sample in list_split(dataset, "val")[:n]]
+    return [
+        (sample.stem, read_image(sample.image), read_label_png(sample.label))
+        for sample in list_split(dataset, "val")[:n]
+    ]
 
 
 def predict(run: Run, images: Sequence[np.ndarray]) -> list[np.ndarray]:

@@ -116,8 +116,11 @@ class CellRuns:
 
         ``dataset`` keeps only the runs whose provenance names that dataset.
         """
-        runs = tuple(run for run in self.finished if run.score(score) is not None
-                     and (dataset is None or run.provenance.get("dataset") == dataset))
+        runs = tuple(
+            run
+            for run in self.finished
+            if run.score(score) is not None and (dataset is None or run.provenance.get("dataset") == dataset)
+        )
         if not runs:
             return None
         return Measure(tuple(100 * run.score(score) for run in runs), runs)
@@ -170,9 +173,12 @@ class Grid:
 def load_grids(params: Params) -> dict[str, Grid]:
     """Every grid of ``params.grid.grids``, in order (``load_grid``)."""
 
-    return {name: load_grid(grid_index(params, name), runs_dir(params), name, list(params.grid.cells(name)),
-                            params.grid.seeds)
-            for name in params.grid.grids}
+    return {
+        name: load_grid(
+            grid_index(params, name), runs_dir(params), name, list(params.grid.cells(name)), params.grid.seeds
+        )
+        for name in params.grid.grids
+    }
 
 
 def load_grid(path: Path, runs: Path, grid: str, cells: Sequence[str], seeds: Sequence[int]) -> Grid:
@@ -190,10 +196,15 @@ def load_grid(path: Path, runs: Path, grid: str, cells: Sequence[str], seeds: Se
     for name in names:
         entries_of = by_cell.get(name, {})
         cell_seeds = sorted(set(seeds if name in cells else ()) | set(entries_of))
-        result.append(CellRuns(
-            grid, name, tuple(_run(runs, grid, name, seed, entries_of.get(seed)) for seed in cell_seeds),
-            indexed=bool(entries_of), index=path if path.is_file() else None,
-        ))
+        result.append(
+            CellRuns(
+                grid,
+                name,
+                tuple(_run(runs, grid, name, seed, entries_of.get(seed)) for seed in cell_seeds),
+                indexed=bool(entries_of),
+                index=path if path.is_file() else None,
+            )
+        )
     return Grid(grid, tuple(result), path, path.is_file())
 
 
@@ -203,8 +214,11 @@ def _index_entries(path: Path) -> list[dict]:
 
     entries = read_index(path)
     for position, entry in enumerate(entries):
-        if not (isinstance(entry.get("cell"), str) and isinstance(entry.get("seed"), int)
-                and isinstance(entry.get("state"), str)):
+        if not (
+            isinstance(entry.get("cell"), str)
+            and isinstance(entry.get("seed"), int)
+            and isinstance(entry.get("state"), str)
+        ):
             raise DataError(f"{path}: cells[{position}]: expected cell (text), seed (integer) and state (text)")
     return entries
 
@@ -234,8 +248,17 @@ def _run(runs: Path, grid: str, cell: str, seed: int, entry: dict | None) -> Run
     if log is not None and error is not None and log.resolve() == error.resolve():
         log = None  # an in-process run's log is its error.txt
     job_id = entry.get("job_id")
-    return Run(grid, cell, seed, state, run_dir, metrics, error, log if log is not None and log.is_file() else None,
-               None if job_id is None else str(job_id))
+    return Run(
+        grid,
+        cell,
+        seed,
+        state,
+        run_dir,
+        metrics,
+        error,
+        log if log is not None and log.is_file() else None,
+        None if job_id is None else str(job_id),
+    )
 
 
 def unique_runs(runs: Iterable[Run]) -> list[Run]:

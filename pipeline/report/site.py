@@ -12,6 +12,7 @@ a temporary folder beside the outputs and then moved into place (each of
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import tempfile
@@ -25,26 +26,29 @@ import pandas as pd
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from tqdm import tqdm
 
-from pipeline.scores.grid_scores import read_log_frame
+from pipeline.cluster.plan import grid_plan, plan_rows, plan_summary
 from pipeline.config import Params
+from pipeline.datasets.layout import read_classes
 from pipeline.errors import DataError
 from pipeline.io import atomic_dir, atomic_path, check_new_output, clean_leftovers, temp_prefix
 from pipeline.paper import load_paper_tables
 from pipeline.paths import dataset_dir, stats_dir
 from pipeline.report import layout, qualitative
-from pipeline.cluster.plan import grid_plan, plan_rows, plan_summary
 from pipeline.report.edges import learned_vs_prior
 from pipeline.report.explorer import embedded_json, explorer_data
 from pipeline.report.figures import (
-    confusion_figure, edges_figure, lambda_curves, qualitative_figure, training_curves,
+    confusion_figure,
+    edges_figure,
+    lambda_curves,
+    qualitative_figure,
+    training_curves,
 )
 from pipeline.report.runs import NOT_RUN, Grid, Run, load_grids, percent, read_json, unique_runs
 from pipeline.report.tables import SYNTHETIC, Inputs, Table, build_tables, to_markdown
-from pipeline.stats.heatmaps import RC, save
+from pipeline.scores.grid_scores import read_log_frame
 from pipeline.stats.affinity import DESCRIPTIONS, NORMALISATIONS, edge_spread, frequency
-from pipeline.stats.files import load_counts, read_metadata
-from pipeline.datasets.layout import read_classes
-from pipeline.stats.files import CLASSES_PARQUET, COOCCURRENCE_PARQUET, SUPPORTERS_PARQUET
+from pipeline.stats.files import CLASSES_PARQUET, COOCCURRENCE_PARQUET, SUPPORTERS_PARQUET, load_counts, read_metadata
+from pipeline.stats.heatmaps import RC, save
 
 TEMPLATES = Path(__file__).parent / "templates"
 EXAMPLES = 4  # validation images in the qualitative figure
@@ -66,9 +70,11 @@ class ReportSummary:
 
     def text(self) -> str:
         """A few lines for the terminal."""
-        lines = [f"{self.index}: Tables 1-6 with {self.measured} measured cells, {self.not_run} not run, "
-                 f"{self.failed} failed; {self.datasets} dataset page(s), {self.grids} grid page(s), "
-                 f"{self.figures} figures drawn"]
+        lines = [
+            f"{self.index}: Tables 1-6 with {self.measured} measured cells, {self.not_run} not run, "
+            f"{self.failed} failed; {self.datasets} dataset page(s), {self.grids} grid page(s), "
+            f"{self.figures} figures drawn"
+        ]
         return "\n".join(lines + [f"note: {note}" for note in self.notes])
 
 
@@ -80,8 +86,14 @@ class Site:
         self.synthetic = synthetic
         self.sources = tuple(Path(source).resolve() for source in sources) or (Path.cwd().resolve(),)
         self.figures = 0
-        self.env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True, undefined=StrictUndefined,
-                               trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+        self.env = Environment(
+            loader=FileSystemLoader(TEMPLATES),
+            autoescape=True,
+            undefined=StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            keep_trailing_newline=True,
+        )
 
     def path(self, target: str) -> Path:
         path = self.root / target
@@ -91,8 +103,12 @@ class Site:
     def render(self, page: str, template: str, title: str, banner: bool = True, **context: Any) -> None:
         """Render ``template`` to ``page``; ``banner``: the synthetic-data banner when results are synthetic."""
         html = self.env.get_template(template).render(
-            title=title, url=lambda target: layout.href_from(page, target), synthetic=self.synthetic and banner,
-            synthetic_text=SYNTHETIC, **context)
+            title=title,
+            url=lambda target: layout.href_from(page, target),
+            synthetic=self.synthetic and banner,
+            synthetic_text=SYNTHETIC,
+            **context,
+        )
         self.path(page).write_text(html, encoding="utf-8")
 
     def write(self, target: str, text: str) -> None:
@@ -132,8 +148,11 @@ def write_report(params: Params, out: Path = layout.REPORTS, examples: int = EXA
     grids = load_grids(params)
     bench_path = Path(params.bench.out)
     bench = read_json(bench_path) if bench_path.is_file() else None
-    tables = build_tables(Inputs(load_paper_tables(), grids, bench, bench_path, params.profile, params.train.dataset,
-                                 params.grid.bootstrap))
+    tables = build_tables(
+        Inputs(
+            load_paper_tables(), grids, bench, bench_path, params.profile, params.train.dataset, params.grid.bootstrap
+        )
+    )
     synthetic = any(table.synthetic for table in tables)
     for name in layout.OUTPUTS:
         check_new_output(out / name, folder="." not in name, ours=is_report_output, what="report output")
@@ -155,9 +174,14 @@ def write_report(params: Params, out: Path = layout.REPORTS, examples: int = EXA
         shutil.rmtree(built, ignore_errors=True)
     counts = [table_counts(table) for table in tables]
     return ReportSummary(
-        index=out / "index.html", measured=sum(c["measured"] for c in counts),
-        not_run=sum(c["missing"] for c in counts), failed=sum(c["failed"] for c in counts),
-        datasets=len(datasets), grids=len(grids), figures=site.figures, notes=tuple(notes),
+        index=out / "index.html",
+        measured=sum(c["measured"] for c in counts),
+        not_run=sum(c["missing"] for c in counts),
+        failed=sum(c["failed"] for c in counts),
+        datasets=len(datasets),
+        grids=len(grids),
+        figures=site.figures,
+        notes=tuple(notes),
     )
 
 
@@ -200,12 +224,22 @@ def table_counts(table: Table) -> dict[str, int]:
 def write_tables(site: Site, tables: list[Table]) -> None:
     for table in tables:
         site.write(layout.table_page(table.number, "md"), to_markdown(table))
-        site.render(layout.table_page(table.number), "table.html.j2", table.title,
-                    table=table, markdown=layout.table_page(table.number, "md"))
+        site.render(
+            layout.table_page(table.number),
+            "table.html.j2",
+            table.title,
+            table=table,
+            markdown=layout.table_page(table.number, "md"),
+        )
     links = [(f"{table.title}: {table.caption}", layout.table_page(table.number)) for table in tables]
     links += [(f"{table.title} (Markdown)", layout.table_page(table.number, "md")) for table in tables]
-    site.render(layout.folder_index("tables"), "listing.html.j2", "Tables 1-6", intro=None,
-                sections=[{"title": "Tables", "text": None, "links": links, "figures": [], "thumbs": False}])
+    site.render(
+        layout.folder_index("tables"),
+        "listing.html.j2",
+        "Tables 1-6",
+        intro=None,
+        sections=[{"title": "Tables", "text": None, "links": links, "figures": [], "thumbs": False}],
+    )
 
 
 @dataclass(frozen=True)
@@ -225,8 +259,9 @@ def stats_datasets(params: Params) -> list[str]:
 
 def edge_spreads(t: np.ndarray) -> list[dict[str, Any]]:
     """Per normalisation of Eq. 1: its definition and ``edge_spread`` of its f (positive f, negative 1 - f)."""
-    return [{"name": name, "definition": DESCRIPTIONS[name], **edge_spread(frequency(t, name))}
-            for name in NORMALISATIONS]
+    return [
+        {"name": name, "definition": DESCRIPTIONS[name], **edge_spread(frequency(t, name))} for name in NORMALISATIONS
+    ]
 
 
 def write_datasets(site: Site, params: Params, qualitative_pages: dict[str, str]) -> list[DatasetPage]:
@@ -243,26 +278,56 @@ def write_datasets(site: Site, params: Params, qualitative_pages: dict[str, str]
                 copied = site.copy(path, layout.stats_figure(name, relative))
                 if copied is not None:
                     figures[relative] = copied
-        summary = (f"{metadata.get('images', '?')} {metadata.get('split', '')} images, {len(classes)} classes, "
-                   f"normalisation {metadata.get('normalisation', '?')}")
+        summary = (
+            f"{metadata.get('images', '?')} {metadata.get('split', '')} images, {len(classes)} classes, "
+            f"normalisation {metadata.get('normalisation', '?')}"
+        )
         page = layout.dataset_page(name)
         spreads = edge_spreads(load_counts(source / COOCCURRENCE_PARQUET, len(classes)))
         explorer = layout.explorer_page(name)
-        site.render(explorer, "explorer.html.j2", f"Affinity explorer: {name}", banner=False,
-                    back=layout.href_from(explorer, page),
-                    data_json=embedded_json(explorer_data(source, [str(n) for n in classes["name"]])))
-        site.render(page, "dataset.html.j2", f"Dataset {name}", banner=False, name=name, summary=summary, metadata=metadata,
-                    spreads=spreads, explorer=explorer,
-                    source=str(source), heatmap_png=figures.get("heatmap.png"), heatmap_svg=figures.get("heatmap.svg"),
-                    clusters=[t for key, t in figures.items() if key.startswith("clusters/")],
-                    bars=[t for key, t in figures.items() if key.startswith("bars/")],
-                    qualitative=qualitative_pages.get(name),
-                    supporters=supporters.to_dict("records"), classes=classes.to_dict("records"))
+        site.render(
+            explorer,
+            "explorer.html.j2",
+            f"Affinity explorer: {name}",
+            banner=False,
+            back=layout.href_from(explorer, page),
+            data_json=embedded_json(explorer_data(source, [str(n) for n in classes["name"]])),
+        )
+        site.render(
+            page,
+            "dataset.html.j2",
+            f"Dataset {name}",
+            banner=False,
+            name=name,
+            summary=summary,
+            metadata=metadata,
+            spreads=spreads,
+            explorer=explorer,
+            source=str(source),
+            heatmap_png=figures.get("heatmap.png"),
+            heatmap_svg=figures.get("heatmap.svg"),
+            clusters=[t for key, t in figures.items() if key.startswith("clusters/")],
+            bars=[t for key, t in figures.items() if key.startswith("bars/")],
+            qualitative=qualitative_pages.get(name),
+            supporters=supporters.to_dict("records"),
+            classes=classes.to_dict("records"),
+        )
         pages.append(DatasetPage(name, page, summary))
-    site.render(layout.folder_index("datasets"), "listing.html.j2", "Datasets",
-                intro=None if pages else f"No statistics found under {params.stats.root} (run grar stats NAME).",
-                sections=[{"title": "Datasets with statistics", "text": None, "thumbs": False, "figures": [],
-                           "links": [(f"{p.name}: {p.summary}", p.page) for p in pages]}])
+    site.render(
+        layout.folder_index("datasets"),
+        "listing.html.j2",
+        "Datasets",
+        intro=None if pages else f"No statistics found under {params.stats.root} (run grar stats NAME).",
+        sections=[
+            {
+                "title": "Datasets with statistics",
+                "text": None,
+                "thumbs": False,
+                "figures": [],
+                "links": [(f"{p.name}: {p.summary}", p.page) for p in pages],
+            }
+        ],
+    )
     return pages
 
 
@@ -289,8 +354,9 @@ def load_confusion(path: Path) -> np.ndarray:
     return matrix
 
 
-def confusion_links(site: Site, params: Params, run: Run, done: dict[str, list[tuple[str, str]]]
-                    ) -> list[tuple[str, str]]:
+def confusion_links(
+    site: Site, params: Params, run: Run, done: dict[str, list[tuple[str, str]]]
+) -> list[tuple[str, str]]:
     """The confusion figures of ``run`` (single scale, and multi-scale when present), drawn once per run folder."""
     if run.key in done:
         return done[run.key]
@@ -301,10 +367,18 @@ def confusion_links(site: Site, params: Params, run: Run, done: dict[str, list[t
             continue
         matrix = load_confusion(path)
         names = class_names(run, params, len(matrix))
-        title = (f"{run.grid}/{run.cell} seed {run.seed} ({run.key}): {label}, row-normalised; "
-                 f"{run.provenance.get('dataset', '?')}, {len(matrix)} classes")
-        links.append((label, site.figure(layout.confusion_figure(run, suffix),
-                                         lambda: confusion_figure(matrix, names, title))))
+        title = (
+            f"{run.grid}/{run.cell} seed {run.seed} ({run.key}): {label}, row-normalised; "
+            f"{run.provenance.get('dataset', '?')}, {len(matrix)} classes"
+        )
+        links.append(
+            (
+                label,
+                site.figure(
+                    layout.confusion_figure(run, suffix), functools.partial(confusion_figure, matrix, names, title)
+                ),
+            )
+        )
     done[run.key] = links
     return links
 
@@ -330,44 +404,94 @@ def write_grids(site: Site, params: Params, grids: dict[str, Grid]) -> None:
 
     done: dict[str, list[tuple[str, str]]] = {}
     for name, grid in tqdm(grids.items(), desc="report grids", unit="grid"):
-        overrides = {cell: ", ".join(f"{k}={v}" for k, v in values.items())
-                     for cell, values in params.grid.cells(name).items()}
+        overrides = {
+            cell: ", ".join(f"{k}={v}" for k, v in values.items()) for cell, values in params.grid.cells(name).items()
+        }
         cells = []
         for cell in grid.cells:
-            logs = {run.seed: read_log_frame(run.run_dir / "train_log.csv") for run in cell.runs
-                    if run.run_dir is not None and (run.run_dir / "train_log.csv").is_file()}
-            curves = site.figure(layout.curves_figure(name, cell.cell),
-                                 lambda: training_curves(logs, f"{name}/{cell.cell}: training curves")) if logs else None
+            logs = {
+                run.seed: read_log_frame(run.run_dir / "train_log.csv")
+                for run in cell.runs
+                if run.run_dir is not None and (run.run_dir / "train_log.csv").is_file()
+            }
+            curves = (
+                site.figure(
+                    layout.curves_figure(name, cell.cell),
+                    functools.partial(training_curves, logs, f"{name}/{cell.cell}: training curves"),
+                )
+                if logs
+                else None
+            )
             lambdas = lambda_curves(logs, f"{name}/{cell.cell}: GRAr's λ and λ̂ over training") if logs else None
-            runs = [{
-                "seed": run.seed, "state": "done" if run.finished else run.state,
-                "miou": percent(run.score("miou")), "ms": percent(run.score("ms")),
-                "pixel_accuracy": percent((run.metrics or {}).get("pixel_accuracy")),
-                "iterations": (run.metrics or {}).get("iterations", "—"),
-                "train_seconds": f"{run.metrics['train_seconds']:.0f}" if run.metrics and
-                run.metrics.get("train_seconds") is not None else "—",
-                "run_dir": str(run.run_dir) if run.run_dir is not None else "—", "job_id": run.job_id or "—",
-                "links": run_links(site, params, run, done),
-            } for run in cell.runs]
-            cells.append({
-                "name": cell.cell, "anchor": f"cell-{cell.cell}", "overrides": overrides.get(cell.cell, "(not in params)"),
-                "state": cell.state, "failed": any(run.state == "failed" for run in cell.runs),
-                "miou": mean_text(cell.finished, lambda run: run.score("miou")),
-                "ms": mean_text(cell.finished, lambda run: run.score("ms")),
-                "pixel_accuracy": mean_text(cell.finished, lambda run: run.metrics.get("pixel_accuracy")),
-                "curves": curves, "runs": runs,
-                "lambdas": site.figure(layout.lambda_figure(name, cell.cell), lambda: lambdas) if lambdas else None,
-                "edges": edge_comparisons(site, params, cell.finished),
-            })
-        plan = grid_plan(params, name, {(run.cell, run.seed): "pending" if run.state == NOT_RUN else
-                                        ("done" if run.finished else run.state) for run in grid.runs})
-        site.render(layout.grid_page(name), "grid.html.j2", f"Grid {name}", summary=grid_summary(grid),
-                    index=str(grid.index), indexed=grid.indexed, cells=cells,
-                    plan_summary=plan_summary(plan), plan_rows=plan_rows(plan))
-    site.render(layout.folder_index("grids"), "listing.html.j2", "Grids", intro=None, sections=[{
-        "title": "Grids", "text": f"Run folders under {params.grid.runs}; seeds {list(params.grid.seeds)}.",
-        "thumbs": False, "figures": [],
-        "links": [(f"{name}: {grid_summary(grid)}", layout.grid_page(name)) for name, grid in grids.items()]}])
+            runs = [
+                {
+                    "seed": run.seed,
+                    "state": "done" if run.finished else run.state,
+                    "miou": percent(run.score("miou")),
+                    "ms": percent(run.score("ms")),
+                    "pixel_accuracy": percent((run.metrics or {}).get("pixel_accuracy")),
+                    "iterations": (run.metrics or {}).get("iterations", "—"),
+                    "train_seconds": f"{run.metrics['train_seconds']:.0f}"
+                    if run.metrics and run.metrics.get("train_seconds") is not None
+                    else "—",
+                    "run_dir": str(run.run_dir) if run.run_dir is not None else "—",
+                    "job_id": run.job_id or "—",
+                    "links": run_links(site, params, run, done),
+                }
+                for run in cell.runs
+            ]
+            cells.append(
+                {
+                    "name": cell.cell,
+                    "anchor": f"cell-{cell.cell}",
+                    "overrides": overrides.get(cell.cell, "(not in params)"),
+                    "state": cell.state,
+                    "failed": any(run.state == "failed" for run in cell.runs),
+                    "miou": mean_text(cell.finished, lambda run: run.score("miou")),
+                    "ms": mean_text(cell.finished, lambda run: run.score("ms")),
+                    "pixel_accuracy": mean_text(cell.finished, lambda run: run.metrics.get("pixel_accuracy")),
+                    "curves": curves,
+                    "runs": runs,
+                    "lambdas": site.figure(layout.lambda_figure(name, cell.cell), lambda figure=lambdas: figure)
+                    if lambdas
+                    else None,
+                    "edges": edge_comparisons(site, params, cell.finished),
+                }
+            )
+        plan = grid_plan(
+            params,
+            name,
+            {
+                (run.cell, run.seed): "pending" if run.state == NOT_RUN else ("done" if run.finished else run.state)
+                for run in grid.runs
+            },
+        )
+        site.render(
+            layout.grid_page(name),
+            "grid.html.j2",
+            f"Grid {name}",
+            summary=grid_summary(grid),
+            index=str(grid.index),
+            indexed=grid.indexed,
+            cells=cells,
+            plan_summary=plan_summary(plan),
+            plan_rows=plan_rows(plan),
+        )
+    site.render(
+        layout.folder_index("grids"),
+        "listing.html.j2",
+        "Grids",
+        intro=None,
+        sections=[
+            {
+                "title": "Grids",
+                "text": f"Run folders under {params.grid.runs}; seeds {list(params.grid.seeds)}.",
+                "thumbs": False,
+                "figures": [],
+                "links": [(f"{name}: {grid_summary(grid)}", layout.grid_page(name)) for name, grid in grids.items()],
+            }
+        ],
+    )
 
 
 def edge_comparisons(site: Site, params: Params, runs: tuple[Run, ...]) -> list[dict[str, Any]]:
@@ -375,8 +499,11 @@ def edge_comparisons(site: Site, params: Params, runs: tuple[Run, ...]) -> list[
     found = []
     for run in runs:
         config = run.run_dir / "config.yaml" if run.run_dir is not None else None
-        if config is None or not (run.run_dir / "checkpoint.pt").is_file() or "edges: conv" not in \
-                config.read_text(encoding="utf-8"):
+        if (
+            config is None
+            or not (run.run_dir / "checkpoint.pt").is_file()
+            or "edges: conv" not in config.read_text(encoding="utf-8")
+        ):
             continue
         cooccurrence = stats_dir(params, str(run.provenance.get("dataset", ""))) / COOCCURRENCE_PARQUET
         if not cooccurrence.is_file():
@@ -385,15 +512,28 @@ def edge_comparisons(site: Site, params: Params, runs: tuple[Run, ...]) -> list[
         edges = learned_vs_prior(run.run_dir, cooccurrence, class_names(run, params, k))
         if edges is None:
             continue
-        rho = {key: "n/a" if np.isnan(value) else f"{value:+.3f}"  # n/a: a constant matrix has no ranks
-               for key, value in (("positive", edges.rho_positive), ("negative", edges.rho_negative))}
-        title = (f"{run.grid}/{run.cell} seed {run.seed}: f ({edges.normalisation}) beside the learnt edges, "
-                 f"clustered class order; Spearman off the diagonal: e^p vs f {rho['positive']}, "
-                 f"e^n vs 1 − f {rho['negative']}")
-        target = site.figure(layout.edges_figure(run), lambda: edges_figure(
-            edges.prior, edges.positive, edges.negative, edges.names, title))
-        found.append({"seed": run.seed, "figure": target, "rho_positive": rho["positive"],
-                      "rho_negative": rho["negative"], "normalisation": edges.normalisation})
+        rho = {
+            key: "n/a" if np.isnan(value) else f"{value:+.3f}"  # n/a: a constant matrix has no ranks
+            for key, value in (("positive", edges.rho_positive), ("negative", edges.rho_negative))
+        }
+        title = (
+            f"{run.grid}/{run.cell} seed {run.seed}: f ({edges.normalisation}) beside the learnt edges, "
+            f"clustered class order; Spearman off the diagonal: e^p vs f {rho['positive']}, "
+            f"e^n vs 1 − f {rho['negative']}"
+        )
+        target = site.figure(
+            layout.edges_figure(run),
+            functools.partial(edges_figure, edges.prior, edges.positive, edges.negative, edges.names, title),
+        )
+        found.append(
+            {
+                "seed": run.seed,
+                "figure": target,
+                "rho_positive": rho["positive"],
+                "rho_negative": rho["negative"],
+                "normalisation": edges.normalisation,
+            }
+        )
     return found
 
 
@@ -401,12 +541,15 @@ def grid_summary(grid: Grid) -> str:
     runs = grid.runs
     finished = sum(run.finished for run in runs)
     failed = sum(run.state == "failed" for run in runs)
-    return (f"{len(grid.cells)} cells, {len(runs)} runs: {finished} finished, {failed} failed, "
-            f"{len(runs) - finished - failed} not finished.")
+    return (
+        f"{len(grid.cells)} cells, {len(runs)} runs: {finished} finished, {failed} failed, "
+        f"{len(runs) - finished - failed} not finished."
+    )
 
 
-def write_qualitative(site: Site, params: Params, grids: dict[str, Grid], examples: int, notes: list[str]
-                      ) -> dict[str, str]:
+def write_qualitative(
+    site: Site, params: Params, grids: dict[str, Grid], examples: int, notes: list[str]
+) -> dict[str, str]:
     """The qualitative figure (dataset -> its target) and the page showing it, or why there is none."""
     figures: dict[str, str] = {}
     runs = qualitative.pick_runs(grids.get(qualitative.GRID))
@@ -414,49 +557,78 @@ def write_qualitative(site: Site, params: Params, grids: dict[str, Grid], exampl
     if examples <= 0:
         reason = "disabled (--examples 0)."
     elif runs is None:
-        reason = (f"needs finished runs of grid {qualitative.GRID} for each of "
-                  + "; ".join(f"{heading} ({' or '.join(cells)})" for heading, cells in qualitative.MODELS.items())
-                  + " on one dataset.")
+        reason = (
+            f"needs finished runs of grid {qualitative.GRID} for each of "
+            + "; ".join(f"{heading} ({' or '.join(cells)})" for heading, cells in qualitative.MODELS.items())
+            + " on one dataset."
+        )
     else:
         dataset = str(next(iter(runs.values())).provenance.get("dataset"))
         try:
             loaded = qualitative.load_examples(dataset_dir(params, dataset), examples)
-            predictions = {heading: qualitative.predict(run, [image for _, image, _ in loaded])
-                           for heading, run in runs.items()}
+            predictions = {
+                heading: qualitative.predict(run, [image for _, image, _ in loaded]) for heading, run in runs.items()
+            }
         except (DataError, ImportError, FileNotFoundError) as err:
             reason = f"could not be drawn: {err}"
         else:
             names = class_names(runs["GRAr"], params)
-            rows = [(stem, image, gt, {heading: predictions[heading][i] for heading in runs})
-                    for i, (stem, image, gt) in enumerate(loaded)]
-            title = (f"{dataset} val: the first {len(rows)} images by name; "
-                     + "; ".join(f"{heading}: {run.grid}/{run.cell} seed {run.seed}" for heading, run in runs.items()))
-            figures[dataset] = site.figure(layout.qualitative_figure(dataset),
-                                           lambda: qualitative_figure(rows, names, title))
+            rows = [
+                (stem, image, gt, {heading: predictions[heading][i] for heading in runs})
+                for i, (stem, image, gt) in enumerate(loaded)
+            ]
+            title = f"{dataset} val: the first {len(rows)} images by name; " + "; ".join(
+                f"{heading}: {run.grid}/{run.cell} seed {run.seed}" for heading, run in runs.items()
+            )
+            figures[dataset] = site.figure(
+                layout.qualitative_figure(dataset), lambda: qualitative_figure(rows, names, title)
+            )
     if reason is not None:
         notes.append(f"qualitative examples: {reason}")
-    site.render(layout.QUALITATIVE_PAGE, "listing.html.j2", "Qualitative examples",
-                intro="Image / ground truth / FCN baseline / GRAr, as in the paper's Figure 5"
-                + (f": not produced, {reason}" if reason else "."),
-                sections=[{"title": dataset, "text": None, "links": [], "figures": [(target, f"examples on {dataset}")],
-                           "thumbs": False} for dataset, target in figures.items()])
+    site.render(
+        layout.QUALITATIVE_PAGE,
+        "listing.html.j2",
+        "Qualitative examples",
+        intro="Image / ground truth / FCN baseline / GRAr, as in the paper's Figure 5"
+        + (f": not produced, {reason}" if reason else "."),
+        sections=[
+            {
+                "title": dataset,
+                "text": None,
+                "links": [],
+                "figures": [(target, f"examples on {dataset}")],
+                "thumbs": False,
+            }
+            for dataset, target in figures.items()
+        ],
+    )
     return figures
 
 
-def write_figures_index(site: Site, datasets: list[DatasetPage], grids: dict[str, Grid],
-                        qualitative_pages: dict[str, str]) -> None:
+def write_figures_index(
+    site: Site, datasets: list[DatasetPage], grids: dict[str, Grid], qualitative_pages: dict[str, str]
+) -> None:
     """Every figure file of the site, grouped, with a link each."""
     sections = []
     for page in datasets:
         folder = site.root / "figures" / "stats" / page.name
-        links = [(path.relative_to(folder).as_posix(), layout.stats_figure(page.name, path.relative_to(folder)
-                                                                         .as_posix()))
-                 for path in sorted(folder.rglob("*")) if path.is_file()]
-        sections.append({"title": f"Statistics of {page.name}", "text": None, "links": links, "figures": [],
-                         "thumbs": False})
-    sections.append({"title": "Qualitative examples", "text": None, "figures": [], "thumbs": False,
-                     "links": [("qualitative examples page", layout.QUALITATIVE_PAGE)]
-                     + [(dataset, target) for dataset, target in qualitative_pages.items()]})
+        links = [
+            (path.relative_to(folder).as_posix(), layout.stats_figure(page.name, path.relative_to(folder).as_posix()))
+            for path in sorted(folder.rglob("*"))
+            if path.is_file()
+        ]
+        sections.append(
+            {"title": f"Statistics of {page.name}", "text": None, "links": links, "figures": [], "thumbs": False}
+        )
+    sections.append(
+        {
+            "title": "Qualitative examples",
+            "text": None,
+            "figures": [],
+            "thumbs": False,
+            "links": [("qualitative examples page", layout.QUALITATIVE_PAGE)] + list(qualitative_pages.items()),
+        }
+    )
     for name, grid in grids.items():
         links = []
         for cell in grid.cells:
@@ -466,19 +638,47 @@ def write_figures_index(site: Site, datasets: list[DatasetPage], grids: dict[str
             for suffix, label in (("", "confusion"), ("_ms", "confusion MS")):
                 if (site.root / layout.confusion_figure(run, suffix)).is_file():
                     links.append((f"{run.cell} seed {run.seed}: {label}", layout.confusion_figure(run, suffix)))
-        sections.append({"title": f"Grid {name}", "text": None if links else "No figures yet (no finished runs).",
-                         "links": links, "figures": [], "thumbs": False})
+        sections.append(
+            {
+                "title": f"Grid {name}",
+                "text": None if links else "No figures yet (no finished runs).",
+                "links": links,
+                "figures": [],
+                "thumbs": False,
+            }
+        )
     site.render(layout.folder_index("figures"), "listing.html.j2", "Figures", intro=None, sections=sections)
 
 
-def write_index(site: Site, params: Params, tables: list[Table], datasets: list[DatasetPage],
-                grids: dict[str, Grid]) -> None:
-    rows = [{"number": table.number, "title": table.title, "caption": table.caption,
-             "page": layout.table_page(table.number), "markdown": layout.table_page(table.number, "md"),
-             "counts": table_counts(table)} for table in tables]
-    site.render("index.html", "index.html.j2", "GRAr reproduction report", profile=params.profile,
-                runs=params.grid.runs, stats_root=params.stats.root, bench=params.bench.out, tables=rows,
-                findings=[(f"Table {t.number}", t.findings) for t in tables[:3] if t.findings], datasets=datasets,
-                grids=[{"name": name, "page": layout.grid_page(name), "summary": grid_summary(grid)}
-                       for name, grid in grids.items()],
-                qualitative_page=layout.QUALITATIVE_PAGE, figures_page=layout.folder_index("figures"))
+def write_index(
+    site: Site, params: Params, tables: list[Table], datasets: list[DatasetPage], grids: dict[str, Grid]
+) -> None:
+    rows = [
+        {
+            "number": table.number,
+            "title": table.title,
+            "caption": table.caption,
+            "page": layout.table_page(table.number),
+            "markdown": layout.table_page(table.number, "md"),
+            "counts": table_counts(table),
+        }
+        for table in tables
+    ]
+    site.render(
+        "index.html",
+        "index.html.j2",
+        "GRAr reproduction report",
+        profile=params.profile,
+        runs=params.grid.runs,
+        stats_root=params.stats.root,
+        bench=params.bench.out,
+        tables=rows,
+        findings=[(f"Table {t.number}", t.findings) for t in tables[:3] if t.findings],
+        datasets=datasets,
+        grids=[
+            {"name": name, "page": layout.grid_page(name), "summary": grid_summary(grid)}
+            for name, grid in grids.items()
+        ],
+        qualitative_page=layout.QUALITATIVE_PAGE,
+        figures_page=layout.folder_index("figures"),
+    )

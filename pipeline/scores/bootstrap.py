@@ -53,8 +53,8 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import DataError
-from pipeline.scores.per_image import ImageConfusions, read_image_confusions
 from pipeline.rundir import CONFUSION_IMAGES_FILE, CONFUSION_IMAGES_MS_FILE
+from pipeline.scores.per_image import ImageConfusions, read_image_confusions
 
 BOOTSTRAP_SEED = 20211011  # fixed: the same intervals on every rerun (ICCV 2021 opened on 11 Oct 2021)
 LEVEL = 0.95
@@ -79,8 +79,9 @@ class Interval:
 
     def text(self) -> str:
         """``+2.31 [95 % CI −0.52, +5.10], within noise``; ``... [95 % CI +1.02, +3.50]`` otherwise."""
-        return (f"{self.diff:+.2f} [95 % CI {self.low:+.2f}, {self.high:+.2f}]"
-                + (", within noise" if self.within_noise else ""))
+        return f"{self.diff:+.2f} [95 % CI {self.low:+.2f}, {self.high:+.2f}]" + (
+            ", within noise" if self.within_noise else ""
+        )
 
     def to_dict(self) -> dict[str, float]:
         return {"diff": round(self.diff, 4), "low": round(self.low, 4), "high": round(self.high, 4)}
@@ -91,8 +92,7 @@ def class_sums(confusions: ImageConfusions) -> np.ndarray:
     n, k = confusions.num_images, confusions.num_classes
     sums = np.zeros((n, 3 * k))
     diagonal = confusions.gt == confusions.pred
-    np.add.at(sums, (confusions.image[diagonal], confusions.gt[diagonal].astype(np.int64)),
-              confusions.count[diagonal])
+    np.add.at(sums, (confusions.image[diagonal], confusions.gt[diagonal].astype(np.int64)), confusions.count[diagonal])
     np.add.at(sums, (confusions.image, k + confusions.gt.astype(np.int64)), confusions.count)
     np.add.at(sums, (confusions.image, 2 * k + confusions.pred.astype(np.int64)), confusions.count)
     return sums
@@ -104,7 +104,7 @@ def miou_of_sums(sums: np.ndarray, k: int) -> np.ndarray:
     The definition of ``pipeline.scores.metrics.Scores`` (a class absent from both is left
     out; NaN when every class is), vectorised over replicates.
     """
-    tp, gt, pred = sums[:, :k], sums[:, k:2 * k], sums[:, 2 * k:]
+    tp, gt, pred = sums[:, :k], sums[:, k : 2 * k], sums[:, 2 * k :]
     union = gt + pred - tp  # (R, K)
     iou = np.divide(tp, union, out=np.full(union.shape, np.nan), where=union > 0)
     present = (~np.isnan(iou)).sum(axis=1)
@@ -112,8 +112,9 @@ def miou_of_sums(sums: np.ndarray, k: int) -> np.ndarray:
     return np.divide(100 * total, present, out=np.full(total.shape, np.nan), where=present > 0)
 
 
-def paired_difference(a: Mapping[int, ImageConfusions], b: Mapping[int, ImageConfusions], replicates: int,
-                      seed: int = BOOTSTRAP_SEED) -> Interval:
+def paired_difference(
+    a: Mapping[int, ImageConfusions], b: Mapping[int, ImageConfusions], replicates: int, seed: int = BOOTSTRAP_SEED
+) -> Interval:
     """The mean over the paired seeds of mIoU(a[s]) − mIoU(b[s]) with its interval (see the module docstring).
 
     ``a`` and ``b`` map seeds to a run's per-image confusions; only the seeds of
@@ -140,7 +141,7 @@ def paired_difference(a: Mapping[int, ImageConfusions], b: Mapping[int, ImageCon
         drawn = rng.integers(0, count, size=(size, count))  # (R, S) seeds drawn with replacement
         scores = np.stack([miou_of_sums(weights @ sums[r], k) for r in range(2 * count)])  # (2S, R)
         differences = scores[:count] - scores[count:]  # (S, R)
-        statistics[start:start + size] = differences[drawn.T, np.arange(size)].mean(axis=0)
+        statistics[start : start + size] = differences[drawn.T, np.arange(size)].mean(axis=0)
     low, high = np.quantile(statistics, [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
     return Interval(diff, float(low), float(high), replicates, seeds)
 
@@ -154,8 +155,9 @@ def run_confusions(run_dir: Path | None, score: str) -> ImageConfusions | None:
     return read_image_confusions(path) if path.is_file() else None
 
 
-def compare_runs(a: Mapping[int, Path | None], b: Mapping[int, Path | None], score: str, replicates: int
-                 ) -> Interval | str:
+def compare_runs(
+    a: Mapping[int, Path | None], b: Mapping[int, Path | None], score: str, replicates: int
+) -> Interval | str:
     """``paired_difference`` of two cells' finished runs (seed -> run folder), or why there is no interval."""
     seeds = sorted(set(a) & set(b))
     if not seeds:
@@ -163,8 +165,10 @@ def compare_runs(a: Mapping[int, Path | None], b: Mapping[int, Path | None], sco
     loaded = {side: {s: run_confusions(runs[s], score) for s in seeds} for side, runs in (("a", a), ("b", b))}
     lacking = [str(runs[s]) for side, runs in (("a", a), ("b", b)) for s in seeds if loaded[side][s] is None]
     if lacking:
-        return (f"no interval: {len(lacking)} run(s) without {FILES[score]}, e.g. {lacking[0]} (evaluated before "
-                "per-image confusions, or without multi-scale)")
+        return (
+            f"no interval: {len(lacking)} run(s) without {FILES[score]}, e.g. {lacking[0]} (evaluated before "
+            "per-image confusions, or without multi-scale)"
+        )
     interval = paired_difference(loaded["a"], loaded["b"], replicates)
     if math.isnan(interval.diff):
         return "no interval: no class present"

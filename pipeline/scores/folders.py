@@ -51,7 +51,11 @@ def match_predictions(pred_dir: Path, gt_dir: Path) -> list[tuple[Path, Path]]:
 
 
 def score_folders(
-    pred_dir: Path, gt_dir: Path, num_classes: int, ignore_index: int = IGNORE_INDEX, progress: bool = True,
+    pred_dir: Path,
+    gt_dir: Path,
+    num_classes: int,
+    ignore_index: int = IGNORE_INDEX,
+    progress: bool = True,
 ) -> tuple[Scores, int]:
     """The scores of all prediction/label pairs in two folders, and the number of images."""
     try:

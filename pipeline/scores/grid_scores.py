@@ -32,13 +32,13 @@ from typing import Any
 
 import pandas as pd
 
-from pipeline.scores.bootstrap import Interval, compare_runs
+from pipeline.cluster.index import read_index
 from pipeline.config import Params, with_overrides
 from pipeline.errors import DataError
-from pipeline.cluster.index import read_index
 from pipeline.io import atomic_dir
 from pipeline.paths import grid_index
 from pipeline.rundir import finished_metrics
+from pipeline.scores.bootstrap import Interval, compare_runs
 
 SCORES = ("miou", "miou_ms", "pixel_accuracy")
 CURVE = ("iteration", "loss", "lr")
@@ -55,8 +55,9 @@ def collect_grids(params: Params) -> None:
         for grid, table in details.items():
             (tmp / grid).mkdir()
             for cell, scores in table.items():
-                (tmp / grid / f"{cell}.json").write_text(json.dumps(cell_metrics(scores), indent=2) + "\n",
-                                                         encoding="utf-8")
+                (tmp / grid / f"{cell}.json").write_text(
+                    json.dumps(cell_metrics(scores), indent=2) + "\n", encoding="utf-8"
+                )
     with atomic_dir(params.grid.plots) as tmp:
         for grid, cells in grids.items():
             (tmp / grid).mkdir()
@@ -81,11 +82,16 @@ def grid_details(params: Params, grid: str, cells: dict[str, dict[int, dict[str,
         table[cell] = cell_scores(runs)
         if baseline is not None and cell != baseline:
             table[cell]["vs_fcn"] = {"baseline": baseline} | {
-                score: interval_entry(compare_runs(
-                    {seed: Path(run["run_dir"]) for seed, run in runs.items()},
-                    {seed: Path(run["run_dir"]) for seed, run in cells[baseline].items()},
-                    score, params.grid.bootstrap))
-                for score in ("miou", "ms")}
+                score: interval_entry(
+                    compare_runs(
+                        {seed: Path(run["run_dir"]) for seed, run in runs.items()},
+                        {seed: Path(run["run_dir"]) for seed, run in cells[baseline].items()},
+                        score,
+                        params.grid.bootstrap,
+                    )
+                )
+                for score in ("miou", "ms")
+            }
     return table
 
 
@@ -96,14 +102,16 @@ def interval_entry(interval: Interval | str) -> dict[str, Any]:
 
 def cell_metrics(scores: dict[str, Any]) -> dict[str, float | None]:
     """A cell's declared metrics: mean mIoU and MS mIoU (percent), and the single-scale interval vs the FCN."""
+
     def percent(value: float | None) -> float | None:
         return None if value is None else round(100 * value, 4)
 
     metrics = {"miou": percent(scores["miou"]), "miou_ms": percent(scores["miou_ms"])}
     if "vs_fcn" in scores:
         interval = scores["vs_fcn"]["miou"]
-        metrics |= {f"vs_fcn{suffix}": interval.get(key) for suffix, key in (("", "diff"), ("_low", "low"),
-                                                                              ("_high", "high"))}
+        metrics |= {
+            f"vs_fcn{suffix}": interval.get(key) for suffix, key in (("", "diff"), ("_low", "low"), ("_high", "high"))
+        }
     return metrics
 
 
@@ -122,16 +130,21 @@ def grid_runs(params: Params, grid: str) -> dict[str, dict[int, dict[str, Any]]]
             run_dir = Path(str(entry.get("run_dir")))
             metrics = finished_metrics(run_dir, str(entry.get("config_hash")))
             if metrics is None:
-                raise DataError(f"{path}: cell {cell!r} seed {seed} is not done (state {entry.get('state')}, "
-                                f"log {entry.get('log')}; no metrics.json of its config in {run_dir})")
+                raise DataError(
+                    f"{path}: cell {cell!r} seed {seed} is not done (state {entry.get('state')}, "
+                    f"log {entry.get('log')}; no metrics.json of its config in {run_dir})"
+                )
             cells.setdefault(cell, {})[seed] = {"run_dir": str(run_dir), "metrics": metrics}
     return cells
 
 
 def run_scores(metrics: dict[str, Any]) -> dict[str, float | None]:
     """``miou``, ``miou_ms`` (``None`` without multi-scale evaluation) and ``pixel_accuracy`` of a metrics.json."""
-    return {"miou": metrics["miou"], "miou_ms": (metrics.get("ms") or {}).get("miou"),
-            "pixel_accuracy": metrics["pixel_accuracy"]}
+    return {
+        "miou": metrics["miou"],
+        "miou_ms": (metrics.get("ms") or {}).get("miou"),
+        "pixel_accuracy": metrics["pixel_accuracy"],
+    }
 
 
 def cell_scores(runs: dict[int, dict[str, Any]]) -> dict[str, Any]:
@@ -155,14 +168,18 @@ def read_log_frame(path: Path) -> pd.DataFrame:
     except (OSError, ValueError) as err:  # pandas' parser errors and UnicodeDecodeError are ValueErrors
         raise DataError(f"{path}: cannot read the training log ({err})") from None
     if not set(CURVE) <= set(frame.columns):
-        raise DataError(f"{path}: a training log needs the columns iteration, lr and loss (has: "
-                        f"{', '.join(map(str, frame.columns)) or 'none'})")
+        raise DataError(
+            f"{path}: a training log needs the columns iteration, lr and loss (has: "
+            f"{', '.join(map(str, frame.columns)) or 'none'})"
+        )
     return frame
 
 
 def mean_curve(logs: list[Path]) -> pd.DataFrame:
     """``iteration, loss, lr``: the mean over ``logs`` (one ``train_log.csv`` per seed) at each iteration."""
-    frames = [read_log_frame(log)[list(CURVE)].drop_duplicates("iteration", keep="last")  # rows redone after a resume
-              for log in logs]
+    frames = [
+        read_log_frame(log)[list(CURVE)].drop_duplicates("iteration", keep="last")  # rows redone after a resume
+        for log in logs
+    ]
     curve = pd.concat(frames).groupby("iteration", as_index=False, sort=True).mean()
     return curve.astype({"iteration": int})

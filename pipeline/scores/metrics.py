@@ -34,7 +34,6 @@ from pipeline.datasets.layout import IGNORE_INDEX
 from pipeline.errors import DataError
 
 
-
 class LabelValueError(DataError):
     """A ground-truth or predicted value that is not a class id; ``role`` says which of the two."""
 

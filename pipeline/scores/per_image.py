@@ -32,9 +32,9 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.datasets.layout import IGNORE_INDEX
 from pipeline.errors import DataError
 from pipeline.io import atomic_path
-from pipeline.datasets.layout import IGNORE_INDEX
 from pipeline.scores.metrics import confusion_counts
 
 ARRAYS = ("image", "gt", "pred", "count")
@@ -57,8 +57,14 @@ class ImageConfusions:
         rows = np.concatenate([np.asarray(e, np.int64).reshape(-1, 4) for e in entries] or [np.zeros((0, 4))])
         rows = rows.astype(np.int64)
         rows = rows[np.lexsort((rows[:, 2], rows[:, 1], rows[:, 0]))]
-        return cls(rows[:, 0].astype(np.int32), rows[:, 1].astype(np.int16), rows[:, 2].astype(np.int16),
-                   rows[:, 3].astype(np.int64), num_classes, num_images)
+        return cls(
+            rows[:, 0].astype(np.int32),
+            rows[:, 1].astype(np.int16),
+            rows[:, 2].astype(np.int16),
+            rows[:, 3].astype(np.int64),
+            num_classes,
+            num_images,
+        )
 
     def dense_total(self, weights: np.ndarray | None = None) -> np.ndarray:
         """The (K, K) int64 dataset-level matrix: the sum of the images' matrices (``weights`` (N,): times each)."""
@@ -75,8 +81,9 @@ class ImageConfusions:
         return matrix
 
 
-def image_entries(indices: Iterable[int], labels: Any, preds: Any, num_classes: int,
-                  ignore_index: int = IGNORE_INDEX) -> np.ndarray:
+def image_entries(
+    indices: Iterable[int], labels: Any, preds: Any, num_classes: int, ignore_index: int = IGNORE_INDEX
+) -> np.ndarray:
     """(e, 4) rows ``[image, gt, pred, count]`` of a batch: ``labels``/``preds`` (B, H, W), image ids ``indices``."""
     blocks = []
     for position, index in enumerate(indices):
@@ -89,9 +96,15 @@ def image_entries(indices: Iterable[int], labels: Any, preds: Any, num_classes: 
 def write_image_confusions(path: Path, confusions: ImageConfusions) -> None:
     """Save ``confusions`` as a compressed ``.npz`` (schema above), atomically."""
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        np.savez_compressed(handle, image=confusions.image, gt=confusions.gt, pred=confusions.pred,
-                            count=confusions.count, num_classes=np.int64(confusions.num_classes),
-                            num_images=np.int64(confusions.num_images))
+        np.savez_compressed(
+            handle,
+            image=confusions.image,
+            gt=confusions.gt,
+            pred=confusions.pred,
+            count=confusions.count,
+            num_classes=np.int64(confusions.num_classes),
+            num_images=np.int64(confusions.num_images),
+        )
 
 
 def read_image_confusions(path: Path) -> ImageConfusions:
@@ -105,9 +118,18 @@ def read_image_confusions(path: Path) -> ImageConfusions:
     lengths = {len(array) for array in arrays.values()}
     if len(lengths) != 1 or any(array.ndim != 1 for array in arrays.values()):
         raise DataError(f"{path}: arrays {', '.join(ARRAYS)} must be 1-D of one length")
-    if len(arrays["image"]) and (arrays["image"].min() < 0 or arrays["image"].max() >= n
-                                 or min(arrays["gt"].min(), arrays["pred"].min()) < 0
-                                 or max(arrays["gt"].max(), arrays["pred"].max()) >= k):
+    if len(arrays["image"]) and (
+        arrays["image"].min() < 0
+        or arrays["image"].max() >= n
+        or min(arrays["gt"].min(), arrays["pred"].min()) < 0
+        or max(arrays["gt"].max(), arrays["pred"].max()) >= k
+    ):
         raise DataError(f"{path}: an image index or class id out of range ({n} images, {k} classes)")
-    return ImageConfusions(arrays["image"].astype(np.int32), arrays["gt"].astype(np.int16),
-                           arrays["pred"].astype(np.int16), arrays["count"].astype(np.int64), k, n)
+    return ImageConfusions(
+        arrays["image"].astype(np.int32),
+        arrays["gt"].astype(np.int16),
+        arrays["pred"].astype(np.int16),
+        arrays["count"].astype(np.int64),
+        k,
+        n,
+    )

@@ -75,8 +75,12 @@ def edge_spread(f: np.ndarray) -> dict[str, float]:
     if off.size == 0:
         nan = float("nan")
         return {"positive_mean": nan, "positive_std": nan, "negative_mean": nan, "negative_std": nan}
-    return {"positive_mean": float(off.mean()), "positive_std": float(off.std()),
-            "negative_mean": float((1 - off).mean()), "negative_std": float((1 - off).std())}
+    return {
+        "positive_mean": float(off.mean()),
+        "positive_std": float(off.std()),
+        "negative_mean": float((1 - off).mean()),
+        "negative_std": float((1 - off).std()),
+    }
 
 
 def finish(t: np.ndarray, denominator: np.ndarray, axis: int) -> np.ndarray:

@@ -10,17 +10,24 @@ import pandas as pd
 
 from pipeline import __version__
 from pipeline.config import Params
+from pipeline.datasets.layout import IGNORE_INDEX, read_classes
 from pipeline.errors import ConfigError, DataError
 from pipeline.io import atomic_dir, check_new_output
 from pipeline.paths import dataset_dir, stats_dir
 from pipeline.stats.affinity import DESCRIPTIONS, cluster_order, frequency, normaliser
-from pipeline.datasets.layout import IGNORE_INDEX
 from pipeline.stats.counting import Counts, count_labels, find_labels
+from pipeline.stats.files import (
+    CLASSES_PARQUET,
+    CLASSES_SCHEMA,
+    COOCCURRENCE_PARQUET,
+    COOCCURRENCE_SCHEMA,
+    SUPPORTERS_PARQUET,
+    SUPPORTERS_SCHEMA,
+    read_metadata,
+    write_parquet,
+)
 from pipeline.stats.heatmaps import write_figures
-from pipeline.stats.files import CLASSES_SCHEMA, COOCCURRENCE_SCHEMA, SUPPORTERS_SCHEMA, read_metadata, write_parquet
-from pipeline.datasets.layout import read_classes
 from pipeline.stats.supporters import supporters_frame
-from pipeline.stats.files import CLASSES_PARQUET, COOCCURRENCE_PARQUET, SUPPORTERS_PARQUET
 
 MARKER = ".grar-stats"  # in every statistics folder: what grar wrote, and may replace
 MAX_CLASSES = 255  # 8-bit labels, one value left for the ignore index
@@ -54,9 +61,15 @@ class StatsJob:
             raise ConfigError(f"dataset {name!r} unknown; {params.data.names_text}")
         root = dataset_dir(params, name)
         return cls(
-            labels=root / split / "labels", out=stats_dir(params, name), classes=root / "classes.csv",
-            images=root / split / "images", normalisation=params.stats.normalisation, top_k=params.stats.top_k,
-            workers=params.stats.workers, dataset=name, split=split,
+            labels=root / split / "labels",
+            out=stats_dir(params, name),
+            classes=root / "classes.csv",
+            images=root / split / "images",
+            normalisation=params.stats.normalisation,
+            top_k=params.stats.top_k,
+            workers=params.stats.workers,
+            dataset=name,
+            split=split,
         )
 
 
@@ -89,9 +102,15 @@ def build_stats(job: StatsJob, what: str = "statistics folder") -> StatsResult:
     f = frequency(t, job.normalisation)
     order, clusters = cluster_order(t)
     metadata = {
-        "dataset": job.dataset, "split": job.split, "images": counts.images, "num_classes": k,
-        "ignore_index": job.ignore_index, "normalisation": job.normalisation,
-        "f_definition": DESCRIPTIONS[job.normalisation], "inputs_sha256": counts.sha256, "grar_version": __version__,
+        "dataset": job.dataset,
+        "split": job.split,
+        "images": counts.images,
+        "num_classes": k,
+        "ignore_index": job.ignore_index,
+        "normalisation": job.normalisation,
+        "f_definition": DESCRIPTIONS[job.normalisation],
+        "inputs_sha256": counts.sha256,
+        "grar_version": __version__,
     }
     i, j = np.divmod(np.arange(k * k), k)
     cooccurrence = pd.DataFrame({"i": i, "j": j, "t": t[i, j], "f": f[i, j]})
@@ -111,12 +130,12 @@ def build_stats(job: StatsJob, what: str = "statistics folder") -> StatsResult:
 
 
 def is_stats_folder(folder: Path) -> bool:
-    """Whether grar wrote ``folder``: its ``MARKER``, or (older grar) a ``cooccurrence.parquet`` with grar's metadata."""
+    """Whether grar wrote ``folder``: its ``MARKER``, or (older grar) a ``cooccurrence.parquet`` of grar's metadata."""
     if (folder / MARKER).is_file():
         return True
     try:
         return "grar_version" in read_metadata(folder / COOCCURRENCE_PARQUET)
-    except Exception:  # noqa: BLE001 - pyarrow raises several types for a missing or foreign file
+    except Exception:
         return False
 
 

@@ -31,9 +31,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from pipeline.datasets.layout import IGNORE_INDEX
-from pipeline.datasets.layout import LABEL_MODES
-from pipeline.datasets.layout import IMAGE_SUFFIXES
+from pipeline.datasets.layout import IGNORE_INDEX, IMAGE_SUFFIXES, LABEL_MODES
 from pipeline.errors import DataError
 
 CHUNK_MAX = 64  # files per worker task

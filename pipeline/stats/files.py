@@ -16,12 +16,27 @@ CLASSES_PARQUET = "classes.parquet"
 SUPPORTERS_PARQUET = "supporters.parquet"
 COOCCURRENCE_SCHEMA = pa.schema([("i", pa.int32()), ("j", pa.int32()), ("t", pa.int64()), ("f", pa.float64())])
 CLASSES_SCHEMA = pa.schema([("id", pa.int32()), ("name", pa.string()), ("images", pa.int64()), ("pixels", pa.int64())])
-SUPPORTERS_SCHEMA = pa.schema([
-    ("j", pa.int32()), ("j_name", pa.string()), ("role", pa.string()), ("rank", pa.int32()),
-    ("i", pa.int32()), ("i_name", pa.string()), ("f", pa.float64()), ("t", pa.int64()),
-])
+SUPPORTERS_SCHEMA = pa.schema(
+    [
+        ("j", pa.int32()),
+        ("j_name", pa.string()),
+        ("role", pa.string()),
+        ("rank", pa.int32()),
+        ("i", pa.int32()),
+        ("i_name", pa.string()),
+        ("f", pa.float64()),
+        ("t", pa.int64()),
+    ]
+)
 METADATA_KEYS = (
-    "dataset", "split", "images", "num_classes", "ignore_index", "normalisation", "inputs_sha256", "grar_version",
+    "dataset",
+    "split",
+    "images",
+    "num_classes",
+    "ignore_index",
+    "normalisation",
+    "inputs_sha256",
+    "grar_version",
 )
 
 
@@ -36,7 +51,6 @@ def read_metadata(path: str | Path) -> dict[str, str]:
     """The schema metadata of a statistics Parquet file, as text."""
     metadata = pq.read_schema(path).metadata or {}
     return {key.decode(): value.decode() for key, value in metadata.items()}
-
 
 
 def load_affinity(path: str | Path, num_classes: int) -> np.ndarray:

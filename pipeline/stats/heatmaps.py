@@ -38,8 +38,14 @@ RC = {"svg.hashsalt": "grar", "svg.fonttype": "none", "font.size": 8, "text.pars
 
 
 def write_figures(
-    out: Path, f: np.ndarray, t: np.ndarray, names: list[str], supporters: pd.DataFrame,
-    order: np.ndarray, clusters: list[np.ndarray], title: str,
+    out: Path,
+    f: np.ndarray,
+    t: np.ndarray,
+    names: list[str],
+    supporters: pd.DataFrame,
+    order: np.ndarray,
+    clusters: list[np.ndarray],
+    title: str,
 ) -> list[Path]:
     """Write every figure into folder ``out``; return their paths."""
     written = [write_svg(out / "heatmap.svg", matrix_svg(f, names, order, title, annotate=False))]

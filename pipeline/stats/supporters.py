@@ -47,13 +47,15 @@ def supporters_frame(t: np.ndarray, f: np.ndarray, names: list[str], top_k: int)
     rows = rank_supporters(t, f, top_k)
     j = np.array([row[0] for row in rows], np.int32)
     i = np.array([row[3] for row in rows], np.int32)
-    return pd.DataFrame({
-        "j": j,
-        "j_name": pd.array([names[x] for x in j], dtype="string"),
-        "role": pd.array([row[1] for row in rows], dtype="string"),
-        "rank": np.array([row[2] for row in rows], np.int32),
-        "i": i,
-        "i_name": pd.array([names[x] for x in i], dtype="string"),
-        "f": f[i, j].astype(np.float64),
-        "t": t[i, j].astype(np.int64),
-    })
+    return pd.DataFrame(
+        {
+            "j": j,
+            "j_name": pd.array([names[x] for x in j], dtype="string"),
+            "role": pd.array([row[1] for row in rows], dtype="string"),
+            "rank": np.array([row[2] for row in rows], np.int32),
+            "i": i,
+            "i_name": pd.array([names[x] for x in i], dtype="string"),
+            "f": f[i, j].astype(np.float64),
+            "t": t[i, j].astype(np.int64),
+        }
+    )

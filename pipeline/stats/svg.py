@@ -36,21 +36,25 @@ def short(name: str) -> str:
 
 def text(x: float, y: float, value: str, size: float, anchor: str = "start", extra: str = "") -> str:
     """One ``<text>`` element, ``value`` escaped; ``y`` is the baseline."""
-    return (f'<text x="{x:.1f}" y="{y:.1f}" font-size="{size:g}" text-anchor="{anchor}"{extra}>'
-            f"{escape(value, quote=False)}</text>")
+    return (
+        f'<text x="{x:.1f}" y="{y:.1f}" font-size="{size:g}" text-anchor="{anchor}"{extra}>'
+        f"{escape(value, quote=False)}</text>"
+    )
 
 
 def document(width: float, height: float, body: list[str]) -> str:
     """A standalone SVG document of ``width`` x ``height`` pixels holding ``body``."""
-    return "\n".join([
-        '<?xml version="1.0" encoding="utf-8"?>',
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" '
-        f'viewBox="0 0 {width:.0f} {height:.0f}" font-family="{FONT}">',
-        f'<rect width="{width:.0f}" height="{height:.0f}" fill="white"/>',
-        *body,
-        "</svg>",
-        "",
-    ])
+    return "\n".join(
+        [
+            '<?xml version="1.0" encoding="utf-8"?>',
+            f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" '
+            f'viewBox="0 0 {width:.0f} {height:.0f}" font-family="{FONT}">',
+            f'<rect width="{width:.0f}" height="{height:.0f}" fill="white"/>',
+            *body,
+            "</svg>",
+            "",
+        ]
+    )
 
 
 def colours(values: np.ndarray, vmax: float) -> np.ndarray:
@@ -97,8 +101,16 @@ def matrix_svg(f: np.ndarray, names: list[str], order: np.ndarray, title: str, a
             if row != col:
                 value = values[row, col]
                 colour = "black" if value > 0.6 * vmax else "white"
-                body.append(text(col * cell + cell / 2, row * cell + cell / 2 + 2.5, f"{value:.2g}", 7, "middle",
-                                 f' fill="{colour}"'))
+                body.append(
+                    text(
+                        col * cell + cell / 2,
+                        row * cell + cell / 2 + 2.5,
+                        f"{value:.2g}",
+                        7,
+                        "middle",
+                        f' fill="{colour}"',
+                    )
+                )
     for index, name in enumerate(labels):
         middle = index * cell + cell / 2 + size * 0.35
         body.append(text(-4, middle, name, size, "end"))
@@ -115,12 +127,22 @@ def colour_bar(x: float, y: float, height: float, vmax: float, steps: int = 64) 
     """A vertical viridis bar from 0 (bottom) to ``vmax`` (top) with three ticks and its label."""
     step = height / steps
     fills = colours(np.linspace(vmax, 0.0, steps), vmax)
-    body = [f'<rect x="{x:.1f}" y="{y + index * step:.2f}" width="14" height="{step + 0.3:.2f}" fill="{fill}"/>'
-            for index, fill in enumerate(fills)]
+    body = [
+        f'<rect x="{x:.1f}" y="{y + index * step:.2f}" width="14" height="{step + 0.3:.2f}" fill="{fill}"/>'
+        for index, fill in enumerate(fills)
+    ]
     for fraction in (0.0, 0.5, 1.0):
         body.append(text(x + 18, y + height * (1 - fraction) + 3, f"{vmax * fraction:.3g}", 8))
-    body.append(text(0, 0, "f[i, j]  (diagonal = 1, grey)", 9, "middle",
-                     f' transform="translate({x + 58:.1f},{y + height / 2:.1f}) rotate(-90)"'))
+    body.append(
+        text(
+            0,
+            0,
+            "f[i, j]  (diagonal = 1, grey)",
+            9,
+            "middle",
+            f' transform="translate({x + 58:.1f},{y + height / 2:.1f}) rotate(-90)"',
+        )
+    )
     return body
 
 
@@ -150,11 +172,15 @@ def bars_svg(supporters: pd.DataFrame, names: list[str], images: np.ndarray, ids
         values = f_of[np.concatenate([sup, opp])]
         right = float(values.max()) * 1.35 if values.size and values.max() > 0 else 1.0
         x_plot = x0 + label_width
-        body.append(f'<line x1="{x_plot}" y1="{y0 + 18}" x2="{x_plot}" y2="{y0 + panel_height - 6}" '
-                    f'stroke="black" stroke-width="0.6"/>')
+        body.append(
+            f'<line x1="{x_plot}" y1="{y0 + 18}" x2="{x_plot}" y2="{y0 + panel_height - 6}" '
+            f'stroke="black" stroke-width="0.6"/>'
+        )
         entries = [(i_names[r], f_of[r], GREEN, f"{f_of[r]:.3g}") for r in sup]
-        entries += [(i_names[r], f_of[r], RED, f"never (i in {images[i_of[r]]} images)" if t_of[r] == 0
-                     else f"{f_of[r]:.3g}") for r in opp]
+        entries += [
+            (i_names[r], f_of[r], RED, f"never (i in {images[i_of[r]]} images)" if t_of[r] == 0 else f"{f_of[r]:.3g}")
+            for r in opp
+        ]
         for row, (i_name, value, fill, note) in enumerate(entries):
             y = y0 + 20 + row * (bar + gap)
             length = plot_width * float(value) / right

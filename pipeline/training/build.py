@@ -35,8 +35,14 @@ DANET_BUILDS = {"matched": False, "reference": True}  # model.danet -> DANetHead
 BACKBONE_PREFIXES = ("backbone.", "pretrained.")
 # mmsegmentation's ResNetV1c deep stem (mmseg/models/backbones/resnet.py: self.stem = Sequential(conv, norm,
 # relu, conv, norm, relu, conv, norm, relu)) -> this project's names (PyTorch-Encoding's: conv1.N, then bn1).
-MMSEG_STEM = {"stem.0.": "conv1.0.", "stem.1.": "conv1.1.", "stem.3.": "conv1.3.", "stem.4.": "conv1.4.",
-              "stem.6.": "conv1.6.", "stem.7.": "bn1."}
+MMSEG_STEM = {
+    "stem.0.": "conv1.0.",
+    "stem.1.": "conv1.1.",
+    "stem.3.": "conv1.3.",
+    "stem.4.": "conv1.4.",
+    "stem.6.": "conv1.6.",
+    "stem.7.": "bn1.",
+}
 
 
 def lookup(table: Mapping[str, Any], name: str, key: str) -> Any:
@@ -70,9 +76,15 @@ def build_head(
         raise ConfigError("model.grar.edges: graph needs the affinity matrix of the class statistics")
     try:
         return GRArHead(
-            in_channels, num_classes, width, affinity,
-            positive=grar.positive, negative=grar.negative, edges=grar.edges,
-            pooling=grar.pooling, combine=grar.combine,
+            in_channels,
+            num_classes,
+            width,
+            affinity,
+            positive=grar.positive,
+            negative=grar.negative,
+            edges=grar.edges,
+            pooling=grar.pooling,
+            combine=grar.combine,
         )
     except ValueError as err:
         raise DataError(f"{affinity_source}: {err}") from None
@@ -99,14 +111,22 @@ def build_segmentor(
     if pretrained is not None:
         load_backbone_weights(backbone, pretrained, config.backbone, expected_text(config, weights))
     head = build_head(
-        config.head, backbone.out_channels, num_classes, config.width, config.grar, affinity, affinity_source,
+        config.head,
+        backbone.out_channels,
+        num_classes,
+        config.width,
+        config.grar,
+        affinity,
+        affinity_source,
         config.danet,
     )
     aux_head = FCNHead(backbone.aux_channels, num_classes, config.width // 2) if config.aux else None
     return Segmentor(backbone, head, aux_head)
 
 
-def load_backbone_weights(backbone: Backbone, path: str | os.PathLike, name: str = "backbone", published: str = "") -> None:
+def load_backbone_weights(
+    backbone: Backbone, path: str | os.PathLike, name: str = "backbone", published: str = ""
+) -> None:
     """Load a local weight file of the backbone's source model into ``backbone.body``.
 
     Sources: torchvision / timm ImageNet weights, PyTorch-Encoding's

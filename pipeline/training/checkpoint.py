@@ -37,8 +37,8 @@ from pipeline.errors import DataError
 from pipeline.io import atomic_path
 from pipeline.rundir import CHECKPOINT_FILE, LAMBDAS, LOG_COLUMNS, TERMS, config_hash
 from pipeline.training.build import TrainingStep
-from pipeline.training.inputs import class_names
 from pipeline.training.distributed import Ranks, all_gather
+from pipeline.training.inputs import class_names
 
 PREEMPTION_SIGNALS = (signal.SIGUSR2, signal.SIGTERM)
 
@@ -106,9 +106,7 @@ def load_checkpoint(path: Path, mmap: bool = False) -> dict[str, Any]:
         raise DataError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})") from None
 
 
-def restore(
-    path: Path, step: TrainingStep, optimizer: torch.optim.Optimizer, params: Params, ranks: Ranks
-) -> int:
+def restore(path: Path, step: TrainingStep, optimizer: torch.optim.Optimizer, params: Params, ranks: Ranks) -> int:
     """Load ``checkpoint.pt`` into the model, criterion, optimiser and RNG; return its iteration."""
     state = load_checkpoint(path)
     check_config_hash(path, state, config_hash(params))
@@ -143,7 +141,7 @@ class TrainLog:
             kept = [row for row in rows if row and row[0].isdigit() and int(row[0]) <= start]
         with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
             csv.writer(handle).writerows([LOG_COLUMNS, *kept])
-        self.handle = open(path, "a", newline="", encoding="utf-8")
+        self.handle = open(path, "a", newline="", encoding="utf-8")  # noqa: SIM115 - appended to row by row, closed by close()
         self.writer = csv.writer(self.handle)
 
     def append(self, iteration: int, lr: float, values: dict[str, float | None], seconds: float) -> None:
@@ -220,14 +218,28 @@ class PreemptionSignals:
 
 
 LATER_KEYS: dict[str, Any] = {
-    "data.folders": {}, "data.max_images": None, "model.stem": "standard", "model.danet": "matched", "train.head_lr_mult": 1.0,
-    "train.loss.danet": 1.0, "eval.base_size": None, "bench.dtype": "float32", "grid.details": "artifacts/scores",
-    "grid.bootstrap": 1000, "data.local": {},
+    "data.folders": {},
+    "data.max_images": None,
+    "model.stem": "standard",
+    "model.danet": "matched",
+    "train.head_lr_mult": 1.0,
+    "train.loss.danet": 1.0,
+    "eval.base_size": None,
+    "bench.dtype": "float32",
+    "grid.details": "artifacts/scores",
+    "grid.bootstrap": 1000,
+    "data.local": {},
     "executor.stages": ALL_LOCAL,
-    "weights.root": "weights", "weights.mirror": None,
-    "weights.files": {"resnet50": "weights/resnet50-0676ba61.pth", "resnet101": "weights/resnet101-63fe2227.pth",
-                      "resnest101": "weights/resnest101-22405ba7.pth"},
-    "train.threads": None, "train.loss.resolution": "full", "executor.parallel": 1,
+    "weights.root": "weights",
+    "weights.mirror": None,
+    "weights.files": {
+        "resnet50": "weights/resnet50-0676ba61.pth",
+        "resnet101": "weights/resnet101-63fe2227.pth",
+        "resnest101": "weights/resnest101-22405ba7.pth",
+    },
+    "train.threads": None,
+    "train.loss.resolution": "full",
+    "executor.parallel": 1,
 }
 
 

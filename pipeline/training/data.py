@@ -45,9 +45,8 @@ from torchvision.transforms.v2 import functional as TF
 from torchvision.transforms.v2._utils import query_size
 
 from pipeline.config import AugmentConfig, hw
-from pipeline.datasets.layout import CLASSES_FILE, IGNORE_INDEX, IMAGE_SUFFIXES, read_label_png
+from pipeline.datasets.layout import CLASSES_FILE, IGNORE_INDEX, IMAGE_SUFFIXES, read_classes, read_label_png
 from pipeline.errors import DataError
-from pipeline.datasets.layout import read_classes
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -33,10 +33,10 @@ from tqdm import tqdm
 
 from model.segmentor import Segmentor
 from pipeline.config import EvalConfig
-from pipeline.training.data import BLACK, SegmentationDataset
-from pipeline.training.distributed import MEMORY_FORMAT, Ranks, all_gather, all_sum, amp
 from pipeline.scores.metrics import ConfusionMatrix, Scores
 from pipeline.scores.per_image import ImageConfusions, image_entries
+from pipeline.training.data import BLACK, SegmentationDataset
+from pipeline.training.distributed import MEMORY_FORMAT, Ranks, all_gather, all_sum, amp
 
 EVAL_PIXELS = 2**18
 SCORE_KEYS = ("miou", "pixel_accuracy", "mean_accuracy", "per_class_iou")
@@ -90,9 +90,7 @@ def infer(model: Segmentor, images: Tensor, config: EvalConfig, multi: bool = Fa
     """
     scales, flip = (config.scales, config.flip) if multi else ((1.0,), False)
     with amp(images.device):
-        return model.predict(
-            images, scales, flip, window=config.window, base_size=config.base_size, pad_value=BLACK
-        )
+        return model.predict(images, scales, flip, window=config.window, base_size=config.base_size, pad_value=BLACK)
 
 
 @torch.no_grad()
@@ -126,11 +124,19 @@ def evaluate_model(
     model.train(was_training)
     matrices = [single.matrix] + ([multi.matrix] if multi is not None else [])
     summed = all_sum(torch.from_numpy(np.stack(matrices)).to(device), ranks).cpu().numpy()  # (1 or 2, K, K)
-    per_image = {mode: ImageConfusions.from_entries(
-        [block for rank in all_gather(blocks, ranks) for block in rank], k, len(dataset))
-        for mode, blocks in entries.items()}
-    return Evaluation(summed[0], summed[1] if multi is not None else None, time.perf_counter() - start,
-                      per_image["single"], per_image["multi"] if multi is not None else None)
+    per_image = {
+        mode: ImageConfusions.from_entries(
+            [block for rank in all_gather(blocks, ranks) for block in rank], k, len(dataset)
+        )
+        for mode, blocks in entries.items()
+    }
+    return Evaluation(
+        summed[0],
+        summed[1] if multi is not None else None,
+        time.perf_counter() - start,
+        per_image["single"],
+        per_image["multi"] if multi is not None else None,
+    )
 
 
 def scores(matrix: np.ndarray, class_names: list[str]) -> dict[str, Any]:

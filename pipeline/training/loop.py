@@ -48,13 +48,17 @@ from pipeline.errors import ConfigError, DataError
 from pipeline.paths import dataset_dir
 from pipeline.rundir import CHECKPOINT_FILE, LOG_FILE, TERMS
 from pipeline.training.build import TrainingStep, build_criterion
-from pipeline.training.inputs import build_model, sr_class_weights
 from pipeline.training.checkpoint import (
-    PREEMPTION_SIGNALS, Diverged, PreemptionSignals, TrainLog, restore, save_checkpoint,
+    PREEMPTION_SIGNALS,
+    Diverged,
+    PreemptionSignals,
+    TrainLog,
+    restore,
+    save_checkpoint,
 )
 from pipeline.training.data import EpochBatchSampler, SegmentationDataset, train_loader, train_transform
 from pipeline.training.distributed import MEMORY_FORMAT, Ranks, all_sum, amp, resolve_device, sync_batchnorm
-
+from pipeline.training.inputs import build_model, sr_class_weights
 
 
 def poly_lr(base: float, iteration: int, total: int, power: float) -> float:
@@ -69,9 +73,7 @@ def has_unused_parameters(params: Params) -> bool:
     with hard pooling (no gradient through the argmax) when the coarse CE is off.
     """
     loss, model = params.train.loss, params.model
-    return (model.aux and loss.aux == 0) or (
-        model.head == "grar" and model.grar.pooling == "hard" and loss.coarse == 0
-    )
+    return (model.aux and loss.aux == 0) or (model.head == "grar" and model.grar.pooling == "hard" and loss.coarse == 0)
 
 
 def optimizer_groups(step: TrainingStep, head_lr_mult: float) -> list[dict[str, Any]]:
@@ -121,8 +123,10 @@ def train(params: Params, run_dir: Path, ranks: Ranks = Ranks(), stop_after: int
     )
     step = TrainingStep(model, criterion).to(device, memory_format=MEMORY_FORMAT)
     optimizer = torch.optim.SGD(
-        optimizer_groups(step, config.head_lr_mult), lr=schedule.lr,
-        momentum=config.momentum, weight_decay=config.weight_decay,
+        optimizer_groups(step, config.head_lr_mult),
+        lr=schedule.lr,
+        momentum=config.momentum,
+        weight_decay=config.weight_decay,
     )
     checkpoint = run_dir / CHECKPOINT_FILE
     if checkpoint.exists():
@@ -165,8 +169,12 @@ def run_iterations(
     checkpoint = run_dir / CHECKPOINT_FILE
     interactive = sys.stderr.isatty()
     bar = tqdm(
-        total=schedule.iterations, initial=iterations.start, unit="it", desc=f"train {params.model.head}",
-        disable=not (ranks.main and interactive), dynamic_ncols=True,
+        total=schedule.iterations,
+        initial=iterations.start,
+        unit="it",
+        desc=f"train {params.model.head}",
+        disable=not (ranks.main and interactive),
+        dynamic_ncols=True,
     )
     step.train()
     session_start = time.perf_counter()
@@ -187,10 +195,12 @@ def run_iterations(
             optimizer.step()
             # One reduction per iteration: the terms (mean over ranks) and the signal flags (any rank).
             zero = terms["total"].new_zeros(())
-            reduced = torch.cat([
-                torch.stack([terms["total"], *(terms.get(k, zero) for k in TERMS)]).detach().float(),
-                torch.tensor(signals.flags(), device=device),
-            ])
+            reduced = torch.cat(
+                [
+                    torch.stack([terms["total"], *(terms.get(k, zero) for k in TERMS)]).detach().float(),
+                    torch.tensor(signals.flags(), device=device),
+                ]
+            )
             reduced = all_sum(reduced, ranks).tolist()
             values = {"loss": reduced[0] / ranks.world_size}
             values |= {k: v / ranks.world_size for k, v in zip(TERMS, reduced[1 : 1 + len(TERMS)]) if k in terms}
@@ -198,8 +208,9 @@ def run_iterations(
             done = iteration + 1
             if log is not None:
                 log.append(done, lr, values | lambdas(step.model), time.perf_counter() - started)
-            diverged = [(name, values[name]) for name in (*TERMS, "loss") if name in values
-                        and not math.isfinite(values[name])]  # a term first: it names the cause
+            diverged = [
+                (name, values[name]) for name in (*TERMS, "loss") if name in values and not math.isfinite(values[name])
+            ]  # a term first: it names the cause
             if diverged:  # every rank sees the same reduced values: all stop here, none saves these weights
                 if log is not None:
                     log.close()
@@ -211,8 +222,11 @@ def run_iterations(
                 saved = done
                 if ranks.main and not interactive:
                     rate = (done - iterations.start) / (time.perf_counter() - session_start)
-                    print(f"iteration {done}/{schedule.iterations} loss {values['loss']:.4f} lr {lr:.3g} "
-                          f"{rate:.2f} it/s", file=sys.stderr, flush=True)
+                    print(
+                        f"iteration {done}/{schedule.iterations} loss {values['loss']:.4f} lr {lr:.3g} {rate:.2f} it/s",
+                        file=sys.stderr,
+                        flush=True,
+                    )
             if stopping:
                 if log is not None:
                     log.close()
@@ -224,8 +238,10 @@ def run_iterations(
 def lambdas(model: Segmentor) -> dict[str, float]:
     """GRAr's current λ (``lambda_pos``) and λ̂ (``lambda_neg``); only those the model has (none for other heads)."""
     reasoning = getattr(model.head, "reasoning", None)
-    found = {"lambda_pos": getattr(reasoning, "lambda_positive", None),
-             "lambda_neg": getattr(reasoning, "lambda_negative", None)}
+    found = {
+        "lambda_pos": getattr(reasoning, "lambda_positive", None),
+        "lambda_neg": getattr(reasoning, "lambda_negative", None),
+    }
     return {column: float(value.detach()) for column, value in found.items() if value is not None}
 
 

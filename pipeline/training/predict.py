@@ -121,8 +121,9 @@ def overlay_image(image: np.ndarray, prediction: np.ndarray, colours: np.ndarray
     for n, k in enumerate(present):
         top = pad + n * row
         left = blended.width + pad
-        draw.rectangle((left, top + 1, left + swatch, top + 1 + swatch), fill=tuple(int(c) for c in colours[k]),
-                       outline=(0, 0, 0))
+        draw.rectangle(
+            (left, top + 1, left + swatch, top + 1 + swatch), fill=tuple(int(c) for c in colours[k]), outline=(0, 0, 0)
+        )
         draw.text((left + swatch + pad, top), names[k], fill=(0, 0, 0), font=font)
     return canvas
 
@@ -147,8 +148,7 @@ def predict_images(
 
     images = collect_inputs(inputs)
     # an --out that is, holds or lies in an input (folder or image), or a folder of someone else's: refused
-    check_new_output(out, [*inputs, *images], folder=True, ours=has_marker(MARKER), what="--out",
-                     writer="grar predict")
+    check_new_output(out, [*inputs, *images], folder=True, ours=has_marker(MARKER), what="--out", writer="grar predict")
     sizes = [image_size(path) for path in images]
     run = load_run(run_dir)
     window = options.window

@@ -4,7 +4,7 @@
 submitit job call: train the resolved config (resuming from
 ``run_dir/checkpoint.pt``, ``pipeline.training.loop``), evaluate on the val
 split (``pipeline.training.inference``), write the scores. The files of a run
-folder are the run-folder contract, ``pipeline.rundir``. ``load_run`` rebuilds
+folder: the run-folder contract, ``pipeline.rundir``. ``load_run`` rebuilds
 a finished run's model from its checkpoint alone (``grar predict``, the report).
 """
 
@@ -27,8 +27,20 @@ from pipeline.io import atomic_path, check_new_output, write_text_atomic
 from pipeline.lock import locked_run
 from pipeline.paths import dataset_dir
 from pipeline.rundir import (
-    CHECKPOINT_FILE, CONFIG_FILE, CONFUSION_FILE, CONFUSION_IMAGES_FILE, CONFUSION_IMAGES_MS_FILE, CONFUSION_MS_FILE,
-    LOG_FILE, METRICS_FILE, RUN_MARKER, config_hash, finished_metrics, is_run_folder, read_log, source_commit,
+    CHECKPOINT_FILE,
+    CONFIG_FILE,
+    CONFUSION_FILE,
+    CONFUSION_IMAGES_FILE,
+    CONFUSION_IMAGES_MS_FILE,
+    CONFUSION_MS_FILE,
+    LOG_FILE,
+    METRICS_FILE,
+    RUN_MARKER,
+    config_hash,
+    finished_metrics,
+    is_run_folder,
+    read_log,
+    source_commit,
 )
 from pipeline.scores.per_image import write_image_confusions
 from pipeline.training.build import build_segmentor
@@ -134,7 +146,7 @@ class RunModel:
 
 
 def load_run(run_dir: str | os.PathLike) -> RunModel:
-    """The model of ``run_dir/checkpoint.pt`` (on the CPU, in eval mode), the params and class names it was trained with.
+    """The model of ``run_dir/checkpoint.pt`` (on the CPU, in eval mode), the params and class names it was trained on.
 
     Needs nothing but the checkpoint: the architecture comes from its params,
     the number of classes, their names and GRAr's affinity from the checkpoint

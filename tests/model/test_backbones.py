@@ -47,10 +47,19 @@ def test_tiny_resnet_backward_reaches_the_stem():
 
 def test_deep_stems_are_three_3x3_convs_named_as_pytorch_encoding():
     body = BACKBONES["tiny_resnet"]("deep").body  # PyTorch-Encoding: widths w, w, 2w (tiny: w = 32)
-    shapes = {key: tuple(value.shape) for key, value in body.state_dict().items()
-              if key.startswith(("conv1.", "bn1.")) and key.endswith("weight")}
-    assert shapes == {"conv1.0.weight": (32, 3, 3, 3), "conv1.1.weight": (32,), "conv1.3.weight": (32, 32, 3, 3),
-                      "conv1.4.weight": (32,), "conv1.6.weight": (64, 32, 3, 3), "bn1.weight": (64,)}
+    shapes = {
+        key: tuple(value.shape)
+        for key, value in body.state_dict().items()
+        if key.startswith(("conv1.", "bn1.")) and key.endswith("weight")
+    }
+    assert shapes == {
+        "conv1.0.weight": (32, 3, 3, 3),
+        "conv1.1.weight": (32,),
+        "conv1.3.weight": (32, 32, 3, 3),
+        "conv1.4.weight": (32,),
+        "conv1.6.weight": (64, 32, 3, 3),
+        "bn1.weight": (64,),
+    }
     assert body.conv1[0].stride == (2, 2) and body.layer1[0].conv1.in_channels == 64
     assert body.layer1[0].downsample[0].in_channels == 64
     v1c = BACKBONES["tiny_resnet"]("deep_v1c").body  # mmseg V1c: w/2, w/2, w

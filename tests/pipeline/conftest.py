@@ -60,7 +60,7 @@ class ArchiveServer:
 class RangeHandler(BaseHTTPRequestHandler):
     """GET with ``Range: bytes=N-`` (206 / 416) over ``ArchiveServer.files``."""
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_GET(self) -> None:
         server: ArchiveServer = self.server.owner  # type: ignore[attr-defined]
         name = self.path.lstrip("/")
         requested = self.headers.get("Range")
@@ -91,7 +91,7 @@ class RangeHandler(BaseHTTPRequestHandler):
             body = body[: len(body) // 2]  # then the handler returns and HTTP/1.0 closes the connection
         self.wfile.write(body)
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (silence the access log)
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
 

@@ -25,6 +25,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def png_header_only(width: int, height: int) -> bytes:
     """A PNG whose header claims ``width`` x ``height`` (a decompression bomb to PIL) with one tiny IDAT."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
@@ -61,72 +62,169 @@ def setup(root: Path, case: str) -> None:
 
 CASES = [
     # (name, argv, exit status, message)
-    ("stats-out-is-input", ["stats", "--labels", "L", "--num-classes", "5", "--out", "L"], 2,
-     "--out L: overlaps the input L; write elsewhere"),
-    ("stats-out-holds-input", ["stats", "--labels", "L", "--num-classes", "5", "--out", "."], 2,
-     "--out .: overlaps the input L"),
-    ("stats-out-inside-input", ["stats", "--labels", "L", "--num-classes", "5", "--out", "L/stats"], 2,
-     "--out L/stats: overlaps the input L"),
-    ("stats-out-foreign", ["stats", "--labels", "L", "--num-classes", "5", "--out", "thesis"], 2,
-     "--out thesis: exists, is not empty and was not written by grar"),
-    ("stats-out-file", ["stats", "--labels", "L", "--num-classes", "5", "--out", "thesis/a.tex"], 2,
-     "--out thesis/a.tex: exists and is not a folder"),
-    ("stats-300-classes", ["stats", "--labels", "L", "--num-classes", "300", "--out", "S"], 2,
-     "number of classes 300: must be 1..255 for 8-bit labels"),
-    ("stats-bomb", ["stats", "--labels", "B", "--num-classes", "5", "--out", "S"], 1,
-     "B/0.png: unreadable or truncated PNG (Image size (225000000 pixels) exceeds limit"),
-    ("stats-read-only-fs", ["stats", "--labels", "L", "--num-classes", "5", "--out", "/proc/grar-out"], 1,
-     "/proc/grar-out: No such file or directory"),
-    ("evaluate-json-is-input", ["evaluate", "--pred", "L", "--gt", "L", "--num-classes", "5", "--json", "L"], 2,
-     "--json L: overlaps the input L"),
-    ("evaluate-json-inside-input",
-     ["evaluate", "--pred", "L", "--gt", "L", "--num-classes", "5", "--json", "L/scores.json"], 2,
-     "--json L/scores.json: overlaps the input L"),
-    ("evaluate-json-foreign",
-     ["evaluate", "--pred", "L", "--gt", "L", "--num-classes", "5", "--json", "thesis/a.tex"], 2,
-     "--json thesis/a.tex: exists and was not written by grar"),
-    ("evaluate-json-folder", ["evaluate", "--pred", "L", "--gt", "L", "--num-classes", "5", "--json", "thesis"], 2,
-     "--json thesis: is a folder; give the path of a file"),
-    ("evaluate-500-classes", ["evaluate", "--pred", "L", "--gt", "L", "--num-classes", "500"], 2,
-     "--num-classes 500: must be 1..255"),
-    ("evaluate-classes-folder",
-     ["evaluate", "--pred", "L", "--gt", "L", "--num-classes", "5", "--classes", "thesis"], 1,
-     "thesis: cannot read the class table"),
-    ("evaluate-16-bit", ["evaluate", "--pred", "L", "--gt", "G", "--num-classes", "5"], 1,
-     "label image has mode 'I;16'"),
+    (
+        "stats-out-is-input",
+        ["stats", "--labels", "L", "--num-classes", "5", "--out", "L"],
+        2,
+        "--out L: overlaps the input L; write elsewhere",
+    ),
+    (
+        "stats-out-holds-input",
+        ["stats", "--labels", "L", "--num-classes", "5", "--out", "."],
+        2,
+        "--out .: overlaps the input L",
+    ),
+    (
+        "stats-out-inside-input",
+        ["stats", "--labels", "L", "--num-classes", "5", "--out", "L/stats"],
+        2,
+        "--out L/stats: overlaps the input L",
+    ),
+    (
+        "stats-out-foreign",
+        ["stats", "--labels", "L", "--num-classes", "5", "--out", "thesis"],
+        2,
+        "--out thesis: exists, is not empty and was not written by grar",
+    ),
+    (
+        "stats-out-file",
+        ["stats", "--labels", "L", "--num-classes", "5", "--out", "thesis/a.tex"],
+        2,
+        "--out thesis/a.tex: exists and is not a folder",
+    ),
+    (
+        "stats-300-classes",
+        ["stats", "--labels", "L", "--num-classes", "300", "--out", "S"],
+        2,
+        "number of classes 300: must be 1..255 for 8-bit labels",
+    ),
+    (
+        "stats-bomb",
+        ["stats", "--labels", "B", "--num-classes", "5", "--out", "S"],
+        1,
+        "B/0.png: unreadable or truncated PNG (Image size (225000000 pixels) exceeds limit",
+    ),
+    (
+        "stats-read-only-fs",
+        ["stats", "--labels", "L", "--num-classes", "5", "--out", "/proc/grar-out"],
+        1,
+        "/proc/grar-out: No such file or directory",
+    ),
+    (
+        "evaluate-json-is-input",
+        ["evaluate", "--pred", "L", "--gt", "L", "--num-classes", "5", "--json", "L"],
+        2,
+        "--json L: overlaps the input L",
+    ),
+    (
+        "evaluate-json-inside-input",
+        ["evaluate", "--pred", "L", "--gt", "L", "--num-classes", "5", "--json", "L/scores.json"],
+        2,
+        "--json L/scores.json: overlaps the input L",
+    ),
+    (
+        "evaluate-json-foreign",
+        ["evaluate", "--pred", "L", "--gt", "L", "--num-classes", "5", "--json", "thesis/a.tex"],
+        2,
+        "--json thesis/a.tex: exists and was not written by grar",
+    ),
+    (
+        "evaluate-json-folder",
+        ["evaluate", "--pred", "L", "--gt", "L", "--num-classes", "5", "--json", "thesis"],
+        2,
+        "--json thesis: is a folder; give the path of a file",
+    ),
+    (
+        "evaluate-500-classes",
+        ["evaluate", "--pred", "L", "--gt", "L", "--num-classes", "500"],
+        2,
+        "--num-classes 500: must be 1..255",
+    ),
+    (
+        "evaluate-classes-folder",
+        ["evaluate", "--pred", "L", "--gt", "L", "--num-classes", "5", "--classes", "thesis"],
+        1,
+        "thesis: cannot read the class table",
+    ),
+    (
+        "evaluate-16-bit",
+        ["evaluate", "--pred", "L", "--gt", "G", "--num-classes", "5"],
+        1,
+        "label image has mode 'I;16'",
+    ),
     ("params-not-utf8", ["config", "--params", "bad.yaml"], 2, "bad.yaml: line 1: not UTF-8 text (byte 0xe9)"),
-    ("params-duplicate-key", ["config", "--params", "dup.yaml"], 2,
-     "dup.yaml: line 3: duplicate key 'seed' (first on line 2)"),
+    (
+        "params-duplicate-key",
+        ["config", "--params", "dup.yaml"],
+        2,
+        "dup.yaml: line 3: duplicate key 'seed' (first on line 2)",
+    ),
     ("params-is-folder", ["config", "--params", "thesis"], 2, "thesis: is a folder, not a parameters file"),
-    ("lr-inf", ["config", "--set", "train.schedules.embedded.lr=.inf"], 2,
-     "train.schedules.embedded.lr: input should be a finite number (got inf)"),
+    (
+        "lr-inf",
+        ["config", "--set", "train.schedules.embedded.lr=.inf"],
+        2,
+        "train.schedules.embedded.lr: input should be a finite number (got inf)",
+    ),
     ("loss-nan", ["config", "--set", "train.loss.sr=.nan"], 2, "train.loss.sr: input should be a finite number"),
-    ("sbatch-newline", ["config", "--set", 'executor.slurm.partition="gpu\\n#SBATCH --wrap=rm"'], 2,
-     "executor.slurm.partition: must not hold line breaks or other control characters"),
-    ("sbatch-key", ["config", "--set", 'executor.slurm.additional={"qos x": 1}'], 2,
-     "executor.slurm.additional.qos x: string should match pattern"),
-    ("train-out-foreign", ["train", "--out", "thesis"], 2,
-     "run folder thesis: exists, is not empty and was not written by grar"),
+    (
+        "sbatch-newline",
+        ["config", "--set", 'executor.slurm.partition="gpu\\n#SBATCH --wrap=rm"'],
+        2,
+        "executor.slurm.partition: must not hold line breaks or other control characters",
+    ),
+    (
+        "sbatch-key",
+        ["config", "--set", 'executor.slurm.additional={"qos x": 1}'],
+        2,
+        "executor.slurm.additional.qos x: string should match pattern",
+    ),
+    (
+        "train-out-foreign",
+        ["train", "--out", "thesis"],
+        2,
+        "run folder thesis: exists, is not empty and was not written by grar",
+    ),
     ("train-out-file", ["train", "--out", "thesis/a.tex"], 2, "run folder thesis/a.tex: exists and is not a folder"),
     ("predict-out-is-input", ["predict", "norun", "L", "--out", "L"], 2, "--out L: overlaps the input L"),
-    ("predict-out-foreign", ["predict", "norun", "L", "--out", "thesis"], 2,
-     "--out thesis: exists, is not empty and was not written by grar predict"),
-    ("bench-json-foreign", ["bench", "modules", "--json", "thesis/a.tex"], 2, "--json thesis/a.tex: exists and was not written"),
+    (
+        "predict-out-foreign",
+        ["predict", "norun", "L", "--out", "thesis"],
+        2,
+        "--out thesis: exists, is not empty and was not written by grar predict",
+    ),
+    (
+        "bench-json-foreign",
+        ["bench", "modules", "--json", "thesis/a.tex"],
+        2,
+        "--json thesis/a.tex: exists and was not written",
+    ),
     ("bench-json-folder", ["bench", "modules", "--json", "thesis"], 2, "--json thesis: is a folder"),
-    ("prepare-into-own-folder", ["prepare", "mine"], 2,
-     "data.folders.mine: data/mine overlaps data/mine, where grar writes the prepared 'mine' dataset"),
+    (
+        "prepare-into-own-folder",
+        ["prepare", "mine"],
+        2,
+        "data.folders.mine: data/mine overlaps data/mine, where grar writes the prepared 'mine' dataset",
+    ),
     ("prepare-path-name", ["prepare", "../etc"], 2, "unknown dataset '../etc'"),
     ("stats-unknown-dataset", ["stats", "../etc"], 2, "dataset '../etc' unknown"),
     ("grid-unknown", ["grid", "status", "table9"], 2, "grid 'table9' not in grid.grids"),
 ]
-SETUP = {"params-not-utf8": "bad-utf8", "params-duplicate-key": "dup", "stats-bomb": "bomb",
-         "evaluate-16-bit": "16bit", "prepare-into-own-folder": "overlap-folder"}
+SETUP = {
+    "params-not-utf8": "bad-utf8",
+    "params-duplicate-key": "dup",
+    "stats-bomb": "bomb",
+    "evaluate-16-bit": "16bit",
+    "prepare-into-own-folder": "overlap-folder",
+}
 
 
 def tree(root: Path) -> dict[str, str]:
     """Relative path -> SHA-256 of every file (and '<dir>' for every folder) under ``root``."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "<dir>"
-            for p in sorted(root.rglob("*"))}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "<dir>"
+        for p in sorted(root.rglob("*"))
+    }
 
 
 def test_there_are_at_least_25_cases():

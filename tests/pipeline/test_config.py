@@ -53,17 +53,25 @@ def test_paper_profile_grids_name_no_weight_file_and_cover_tables_1_to_6():
     assert params.model.pretrained == "imagenet"
     grids = params.grid.grids
     assert list(grids) == [f"table{n}" for n in range(1, 7)]
-    assert not any("model.pretrained" in overrides for spec in grids.values()
-                   for overrides in spec.overrides().values())
-    assert list(grids["table1"].overrides()) == ["r50-fcn", "r50-grar", "r50-grar-sr", "r101-grar-sr",
-                                                 "resnest101-grar-sr"]
+    assert not any(
+        "model.pretrained" in overrides for spec in grids.values() for overrides in spec.overrides().values()
+    )
+    assert list(grids["table1"].overrides()) == [
+        "r50-fcn",
+        "r50-grar",
+        "r50-grar-sr",
+        "r101-grar-sr",
+        "resnest101-grar-sr",
+    ]
     for number, dataset in ((4, "pascal_context"), (5, "ade20k"), (6, "coco_stuff")):
-        cells = {cell: with_overrides(params, overrides)
-                 for cell, overrides in grids[f"table{number}"].overrides().items()}
+        cells = {
+            cell: with_overrides(params, overrides) for cell, overrides in grids[f"table{number}"].overrides().items()
+        }
         assert list(cells) == ["r101-grar-sr", "resnest101-grar-sr"]
-        assert [(p.train.dataset, p.model.backbone, p.model.head, p.train.loss.sr, p.eval.multi_scale)
-                for p in cells.values()] == [(dataset, "resnet101", "grar", 0.2, True),
-                                             (dataset, "resnest101", "grar", 0.2, True)]
+        assert [
+            (p.train.dataset, p.model.backbone, p.model.head, p.train.loss.sr, p.eval.multi_scale)
+            for p in cells.values()
+        ] == [(dataset, "resnet101", "grar", 0.2, True), (dataset, "resnest101", "grar", 0.2, True)]
         assert cells["r101-grar-sr"].train.schedule == params.train.schedules[dataset]
 
 
@@ -189,9 +197,14 @@ def test_folder_datasets_are_known_names():
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"folders": {"ade20k": "/x"}}, "data.folders.ade20k: 'ade20k' is a built-in dataset; give your folder another name"),
-        ({"folders": {"m": {"path": "/x", "ignore": 0, "remap": {0: 3}}}},
-         "data.folders.m: remap: value 0 is the ignore value; it cannot also be remapped"),
+        (
+            {"folders": {"ade20k": "/x"}},
+            "data.folders.ade20k: 'ade20k' is a built-in dataset; give your folder another name",
+        ),
+        (
+            {"folders": {"m": {"path": "/x", "ignore": 0, "remap": {0: 3}}}},
+            "data.folders.m: remap: value 0 is the ignore value; it cannot also be remapped",
+        ),
         ({"folders": {"m": {"path": "/x", "remap": {1: 300}}}}, "data.folders.m.remap.1: must be <= 255 (got 300)"),
         ({"folders": {"m": {"pth": "/x"}}}, "missing key data.folders.m.path"),
         ({"folders": {"../m": "/x"}}, "data.folders.../m: string should match pattern"),
@@ -267,12 +280,17 @@ def shared_grid(raw: dict, shared: dict, *cells: dict) -> dict:
 def test_a_grid_is_a_list_of_cells_or_shared_overrides_and_cells():
     listed = validate(raw_params()).grid.grids["table1"]
     assert listed.set == {} and listed.overrides() == {
-        "fcn": {"model.head": "fcn", "train.loss.sr": 0.0}, "grar": {"model.head": "grar", "train.loss.sr": 0.0},
-        "grar-sr": {"model.head": "grar"}}
-    raw = shared_grid(raw_params(), {"model.head": "grar", "train.loss.sr": 0.0},
-                      {"name": "fcn", "set": {"model.head": "fcn"}},  # overrides a shared key
-                      {"name": "grar", "set": {}},
-                      {"name": "pos", "set": {"model.grar.negative": False}})
+        "fcn": {"model.head": "fcn", "train.loss.sr": 0.0},
+        "grar": {"model.head": "grar", "train.loss.sr": 0.0},
+        "grar-sr": {"model.head": "grar"},
+    }
+    raw = shared_grid(
+        raw_params(),
+        {"model.head": "grar", "train.loss.sr": 0.0},
+        {"name": "fcn", "set": {"model.head": "fcn"}},  # overrides a shared key
+        {"name": "grar", "set": {}},
+        {"name": "pos", "set": {"model.grar.negative": False}},
+    )
     grid = validate(raw).grid.grids["table1"]
     assert grid.overrides() == {
         "fcn": {"model.head": "fcn", "train.loss.sr": 0.0},
@@ -287,8 +305,12 @@ def test_a_grid_is_a_list_of_cells_or_shared_overrides_and_cells():
 
 def test_a_cell_overriding_a_shared_section_or_a_key_inside_it():
     base = validate(raw_params())
-    raw = shared_grid(raw_params(), {"model.grar": {**base.model.grar.model_dump(), "edges": "conv"}},
-                      {"name": "a", "set": {"model.grar.positive": False}}, {"name": "b", "set": {}})
+    raw = shared_grid(
+        raw_params(),
+        {"model.grar": {**base.model.grar.model_dump(), "edges": "conv"}},
+        {"name": "a", "set": {"model.grar.positive": False}},
+        {"name": "b", "set": {}},
+    )
     params = validate(raw)
     a, b = (with_overrides(params, o).model.grar for o in params.grid.grids["table1"].overrides().values())
     assert (a.edges, a.positive, b.edges, b.positive) == ("conv", False, "conv", True)
@@ -296,12 +318,16 @@ def test_a_cell_overriding_a_shared_section_or_a_key_inside_it():
 
 def test_shared_overrides_are_validated_and_errors_name_the_grid_and_the_cell():
     raw = shared_grid(raw_params(), {"model.backbon": "tiny_resnet"}, {"name": "a", "set": {}})
-    assert error_for(raw) == "params.yaml: grid.grids.table1 set: unknown key model.backbon; allowed keys: " \
-        + ", ".join(Params.model_fields["model"].annotation.model_fields)
+    assert error_for(
+        raw
+    ) == "params.yaml: grid.grids.table1 set: unknown key model.backbon; allowed keys: " + ", ".join(
+        Params.model_fields["model"].annotation.model_fields
+    )
     raw = shared_grid(raw_params(), {"train.loss.sr.x": 1}, {"name": "a", "set": {}})
     assert "grid.grids.table1 set: train.loss.sr.x: train.loss.sr is not a section" in error_for(raw)
-    raw = shared_grid(raw_params(), {"model.head": "grar"}, {"name": "a", "set": {}},
-                      {"name": "b", "set": {"model.head": "fcnn"}})
+    raw = shared_grid(
+        raw_params(), {"model.head": "grar"}, {"name": "a", "set": {}}, {"name": "b", "set": {"model.head": "fcnn"}}
+    )
     assert "grid.grids.table1 cell 'b': model.head: unknown value 'fcnn'" in error_for(raw)
     raw = shared_grid(raw_params(), {"model.head": "grar"}, {"name": "a", "set": {}}, {"name": "a", "set": {}})
     assert "grid.grids.table1: cell name 'a' is used twice" in error_for(raw)
@@ -313,16 +339,24 @@ def test_shared_overrides_are_validated_and_errors_name_the_grid_and_the_cell():
 
 
 def test_a_base_override_reaches_every_cell_that_does_not_set_the_key(tmp_path):
-    params = load_params(ROOT / "profiles" / "paper.yaml",
-                         ("model.pretrained=null", "executor.slurm.partition=other", "train.dataset=ade20k"))
-    resolved = {(grid, cell): with_overrides(params, overrides) for grid, spec in params.grid.grids.items()
-                for cell, overrides in spec.overrides().items()}
+    params = load_params(
+        ROOT / "profiles" / "paper.yaml",
+        ("model.pretrained=null", "executor.slurm.partition=other", "train.dataset=ade20k"),
+    )
+    resolved = {
+        (grid, cell): with_overrides(params, overrides)
+        for grid, spec in params.grid.grids.items()
+        for cell, overrides in spec.overrides().items()
+    }
     assert len(resolved) == 27
     assert all(p.model.pretrained is None and p.executor.slurm.partition == "other" for p in resolved.values())
     datasets = {key: p.train.dataset for key, p in resolved.items()}
     assert {d for (grid, _), d in datasets.items() if grid in ("table1", "table2", "table3")} == {"ade20k"}
-    assert [datasets[(grid, "r101-grar-sr")] for grid in ("table4", "table5", "table6")] == \
-        ["pascal_context", "ade20k", "coco_stuff"]  # a grid's shared set overrides the base
+    assert [datasets[(grid, "r101-grar-sr")] for grid in ("table4", "table5", "table6")] == [
+        "pascal_context",
+        "ade20k",
+        "coco_stuff",
+    ]  # a grid's shared set overrides the base
 
 
 def test_yaml_syntax_error_names_file_and_line(tmp_path):

@@ -91,8 +91,10 @@ def test_a_live_holder_keeps_its_lock_and_is_named(tmp_path, outside_slurm):
             with lock.acquire(prefix, "runs/fcn-s0"):
                 pass
         host = lock.Holder.me().host
-        assert str(caught.value) == f"runs/fcn-s0: running elsewhere ({host}, pid {sleeper.pid}, " \
-                                    "since 1970-01-01 00:00:00 UTC)"
+        assert (
+            str(caught.value) == f"runs/fcn-s0: running elsewhere ({host}, pid {sleeper.pid}, "
+            "since 1970-01-01 00:00:00 UTC)"
+        )
         assert caught.value.exit_code == 1
         assert sorted(os.listdir(tmp_path)) == ["grar.lock.3"]
     finally:
@@ -103,8 +105,11 @@ def test_a_live_holder_keeps_its_lock_and_is_named(tmp_path, outside_slurm):
 def test_waiting_for_a_live_holder_gives_up_after_the_timeout(tmp_path, outside_slurm, monkeypatch):
     write_lock(tmp_path / "grar.lock.0", holder(host="node-17", pid=1))
     pauses = []
-    monkeypatch.setattr(lock, "time", SimpleNamespace(time=time.time, sleep=pauses.append,
-                                                      monotonic=iter([0.0, 0.5, 1.0, 1.5]).__next__))
+    monkeypatch.setattr(
+        lock,
+        "time",
+        SimpleNamespace(time=time.time, sleep=pauses.append, monotonic=iter([0.0, 0.5, 1.0, 1.5]).__next__),
+    )
     with pytest.raises(lock.Locked, match=r"^run: running elsewhere \(node-17, pid 1, since 1970"):
         with lock.acquire(tmp_path / "grar.lock", "run", wait=True, poll_s=0.5, timeout_s=1.0):
             pass
@@ -189,8 +194,11 @@ def test_processes_racing_for_a_free_or_stale_lock_get_one_winner(tmp_path, outs
         (tmp_path / "stop").touch()
         codes = [racer.wait(timeout=60) for racer in racers]
     results = sorted((tmp_path / f"result.{i}").read_text() for i in range(4))
-    winner = [racer.pid for i, racer in enumerate(racers) if results and
-              (tmp_path / f"result.{i}").read_text().startswith("won")]
+    winner = [
+        racer.pid
+        for i, racer in enumerate(racers)
+        if results and (tmp_path / f"result.{i}").read_text().startswith("won")
+    ]
     expected = "grar.lock.1" if start == "stale" else "grar.lock.0"
     assert codes == [0] * 4
     assert results == [f"lost {winner[0]}"] * 3 + [f"won {expected}"]

@@ -49,10 +49,20 @@ def test_table3_spot_checks(tables):
     table = tables[3]
     assert table.input_shape == (1, 2048, 68, 68)
     assert table.find(method="GRAr (ours)") == {
-        "method": "GRAr (ours)", "ref": None, "parameters": 2.4, "memory": 95.0, "time": 42.0, "miou": 51.7,
+        "method": "GRAr (ours)",
+        "ref": None,
+        "parameters": 2.4,
+        "memory": 95.0,
+        "time": 42.0,
+        "miou": 51.7,
     }
     assert table.find(method="DANet") == {
-        "method": "DANet", "ref": 20, "parameters": 10.6, "memory": 668.0, "time": 101.0, "miou": 50.6,
+        "method": "DANet",
+        "ref": 20,
+        "parameters": 10.6,
+        "memory": 668.0,
+        "time": 101.0,
+        "miou": 50.6,
     }
     units = {c.key: c.unit for c in table.columns}
     assert (units["parameters"], units["memory"], units["time"], units["miou"]) == ("M", "M", "ms", "%")
@@ -82,8 +92,10 @@ def broken(tmp_path, edit):
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
-        (lambda t: t[2].update(source="Ding et al. 2021"),
-         "tables[2]: source 'Ding et al. 2021', expected 'Ding et al., ICCV 2021, Table 3'"),
+        (
+            lambda t: t[2].update(source="Ding et al. 2021"),
+            "tables[2]: source 'Ding et al. 2021', expected 'Ding et al., ICCV 2021, Table 3'",
+        ),
         (lambda t: t[0]["rows"][1].pop(), "tables[0].rows[1]: expected a list of 5 values"),
         (lambda t: t[0]["rows"][2].__setitem__(4, "53.0"), "tables[0].rows[2]: miou = '53.0' is not float"),
         (lambda t: t[3]["rows"][0].__setitem__(1, "56"), "tables[3].rows[0]: ref = '56' is not int?"),
@@ -92,13 +104,24 @@ def broken(tmp_path, edit):
         (lambda t: t[4].update(year=2021), "tables[4]: unknown key(s) year"),
         (lambda t: t[5].pop("caption"), "tables[5]: missing key(s) caption"),
         (lambda t: t[5].update(dataset="coco"), "tables[5]: dataset 'coco'; allowed: embedded, ade20k"),
-        (lambda t: t[0]["columns"][0].update(type="text"),
-         "tables[0].columns[0]: type 'text'; allowed: str, bool"),
+        (lambda t: t[0]["columns"][0].update(type="text"), "tables[0].columns[0]: type 'text'; allowed: str, bool"),
         (lambda t: t.pop(0), "tables[0]: number 2, expected 1"),
         (lambda t: t.clear(), "expected a non-empty list 'tables'"),
     ],
-    ids=["source", "row-length", "string-number", "string-ref", "null-backbone", "int-as-bool", "unknown-key", "missing-key",
-         "dataset", "column-type", "order", "empty"],
+    ids=[
+        "source",
+        "row-length",
+        "string-number",
+        "string-ref",
+        "null-backbone",
+        "int-as-bool",
+        "unknown-key",
+        "missing-key",
+        "dataset",
+        "column-type",
+        "order",
+        "empty",
+    ],
 )
 def test_schema_errors_name_the_entry(tmp_path, edit, message):
     path = broken(tmp_path, edit)

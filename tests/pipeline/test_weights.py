@@ -12,11 +12,11 @@ import yaml
 
 from model.backbones import tiny_resnet
 from pipeline import weights as weights_module
-from pipeline.training.build import build_segmentor
 from pipeline.cli.main import main
 from pipeline.config import load_params, with_overrides
 from pipeline.errors import ConfigError, DataError
 from pipeline.rundir import config_hash
+from pipeline.training.build import build_segmentor
 from pipeline.weights import PUBLISHED, fetch_weights, needed_files, pretrained_file
 
 REPO = Path(__file__).resolve().parents[2]
@@ -49,11 +49,14 @@ def fake(server, monkeypatch):
 def params(tmp_path):
     """The embedded profile with its weights under ``tmp_path/weights``, the grids as given per test."""
     root = tmp_path / "weights"
-    return with_overrides(load_params(REPO / "profiles" / "embedded.yaml"), {
-        "weights.root": str(root),
-        "weights.files": {name: str(root / PUBLISHED[name].filename) for name in FAKE},
-        "grid.grids": {},
-    })
+    return with_overrides(
+        load_params(REPO / "profiles" / "embedded.yaml"),
+        {
+            "weights.root": str(root),
+            "weights.files": {name: str(root / PUBLISHED[name].filename) for name in FAKE},
+            "grid.grids": {},
+        },
+    )
 
 
 def cells(*sets: dict) -> dict:
@@ -66,18 +69,28 @@ R50 = {"model.backbone": "resnet50", "model.pretrained": "imagenet"}
 def test_nothing_is_fetched_when_no_config_loads_weights(params, fake, server, capsys):
     assert fetch_weights(with_overrides(params, cells({"model.head": "fcn"}))) == []
     assert server.requests == []
-    assert "model.pretrained is null in the base config and every grid cell: nothing to fetch" in capsys.readouterr().out
+    assert (
+        "model.pretrained is null in the base config and every grid cell: nothing to fetch" in capsys.readouterr().out
+    )
     assert not Path(params.weights.root).exists()
 
 
 def test_imagenet_resolves_per_grid_cell_to_the_backbone_file(params, tmp_path):
     mine = tmp_path / "mine.pth"
-    config = with_overrides(params, cells(
-        R50, {"model.head": "fcn"}, {"model.backbone": "resnest101", "model.pretrained": "imagenet"},
-        {**R50, "model.head": "fcn"}, {"model.pretrained": str(mine)},
-    ))
+    config = with_overrides(
+        params,
+        cells(
+            R50,
+            {"model.head": "fcn"},
+            {"model.backbone": "resnest101", "model.pretrained": "imagenet"},
+            {**R50, "model.head": "fcn"},
+            {"model.pretrained": str(mine)},
+        ),
+    )
     assert pretrained_file(config) is None
-    found = [(item.path, item.backbone, item.published and item.published.key, item.where) for item in needed_files(config)]
+    found = [
+        (item.path, item.backbone, item.published and item.published.key, item.where) for item in needed_files(config)
+    ]
     root = Path(params.weights.root)
     assert found == [
         (root / "resnet50-0676ba61.pth", "resnet50", "resnet50", "grid t cell c0"),
@@ -110,16 +123,19 @@ def test_interrupted_download_resumes(params, fake, server):
 def test_http_mirror_and_local_folder_replace_the_official_host(params, fake, server, tmp_path):
     name = fake["resnet101"].filename
     server.files[f"mirror/{name}"] = server.files.pop(name)
-    config = with_overrides(params, {"model.backbone": "resnet101", "model.pretrained": "imagenet",
-                                     "weights.mirror": f"{server.base}/mirror/"})
+    config = with_overrides(
+        params,
+        {"model.backbone": "resnet101", "model.pretrained": "imagenet", "weights.mirror": f"{server.base}/mirror/"},
+    )
     fetch_weights(config)
     assert server.requests == [(f"/mirror/{name}", None)]
     shared = tmp_path / "shared"
     shared.mkdir()
     (shared / fake["resnest101"].filename).write_bytes(FAKE["resnest101"])
     for mirror in (str(shared), shared.as_uri()):
-        config = with_overrides(params, {"model.backbone": "resnest101", "model.pretrained": "imagenet",
-                                         "weights.mirror": mirror})
+        config = with_overrides(
+            params, {"model.backbone": "resnest101", "model.pretrained": "imagenet", "weights.mirror": mirror}
+        )
         fetch_weights(config, force=True)
         assert Path(params.weights.files["resnest101"]).read_bytes() == FAKE["resnest101"]
     assert len(server.requests) == 1
@@ -133,7 +149,8 @@ def test_a_foreign_file_is_named_and_never_replaced(params, fake, server):
         fetch_weights(with_overrides(params, cells(R50)))
     assert str(err.value) == (
         f"{target}: not the expected file {fake['resnet50'].filename} from {fake['resnet50'].url} "
-        f"(sha256 expected {sha256(FAKE['resnet50'])[:8]}..., got {sha256(b'someone else' + chr(39).encode() + b's file')}); "
+        f"(sha256 expected {sha256(FAKE['resnet50'])[:8]}..., "
+        f"got {sha256(b'someone else' + chr(39).encode() + b's file')}); "
         f"left untouched: move it away (or point the params at it as a file of yours) and fetch again"
     )
     assert target.read_bytes() == b"someone else's file" and server.requests == []
@@ -158,28 +175,41 @@ def test_a_corrupt_download_is_deleted(params, fake, server):
 def test_names_fetch_one_backbone_and_unknown_names_are_config_errors(params, fake, server):
     assert fetch_weights(params, ("resnest101",)) == [Path(params.weights.files["resnest101"])]
     assert server.requests == [(f"/{fake['resnest101'].filename}", None)]
-    with pytest.raises(ConfigError, match="weights: no file for backbone 'tiny_resnet' in weights.files; it has: "
-                                          "resnet50, resnet101, resnest101"):
+    with pytest.raises(
+        ConfigError,
+        match="weights: no file for backbone 'tiny_resnet' in weights.files; it has: resnet50, resnet101, resnest101",
+    ):
         fetch_weights(params, ("tiny_resnet",))
 
 
 def test_a_missing_file_of_yours_is_named_with_its_cell(params, tmp_path):
     mine = tmp_path / "mine.pth"
-    with pytest.raises(DataError, match=f"model.pretrained: {mine} \\(grid t cell c0\\): file not found; it is a file "
-                                        "of yours"):
+    with pytest.raises(
+        DataError, match=f"model.pretrained: {mine} \\(grid t cell c0\\): file not found; it is a file of yours"
+    ):
         fetch_weights(with_overrides(params, cells({"model.pretrained": str(mine)})))
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ({"model.pretrained": "imagenet"}, "model.pretrained: imagenet: weights.files has no file for backbone "
-                                      "'tiny_resnet' (it has: resnet50, resnet101, resnest101)"),
-    ({**R50, "model.stem": "deep"}, "model.pretrained: imagenet: the published ImageNet files have the standard stem, "
-                                    "not 'deep'"),
-    ({"weights.files.resnet50": "elsewhere/resnet50.pth"}, "weights.files.resnet50: elsewhere/resnet50.pth must lie "
-                                                          "inside weights.root"),
-    ({"weights.files.tiny_resnet": "weights/t.pth"}, "weights.files.tiny_resnet"),
-    ({"weights.mirror": 3}, "weights.mirror"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (
+            {"model.pretrained": "imagenet"},
+            "model.pretrained: imagenet: weights.files has no file for backbone "
+            "'tiny_resnet' (it has: resnet50, resnet101, resnest101)",
+        ),
+        (
+            {**R50, "model.stem": "deep"},
+            "model.pretrained: imagenet: the published ImageNet files have the standard stem, not 'deep'",
+        ),
+        (
+            {"weights.files.resnet50": "elsewhere/resnet50.pth"},
+            "weights.files.resnet50: elsewhere/resnet50.pth must lie inside weights.root",
+        ),
+        ({"weights.files.tiny_resnet": "weights/t.pth"}, "weights.files.tiny_resnet"),
+        ({"weights.mirror": 3}, "weights.mirror"),
+    ],
+)
 def test_bad_weights_settings_are_config_errors(overrides, message):
     base = load_params(REPO / "profiles" / "embedded.yaml")
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -188,7 +218,9 @@ def test_bad_weights_settings_are_config_errors(overrides, message):
 
 def test_a_grid_cell_loading_imagenet_without_a_file_is_named():
     base = load_params(REPO / "profiles" / "embedded.yaml")
-    with pytest.raises(ConfigError, match="grid.grids.t cell 'c0': .*weights.files has no file for backbone 'tiny_resnet'"):
+    with pytest.raises(
+        ConfigError, match="grid.grids.t cell 'c0': .*weights.files has no file for backbone 'tiny_resnet'"
+    ):
         with_overrides(base, cells({"model.pretrained": "imagenet"}))
 
 
@@ -212,7 +244,7 @@ def test_the_published_table_matches_torchvision_and_torch_hub():
 
     assert PUBLISHED["resnet50"].url == ResNet50_Weights.IMAGENET1K_V1.url
     assert PUBLISHED["resnet101"].url == ResNet101_Weights.IMAGENET1K_V1.url
-    for name, archive in PUBLISHED.items():
+    for archive in PUBLISHED.values():
         assert archive.url.rsplit("/", 1)[1] == archive.filename
         assert HASH_REGEX.search(archive.filename).group(1) == archive.checksum  # what torch.hub verifies
         assert archive.algorithm == "sha256" and archive.prefix and len(archive.checksum) == 8
@@ -232,8 +264,10 @@ def test_a_state_dict_of_another_backbone_names_the_expected_published_file(para
         build_segmentor(config, 3, torch.eye(3), weights=params.weights)
     message = str(err.value)
     assert message.startswith(f"model.pretrained: {path}: keys do not match the resnet50 backbone: ")
-    assert message.endswith("; expected the published resnet50 ImageNet file resnet50-0676ba61.pth "
-                            "(https://download.pytorch.org/models/resnet50-0676ba61.pth)")
+    assert message.endswith(
+        "; expected the published resnet50 ImageNet file resnet50-0676ba61.pth "
+        "(https://download.pytorch.org/models/resnet50-0676ba61.pth)"
+    )
     path.unlink()
     with pytest.raises(DataError, match=r"file not found; expected the published .*\(run `grar weights fetch`\)"):
         build_segmentor(config, 3, torch.eye(3), weights=params.weights)

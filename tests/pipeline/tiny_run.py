@@ -36,11 +36,22 @@ TINY_TRAINING = {
 
 def make_project(root: Path) -> Params:
     """Prepare the tiny embedded dataset and its statistics under ``root``; params pointing there."""
-    params = with_overrides(load_params(REPO / "profiles" / "embedded.yaml"), {
-        "data.root": str(root / "data"), "stats.root": str(root / "stats"), "grid.runs": str(root / "runs"),
-        "data.workers": 1, "stats.workers": 1,
-        "data.embedded": {"train_images": TRAIN_IMAGES, "val_images": VAL_IMAGES, "image_size": IMAGE_SIZE, "seed": 0},
-    })
+    params = with_overrides(
+        load_params(REPO / "profiles" / "embedded.yaml"),
+        {
+            "data.root": str(root / "data"),
+            "stats.root": str(root / "stats"),
+            "grid.runs": str(root / "runs"),
+            "data.workers": 1,
+            "stats.workers": 1,
+            "data.embedded": {
+                "train_images": TRAIN_IMAGES,
+                "val_images": VAL_IMAGES,
+                "image_size": IMAGE_SIZE,
+                "seed": 0,
+            },
+        },
+    )
     prepare_dataset(params, "embedded")  # with its marker and content fingerprint, as `grar prepare` writes it
     build_stats(StatsJob.for_dataset(params, "embedded"))
     return params
@@ -49,4 +60,3 @@ def make_project(root: Path) -> Params:
 def tiny(params: Params, overrides: dict[str, Any] | None = None) -> Params:
     """``params`` with ``TINY_TRAINING`` and then ``overrides`` applied."""
     return with_overrides(params, {**TINY_TRAINING, **(overrides or {})})
-

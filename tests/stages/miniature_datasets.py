@@ -41,7 +41,7 @@ def scene(rng: np.random.Generator, ids: tuple[int, int, int], size: tuple[int, 
     height, width = size
     cuts = sorted(rng.integers(height // 5, height - height // 5, size=2))
     labels = np.empty((height, width), np.int64)
-    labels[: cuts[0]], labels[cuts[0]: cuts[1]], labels[cuts[1]:] = ids
+    labels[: cuts[0]], labels[cuts[0] : cuts[1]], labels[cuts[1] :] = ids
     colours = {k: np.array([(k * 37) % 256, (k * 91) % 256, (k * 53) % 256]) for k in ids}
     image = np.stack([colours[k] for k in labels.ravel()]).reshape(height, width, 3)
     noisy = np.clip(image + rng.normal(0, 12, image.shape), 0, 255).astype(np.uint8)
@@ -84,21 +84,24 @@ def build_pascal_context(root: Path, train: int, val: int, size: tuple[int, int]
     (voc / "ImageSets" / "Main").mkdir(parents=True)
     images, annotations, lists = [], [], {"train": [], "val": []}
     for split, count in (("train", train), ("val", val)):
-        for i, (image, labels) in enumerate(scenes("pascal_context", count, size, seed=len(split) + 10)):
+        for image, labels in scenes("pascal_context", count, size, seed=len(split) + 10):
             stem = f"2008_{len(images) + 1:06d}"
             image_id = int(stem.replace("_", ""))
             Image.fromarray(image).save(voc / "JPEGImages" / f"{stem}.jpg", quality=95)
-            images.append({"image_id": image_id, "file_name": f"{stem}.jpg", "height": size[0], "width": size[1],
-                           "phase": split})
+            images.append(
+                {"image_id": image_id, "file_name": f"{stem}.jpg", "height": size[0], "width": size[1], "phase": split}
+            )
             for category, polygon in polygons(labels):
-                annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": category,
-                                    "segmentation": polygon})
+                annotations.append(
+                    {"id": len(annotations) + 1, "image_id": image_id, "category_id": category, "segmentation": polygon}
+                )
             lists[split].append(stem)
     for split, stems in lists.items():
         (voc / "ImageSets" / "Main" / f"{split}.txt").write_text("".join(f"{s}\n" for s in stems))
     categories = [{"category_id": k, "name": n} for k, n in pascal_context.CLASSES.items()]
     (root / "trainval_merged.json").write_text(
-        json.dumps({"images": images, "categories": categories, "annos_segmentation": annotations}))
+        json.dumps({"images": images, "categories": categories, "annos_segmentation": annotations})
+    )
     return root
 
 

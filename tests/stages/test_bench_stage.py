@@ -21,11 +21,18 @@ def test_a_cuda_bench_run_here_without_cuda_names_executor_stages_bench(tmp_path
     raw["bench"]["device"] = "cuda"
     raw["bench"]["out"] = str(tmp_path / "bench.json")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
-    result = subprocess.run([sys.executable, "-m", "stages.bench"], cwd=tmp_path, capture_output=True, text=True,
-                            env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "stages.bench"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=120,
+    )
     assert (result.returncode, result.stdout) == (2, "")
     assert result.stderr == (
         "stages.bench: error: bench.device=cuda but this machine has no CUDA device: run the stage on a GPU node "
         "through the executor (executor.stages.bench.kind: slurm, resources in executor.stages.bench.slurm) or "
-        "set bench.device: cpu\n")
+        "set bench.device: cpu\n"
+    )
     assert not (tmp_path / "bench.json").exists()

@@ -69,12 +69,28 @@ def make_weights(root: Path) -> dict[str, str]:
 
 # What each table's markdown must show: the run column of a measured row, "<grid>/<cell> · <backbone>".
 MEASURED = {
-    1: ("table1/r50-fcn · resnet50", "table1/r50-grar · resnet50", "table1/r50-grar-sr · resnet50",
-        "table1/r101-grar-sr · resnet101", "table1/resnest101-grar-sr · resnest101"),
-    2: ("table2/fcn · resnet50", "table2/pos-conv · resnet50", "table2/neg-graph · resnet50",
-        "table2/posneg-graph · resnet50", "table2/posneg-graph-row · resnet50"),
-    3: ("table3/fcn · resnet50", "table3/ppm · resnet50", "table3/aspp · resnet50", "table3/danet · resnet50",
-        "table3/ocr · resnet50", "table3/grar · resnet50"),
+    1: (
+        "table1/r50-fcn · resnet50",
+        "table1/r50-grar · resnet50",
+        "table1/r50-grar-sr · resnet50",
+        "table1/r101-grar-sr · resnet101",
+        "table1/resnest101-grar-sr · resnest101",
+    ),
+    2: (
+        "table2/fcn · resnet50",
+        "table2/pos-conv · resnet50",
+        "table2/neg-graph · resnet50",
+        "table2/posneg-graph · resnet50",
+        "table2/posneg-graph-row · resnet50",
+    ),
+    3: (
+        "table3/fcn · resnet50",
+        "table3/ppm · resnet50",
+        "table3/aspp · resnet50",
+        "table3/danet · resnet50",
+        "table3/ocr · resnet50",
+        "table3/grar · resnet50",
+    ),
     4: ("table4/r101-grar-sr · resnet101", "table4/resnest101-grar-sr · resnest101"),
     5: ("table5/r101-grar-sr · resnet101", "table5/resnest101-grar-sr · resnest101"),
     6: ("table6/r101-grar-sr · resnet101", "table6/resnest101-grar-sr · resnest101"),
@@ -94,11 +110,22 @@ def submitted_jobs(project: Path) -> dict[str, str]:
 
 def test_the_paper_profile_runs_through_dvc_on_slurm_to_tables_1_to_6(slurm_cluster, project, tmp_path):
     datasets = build_all(tmp_path / "datasets", train=10, val=3, size=(48, 64))
-    site = {"data": {"local": {name: str(path) for name, path in datasets.items()}},
-            "weights": {"files": make_weights(project / "weights")}}
+    site = {
+        "data": {"local": {name: str(path) for name, path in datasets.items()}},
+        "weights": {"files": make_weights(project / "weights")},
+    }
     (tmp_path / "local.yaml").write_text(yaml.safe_dump(site))
-    use = command(project, str(BIN / "grar"), "profile", "use", "paper", "--with", "profiles/overrides/smoke.yaml",
-                  "--with", str(tmp_path / "local.yaml"))
+    use = command(
+        project,
+        str(BIN / "grar"),
+        "profile",
+        "use",
+        "paper",
+        "--with",
+        "profiles/overrides/smoke.yaml",
+        "--with",
+        str(tmp_path / "local.yaml"),
+    )
     assert use.returncode == 0, use.stderr
     assert command(project, str(BIN / "dvc"), "init", "--no-scm").returncode == 0
 

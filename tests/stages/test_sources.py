@@ -77,7 +77,8 @@ def test_a_folder_where_prepare_writes_is_refused_before_dvc_removes_it(project)
     result = dvc(project, "repro", "prepare@mine")
     assert result.returncode != 0
     assert "data.folders.mine: data/mine overlaps data/mine, where grar writes the prepared 'mine' dataset" in (
-        result.stdout + result.stderr)
+        result.stdout + result.stderr
+    )
     assert sorted(p.name for p in own.iterdir()) == ["README.md", "classes.csv", "images", "labels", "splits"]
     assert len(list((own / "images").iterdir())) == 60
 

@@ -56,8 +56,13 @@ def imported_by(path: Path) -> frozenset[Path]:
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names.add(node.module)
             names.update(f"{node.module}.{alias.name}" for alias in node.names)  # a submodule imported by name
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and "." in node.value \
-                and node.value.split(".")[0] in PACKAGES and module_file(node.value) is not None:
+        elif (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and "." in node.value
+            and node.value.split(".")[0] in PACKAGES
+            and module_file(node.value) is not None
+        ):
             names.add(node.value)  # importlib.import_module("pipeline.datasets.ade20k")
     files = set()
     for name in names:
@@ -78,7 +83,7 @@ def reached(module: str) -> set[str]:
             seen.add(path)
             todo.extend(imported_by(path))
     files = {path.relative_to(REPO).as_posix() for path in seen}
-    for reader, (mention, data) in DATA_FILES.items():
+    for reader, (_, data) in DATA_FILES.items():
         if reader in files:
             files.add(data)
     return files
@@ -151,8 +156,10 @@ def test_the_deps_of_a_stage_cover_every_file_it_imports(stage):
     covered = set().union(*(files_under(dep) for dep in code)) if code else set()
     files = reached(module)
     missing = sorted((files | package_data(files)) - covered)
-    assert not missing, (f"stage {stage}: imports files its deps do not name: {', '.join(missing)}; "
-                         f"exactly what it runs: {', '.join(exact_deps(files))}")
+    assert not missing, (
+        f"stage {stage}: imports files its deps do not name: {', '.join(missing)}; "
+        f"exactly what it runs: {', '.join(exact_deps(files))}"
+    )
 
 
 @pytest.mark.parametrize("stage", sorted(STAGES))
@@ -163,8 +170,10 @@ def test_the_deps_of_a_stage_name_nothing_it_does_not_run(stage):
     for dep in code_deps(deps):
         under = {f for f in files_under(dep) if f.endswith(".py") or (REPO / dep).is_file()}
         unused = sorted(under - files)
-        assert not unused, (f"stage {stage}: dep {dep} holds {', '.join(unused)}, which the stage never imports; "
-                            f"exactly what it runs: {', '.join(exact_deps(reached(module)))}")
+        assert not unused, (
+            f"stage {stage}: dep {dep} holds {', '.join(unused)}, which the stage never imports; "
+            f"exactly what it runs: {', '.join(exact_deps(reached(module)))}"
+        )
     written = code_deps(deps)
     assert len(written) == len(set(written)), f"stage {stage}: a dep is listed twice"
 

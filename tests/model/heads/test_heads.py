@@ -37,8 +37,11 @@ def test_output_shapes_on_odd_sizes_and_backward(name):
 
 def test_heads_with_a_coarse_mask():
     torch.manual_seed(0)
-    with_coarse = {name for name in HEADS if "coarse" in build(name, IN_CHANNELS, K, WIDTH).eval()(
-        torch.randn(1, IN_CHANNELS, 3, 3))}
+    with_coarse = {
+        name
+        for name in HEADS
+        if "coarse" in build(name, IN_CHANNELS, K, WIDTH).eval()(torch.randn(1, IN_CHANNELS, 3, 3))
+    }
     assert with_coarse == {"grar", "ocr"}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -19,15 +20,22 @@ from pipeline.bench.modules import (
     paper_figures,
     synthetic_affinity,
 )
-from pipeline.training.build import build_head
 from pipeline.cli.main import main
 from pipeline.config import load_params, with_overrides
 from pipeline.errors import ConfigError
+from pipeline.training.build import build_head
 from stages.bench import bench
 
 ROOT = Path(__file__).resolve().parents[3]
-TINY = {"bench.channels": 32, "bench.height": 9, "bench.width": 11, "bench.head_width": 16,
-        "bench.num_classes": 5, "bench.warmup": 0, "bench.repeats": 2}
+TINY = {
+    "bench.channels": 32,
+    "bench.height": 9,
+    "bench.width": 11,
+    "bench.head_width": 16,
+    "bench.num_classes": 5,
+    "bench.warmup": 0,
+    "bench.repeats": 2,
+}
 
 
 @pytest.fixture
@@ -56,7 +64,9 @@ def test_flops_of_a_tiny_conv_are_two_per_multiply_add():
 
 def test_bfloat16_is_stated_and_does_not_change_flops(params):
     float32 = benchmark_modules(params.bench, params.model.grar, heads=("fcn",))
-    bf16 = benchmark_modules(with_overrides(params, {"bench.dtype": "bfloat16"}).bench, params.model.grar, heads=("fcn",))
+    bf16 = benchmark_modules(
+        with_overrides(params, {"bench.dtype": "bfloat16"}).bench, params.model.grar, heads=("fcn",)
+    )
     assert (float32["dtype"], bf16["dtype"]) == ("float32", "bfloat16 autocast")
     assert bf16["modules"][0]["flops"] == float32["modules"][0]["flops"] > 0
 
@@ -71,7 +81,7 @@ def test_report_holds_every_module_with_its_figures(params):
         head = build_head(module["name"], 32, 5, 16, params.model.grar, affinity)
         assert module["params"] == module_parameters(head)
         assert module["params_total"] == sum(p.numel() for p in head.parameters())
-        assert module["flops"] == count_flops(lambda: head.eval()(torch.randn(1, 32, 9, 11)))
+        assert module["flops"] == count_flops(functools.partial(head.eval(), torch.randn(1, 32, 9, 11)))
         assert module["peak_memory_bytes"] >= 5 * 9 * 11 * 4  # at least the logits it returns
         assert len(module["latency_ms"]) == 2 and module["latency_ms_median"] > 0
     # FCN: 3x3 conv 32 -> 16 (no bias) and 1x1 classifier 16 -> 5 on 9 x 11: 2 x 99 x (16 x 288 + 5 x 16) FLOPs
@@ -104,8 +114,22 @@ def test_cuda_without_a_device_is_a_clear_error(params):
 def test_command_writes_the_json_and_prints_the_table(tmp_path, capsys):
     out = tmp_path / "bench" / "modules.json"
     overrides = [arg for key, value in TINY.items() for arg in ("--set", f"{key}={value}")]
-    code = main(["bench", "modules", "--params", str(ROOT / "params.yaml"), *overrides,
-                 "--device", "cpu", "--heads", "ocr", "grar", "--json", str(out)])
+    code = main(
+        [
+            "bench",
+            "modules",
+            "--params",
+            str(ROOT / "params.yaml"),
+            *overrides,
+            "--device",
+            "cpu",
+            "--heads",
+            "ocr",
+            "grar",
+            "--json",
+            str(out),
+        ]
+    )
     assert code == 0
     report = json.loads(out.read_text())
     assert [module["name"] for module in report["modules"]] == ["ocr", "grar"]

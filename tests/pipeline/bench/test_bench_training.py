@@ -25,17 +25,62 @@ def test_one_training_step_of_resnet50_grar_on_the_cpu(tmp_path, capsys):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        code = main(["bench", "train", "--params", str(ROOT / "params.yaml"), "--device", "cpu",
-                     "--backbone", "resnet50", "--crop", "33", "--batch", "1", "--dtype", "float32",
-                     "--warmup", "0", "--iterations", "1", "--json", str(tmp_path / "train.json")])
+        code = main(
+            [
+                "bench",
+                "train",
+                "--params",
+                str(ROOT / "params.yaml"),
+                "--device",
+                "cpu",
+                "--backbone",
+                "resnet50",
+                "--crop",
+                "33",
+                "--batch",
+                "1",
+                "--dtype",
+                "float32",
+                "--warmup",
+                "0",
+                "--iterations",
+                "1",
+                "--json",
+                str(tmp_path / "train.json"),
+            ]
+        )
     finally:
         torch.set_num_threads(threads)
     assert code == 0
     report = json.loads((tmp_path / "train.json").read_text())
-    assert {key: report[key] for key in ("backbone", "head", "crop", "batch", "device", "dtype", "channels_last",
-                                         "warmup", "iterations", "num_classes", "losses_finite")} == {
-        "backbone": "resnet50", "head": "grar", "crop": 33, "batch": 1, "device": "cpu", "dtype": "float32",
-        "channels_last": True, "warmup": 0, "iterations": 1, "num_classes": 59, "losses_finite": True}
+    assert {
+        key: report[key]
+        for key in (
+            "backbone",
+            "head",
+            "crop",
+            "batch",
+            "device",
+            "dtype",
+            "channels_last",
+            "warmup",
+            "iterations",
+            "num_classes",
+            "losses_finite",
+        )
+    } == {
+        "backbone": "resnet50",
+        "head": "grar",
+        "crop": 33,
+        "batch": 1,
+        "device": "cpu",
+        "dtype": "float32",
+        "channels_last": True,
+        "warmup": 0,
+        "iterations": 1,
+        "num_classes": 59,
+        "losses_finite": True,
+    }
     assert report["images_per_s"] == 1 / report["seconds"] and report["loss_first"] == report["loss_last"] > 0
     assert report["peak_memory_bytes"] > 0
     lines = capsys.readouterr().out.splitlines()

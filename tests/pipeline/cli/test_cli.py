@@ -68,7 +68,10 @@ def test_invalid_params_stop_every_command_with_exit_2(project, capsys):
 def test_console_script_prints_no_traceback(project):
     result = subprocess.run(
         [sys.executable, "-m", "pipeline.cli.main", "config", "--set", "model.backbone=resnet5"],
-        capture_output=True, text=True, cwd=project, check=False,
+        capture_output=True,
+        text=True,
+        cwd=project,
+        check=False,
     )
     assert result.returncode == 2
     assert "model.backbone: unknown value 'resnet5'" in result.stderr
@@ -110,8 +113,9 @@ def test_unknown_profile_lists_the_names(project, capsys):
 
 
 def test_profile_use_with_override_files_merges_key_by_key(project, capsys):
-    (project / "mine.yaml").write_text("train: {batch_size: 4, schedules: {ade20k: {iterations: 7}}}\n"
-                                       "grid: {seeds: [3]}\n")
+    (project / "mine.yaml").write_text(
+        "train: {batch_size: 4, schedules: {ade20k: {iterations: 7}}}\ngrid: {seeds: [3]}\n"
+    )
     assert main(["profile", "use", "paper", "--with", "profiles/overrides/smoke.yaml", "--with", "mine.yaml"]) == 0
     assert "is now profile 'paper' with profiles/overrides/smoke.yaml, mine.yaml" in capsys.readouterr().out
     text = (project / "params.yaml").read_text()
@@ -122,7 +126,9 @@ def test_profile_use_with_override_files_merges_key_by_key(project, capsys):
     assert params.train.schedules["coco_stuff"].iterations == 2 and params.train.crop_size == 48  # smoke.yaml's
     assert params.grid.seeds == (3,) and params.model.backbone == "resnet101"  # lists replace; the rest is paper's
     assert main(["profile", "list"]) == 0
-    assert "* paper      profiles/paper.yaml  (with profiles/overrides/smoke.yaml, mine.yaml)" in capsys.readouterr().out
+    assert (
+        "* paper      profiles/paper.yaml  (with profiles/overrides/smoke.yaml, mine.yaml)" in capsys.readouterr().out
+    )
     assert main(["profile", "use", "embedded"]) == 0  # a composed params.yaml is no edit of the user's
 
 
@@ -134,12 +140,15 @@ def test_an_override_file_edited_since_counts_as_an_edit(project, capsys):
     assert "has edits that match no profile" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(("content", "message"), [
-    (None, "--with missing.yaml: file not found"),
-    ("train: {batch_size: -1}\n", "profiles/paper.yaml with missing.yaml: train.batch_size: must be > 0 (got -1)"),
-    ("train: {batch_sise: 4}\n", "profiles/paper.yaml with missing.yaml: unknown key train.batch_sise"),
-    ("- a list\n", "missing.yaml: expected a mapping of sections at the top level"),
-])
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "--with missing.yaml: file not found"),
+        ("train: {batch_size: -1}\n", "profiles/paper.yaml with missing.yaml: train.batch_size: must be > 0 (got -1)"),
+        ("train: {batch_sise: 4}\n", "profiles/paper.yaml with missing.yaml: unknown key train.batch_sise"),
+        ("- a list\n", "missing.yaml: expected a mapping of sections at the top level"),
+    ],
+)
 def test_a_bad_override_file_is_one_line_and_params_stays(project, capsys, content, message):
     before = (project / "params.yaml").read_bytes()
     if content is not None:

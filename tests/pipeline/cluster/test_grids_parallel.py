@@ -15,16 +15,17 @@ import torch
 from pipeline.cluster import grids, submit
 from pipeline.config import with_overrides
 from pipeline.rundir import config_hash
-from pipeline.training.loop import cpu_threads
 from pipeline.training.checkpoint import load_checkpoint
+from pipeline.training.loop import cpu_threads
 
 
 def tiny_runs(params, root, seeds=(0, 1)):
     """One grid ``Run`` per seed of the tiny project, folders under ``root``."""
     runs = []
     for seed in seeds:
-        run_params = with_overrides(params, {"seed": seed, "train.threads": 1, "model.head": "fcn",
-                                             "train.loss.sr": 0.0})
+        run_params = with_overrides(
+            params, {"seed": seed, "train.threads": 1, "model.head": "fcn", "train.loss.sr": 0.0}
+        )
         runs.append(grids.Run("g", "fcn", seed, run_params, config_hash(run_params), root / f"fcn-s{seed}"))
     return runs
 
@@ -33,25 +34,39 @@ def test_runs_side_by_side_equal_runs_one_after_another(tiny_project, tmp_path):
     outcomes = {}
     for parallel in (1, 2):
         runs = tiny_runs(tiny_project, tmp_path / f"parallel{parallel}")
-        outcomes[parallel] = {run.seed: (outcome, detail)
-                              for run, outcome, detail in submit.run_locally(submit.CellJob(), runs, parallel)}
+        outcomes[parallel] = {
+            run.seed: (outcome, detail) for run, outcome, detail in submit.run_locally(submit.CellJob(), runs, parallel)
+        }
         assert [outcome for outcome, _ in outcomes[parallel].values()] == ["done", "done"], outcomes[parallel]
     for seed in (0, 1):
         one, two = (outcomes[parallel][seed][1] for parallel in (1, 2))
-        assert (one["miou"], one["ms"]["miou"], one["per_class_iou"]) == (two["miou"], two["ms"]["miou"],
-                                                                          two["per_class_iou"])
+        assert (one["miou"], one["ms"]["miou"], one["per_class_iou"]) == (
+            two["miou"],
+            two["ms"]["miou"],
+            two["per_class_iou"],
+        )
         assert one["provenance"]["threads"] == two["provenance"]["threads"] == 1
-        states = [load_checkpoint(tmp_path / f"parallel{parallel}" / f"fcn-s{seed}" / "checkpoint.pt")["model"]
-                  for parallel in (1, 2)]
+        states = [
+            load_checkpoint(tmp_path / f"parallel{parallel}" / f"fcn-s{seed}" / "checkpoint.pt")["model"]
+            for parallel in (1, 2)
+        ]
         assert all(torch.equal(states[0][key], states[1][key]) for key in states[0])
     assert outcomes[1][0][1]["miou"] != outcomes[1][1][1]["miou"]  # the seeds differ: the comparison can fail
 
 
 def test_a_failing_run_in_a_worker_is_reported_and_the_others_go_on(tiny_project, tmp_path):
     good, bad = tiny_runs(tiny_project, tmp_path)
-    bad = grids.Run(bad.grid, bad.cell, bad.seed, with_overrides(bad.params, {"data.root": str(tmp_path / "none")}),
-                   bad.config_hash, bad.run_dir)
-    results = {run.seed: (outcome, detail) for run, outcome, detail in submit.run_locally(submit.CellJob(), [good, bad], 2)}
+    bad = grids.Run(
+        bad.grid,
+        bad.cell,
+        bad.seed,
+        with_overrides(bad.params, {"data.root": str(tmp_path / "none")}),
+        bad.config_hash,
+        bad.run_dir,
+    )
+    results = {
+        run.seed: (outcome, detail) for run, outcome, detail in submit.run_locally(submit.CellJob(), [good, bad], 2)
+    }
     assert results[0][0] == "done"
     assert results[1][0] == "failed" and results[1][1].startswith("DataError: ")
     assert (bad.run_dir / "error.txt").exists()

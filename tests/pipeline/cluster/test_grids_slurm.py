@@ -22,13 +22,19 @@ from tiny_run import make_project, tiny
 
 from pipeline.cluster import grids, submit
 from pipeline.config import Params
-from pipeline.training.run import load_run_model, run_cell
 from pipeline.rundir import read_log
+from pipeline.training.run import load_run_model, run_cell
 
 pytestmark = pytest.mark.slurm
 
-SLURM = {"executor.kind": "slurm", "executor.slurm.cpus_per_task": 1, "executor.slurm.mem_gb": 1,
-         "executor.slurm.timeout_min": 5, "executor.slurm.array_parallelism": 2, "grid.seeds": [0]}
+SLURM = {
+    "executor.kind": "slurm",
+    "executor.slurm.cpus_per_task": 1,
+    "executor.slurm.mem_gb": 1,
+    "executor.slurm.timeout_min": 5,
+    "executor.slurm.array_parallelism": 2,
+    "grid.seeds": [0],
+}
 
 
 @pytest.fixture
@@ -50,7 +56,8 @@ def test_a_grid_is_one_job_array_whose_metrics_are_collected(slurm_cluster, by_v
     array = submission.job_ids[0].split("_")[0]
     assert submission.ran == 3 and submission.job_ids == [f"{array}_{task}" for task in range(3)]
     assert [(s.state, s.job_id, s.active) for s in submission.states] == [
-        ("pending", f"{array}_{task}", True) for task in range(3)]
+        ("pending", f"{array}_{task}", True) for task in range(3)
+    ]
     script = (tmp_path / "logs" / "g" / f"{array}_submission.sh").read_text()
     assert "#SBATCH --array=0-2%2" in script and "#SBATCH --cpus-per-task=1" in script
     name = submission.states[0].submission["name"]
@@ -58,7 +65,10 @@ def test_a_grid_is_one_job_array_whose_metrics_are_collected(slurm_cluster, by_v
 
     states = submit.wait(params, ["g"], poll_s=0.5)["g"]
     assert [(s.run.cell, s.state, s.job_id, s.metrics["miou"]) for s in states] == [
-        ("fcn", "done", f"{array}_0", 0.5), ("ppm", "done", f"{array}_1", 0.25), ("grar", "done", f"{array}_2", 0.75)]
+        ("fcn", "done", f"{array}_0", 0.5),
+        ("ppm", "done", f"{array}_1", 0.25),
+        ("grar", "done", f"{array}_2", 0.75),
+    ]
     assert [calls(s) for s in states] == [1, 1, 1]
     assert all(Path(s.log).is_file() for s in states)
     assert [s.state for s in grids.status(params, "g")] == ["done"] * 3
@@ -68,8 +78,11 @@ def test_a_grid_is_one_job_array_whose_metrics_are_collected(slurm_cluster, by_v
 def test_a_failing_cell_is_reported_with_its_log_and_resubmission_runs_only_it(slurm_cluster, by_value, tmp_path):
     params = slurm_params(tmp_path)
     first = submit.submit(params, "g", FakeTrainer(fail=frozenset({"ppm"})))
-    with pytest.raises(submit.GridFailed, match=r"1 run\(s\) not done:\n  g/ppm seed 0: failed \(RuntimeError: ppm "
-                                              r"exploded\), log ") as caught:
+    with pytest.raises(
+        submit.GridFailed,
+        match=r"1 run\(s\) not done:\n  g/ppm seed 0: failed \(RuntimeError: ppm "
+        r"exploded\), log ",
+    ) as caught:
         submit.wait(params, ["g"], poll_s=0.5)
     failed = grids.status(params, "g")[1]
     assert (failed.state, failed.job_id, failed.log) == ("failed", first.job_ids[1], str(caught.value).split()[-1])
@@ -87,11 +100,18 @@ def test_a_failing_cell_is_reported_with_its_log_and_resubmission_runs_only_it(s
 def test_status_from_another_process_finds_the_jobs_of_the_index(slurm_cluster, by_value, tmp_path):
     params = slurm_params(tmp_path, **{"grid.grids": {"g": GRIDS["g"][:1]}})
     submission = submit.submit(params, "g", FakeTrainer())
-    script = ("import sys, yaml; from pipeline.config import validate; from pipeline.cluster import submit; "
-              "params = validate(yaml.safe_load(sys.stdin.read())); "
-              "print(*(f'{s.state} {s.job_id}' for s in submit.wait(params, ['g'], poll_s=0.5)['g']))")
-    result = subprocess.run([sys.executable, "-c", script], input=yaml.safe_dump(params.model_dump(mode="json")),
-                            capture_output=True, text=True, timeout=60)
+    script = (
+        "import sys, yaml; from pipeline.config import validate; from pipeline.cluster import submit; "
+        "params = validate(yaml.safe_load(sys.stdin.read())); "
+        "print(*(f'{s.state} {s.job_id}' for s in submit.wait(params, ['g'], poll_s=0.5)['g']))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        input=yaml.safe_dump(params.model_dump(mode="json")),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.stdout.split() == ["done", submission.job_ids[0]], result.stderr
 
 
@@ -115,12 +135,17 @@ def test_a_cancelled_job_ends_the_wait_with_its_run_failed_as_cancelled(slurm_cl
 @pytest.fixture
 def tiny_training(tmp_path) -> Params:
     """A grid of one GRAr cell training 200 iterations (tens of ms each) on the trainer tests' tiny project."""
-    return tiny(make_project(tmp_path), {
-        **SLURM, "executor.log_dir": str(tmp_path / "logs"),
-        "grid.grids": {"r": [{"name": "grar", "set": {"model.head": "grar"}}]},
-        "train.schedules.embedded": {"lr": 0.02, "iterations": 200}, "train.checkpoint_every": 10,
-        "eval.multi_scale": False,
-    })
+    return tiny(
+        make_project(tmp_path),
+        {
+            **SLURM,
+            "executor.log_dir": str(tmp_path / "logs"),
+            "grid.grids": {"r": [{"name": "grar", "set": {"model.head": "grar"}}]},
+            "train.schedules.embedded": {"lr": 0.02, "iterations": 200},
+            "train.checkpoint_every": 10,
+            "eval.multi_scale": False,
+        },
+    )
 
 
 def logged_iterations(run_dir: Path) -> list[int]:

@@ -18,11 +18,11 @@ import cloudpickle
 import pytest
 import submitit
 
-from pipeline.cluster import local_test_cluster as cluster
 from pipeline.cli.main import main
+from pipeline.cluster import local_test_cluster as cluster
+from pipeline.cluster.executors import make_executor
 from pipeline.config import ExecutorConfig, SlurmConfig
 from pipeline.errors import ClusterError
-from pipeline.cluster.executors import make_executor
 
 
 def affine(x: int, y: int) -> int:
@@ -87,10 +87,7 @@ def test_slurm_daemons_read_the_generated_conf():
 
 def fake_daemon(tmp_path: Path) -> cluster.Daemon:
     """A daemon that forks ``sleep 300`` into the background, writes its pid, and counts its starts."""
-    script = (
-        f"echo start >> {tmp_path}/starts; "
-        f"sleep 300 </dev/null >/dev/null 2>&1 & echo $! > {tmp_path}/sleep.pid"
-    )
+    script = f"echo start >> {tmp_path}/starts; sleep 300 </dev/null >/dev/null 2>&1 & echo $! > {tmp_path}/sleep.pid"
     return cluster.Daemon("sleep", ("sh", "-c", script), tmp_path / "sleep.pid", tmp_path / "sleep.log")
 
 
@@ -144,8 +141,15 @@ def jobs_by_value():
 def slurm_executor(folder: Path, **resources) -> submitit.Executor:
     """Our executor for the local cluster: 1 CPU and 1 GB per job, 5 minutes."""
     slurm = SlurmConfig(
-        partition=None, gpus_per_node=0, tasks_per_node=1, cpus_per_task=1, mem_gb=1,
-        timeout_min=5, array_parallelism=4, additional={}, **resources,
+        partition=None,
+        gpus_per_node=0,
+        tasks_per_node=1,
+        cpus_per_task=1,
+        mem_gb=1,
+        timeout_min=5,
+        array_parallelism=4,
+        additional={},
+        **resources,
     )
     return make_executor(ExecutorConfig(kind="slurm", log_dir=str(folder), slurm=slurm), folder, "grar-test")
 
@@ -200,8 +204,8 @@ def test_a_failing_job_is_reported_while_the_others_finish(slurm_cluster, jobs_b
 
 
 def test_state_folder_is_private_and_never_another_users(tmp_path):
-    from pipeline.errors import ClusterError
     from pipeline.cluster.local_test_cluster import secure_root
+    from pipeline.errors import ClusterError
 
     root = tmp_path / "cluster"
     secure_root(root)

@@ -11,14 +11,19 @@ import pytest
 import yaml
 from test_grids import GRIDS, grid_params
 
-from pipeline.cluster import grids
 from pipeline.cli.main import main
-from pipeline.config import load_params, with_overrides
+from pipeline.cluster import grids
 from pipeline.cluster.plan import duration, eta_text, grid_plan, plan_rows, progress_text
+from pipeline.config import load_params, with_overrides
 
 ROOT = Path(__file__).resolve().parents[3]
-SLURM = {"executor.kind": "slurm", "executor.slurm.array_parallelism": 2, "executor.slurm.gpus_per_node": 2,
-         "executor.slurm.timeout_min": 2, "grid.grids": {"g": GRIDS["g"]}}
+SLURM = {
+    "executor.kind": "slurm",
+    "executor.slurm.array_parallelism": 2,
+    "executor.slurm.gpus_per_node": 2,
+    "executor.slurm.timeout_min": 2,
+    "grid.grids": {"g": GRIDS["g"]},
+}
 
 
 def write_run(run: grids.Run, seconds: list[float], finished: bool = False) -> None:
@@ -29,8 +34,9 @@ def write_run(run: grids.Run, seconds: list[float], finished: bool = False) -> N
     rows += [f"{i},0.01,1.0,1.0,,,,{s}" for i, s in enumerate(seconds, start=1)]
     (run.run_dir / "train_log.csv").write_text("\n".join(rows) + "\n")
     if finished:
-        (run.run_dir / "metrics.json").write_text(json.dumps({"miou": 0.5, "provenance": {
-            "config_hash": run.config_hash}}))
+        (run.run_dir / "metrics.json").write_text(
+            json.dumps({"miou": 0.5, "provenance": {"config_hash": run.config_hash}})
+        )
 
 
 @pytest.fixture
@@ -49,17 +55,24 @@ def planned(tmp_path):
 def test_costs_from_measured_seconds_per_iteration(planned):
     plan = grid_plan(planned, "g")
     assert [(r.cell, r.seed, r.state, r.done) for r in plan.runs] == [
-        ("fcn", 0, "done", 300), ("fcn", 1, "pending", 0), ("ppm", 0, "started", 100), ("ppm", 1, "pending", 0),
-        ("grar", 0, "pending", 0), ("grar", 1, "pending", 0)]
+        ("fcn", 0, "done", 300),
+        ("fcn", 1, "pending", 0),
+        ("ppm", 0, "started", 100),
+        ("ppm", 1, "pending", 0),
+        ("grar", 0, "pending", 0),
+        ("grar", 1, "pending", 0),
+    ]
     assert {r.seconds_per_iteration for r in plan.runs} == {0.5}  # median of the 400 logged iterations
     assert [r.remaining_s for r in plan.runs] == [0, 150, 100, 150, 150, 150]
     assert plan.remaining_s == 700 and plan.gpu_hours == pytest.approx(700 / 3600 * 2)
     # two slots in grid order: fcn1 150 | ppm0 100, ppm1 -> 250, grar0 -> 300, grar1 -> 400
     assert plan.wall_s == 400 and duration(plan.wall_s) == "0:06:40"
     assert [r.over_limit for r in plan.runs] == [False, True, False, True, True, True]  # 150 s > 2 min
-    assert plan.warnings[0] == ("g/fcn seed 1: needs 0:02:30 more, over executor.slurm.timeout_min 2 min: it "
-                                "cannot finish without requeues (raise the time limit, or make sure the partition "
-                                "requeues preempted jobs)")
+    assert plan.warnings[0] == (
+        "g/fcn seed 1: needs 0:02:30 more, over executor.slurm.timeout_min 2 min: it "
+        "cannot finish without requeues (raise the time limit, or make sure the partition "
+        "requeues preempted jobs)"
+    )
     assert plan_rows(plan)[3] == ("ppm", "0", "started", "100/300", "0.500", "0:01:40", "0.06", "fits")
     running = grid_plan(planned, "g", {("grar", 1): "running"})  # a running run takes its slot first
     assert running.wall_s == 400 and running.runs[5].state == "running"
@@ -81,8 +94,9 @@ def test_grid_plan_command(planned, tmp_path, capsys):
     path.write_text(yaml.safe_dump(planned.model_dump(mode="json"), sort_keys=False))
     assert main(["grid", "plan", "g", "--params", str(path)]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0] == ("grid g: 6 runs (1 done, 5 pending); executor slurm: 2 run(s) at a time, "
-                      "2 GPU(s) per job, time limit 2 min")
+    assert out[0] == (
+        "grid g: 6 runs (1 done, 5 pending); executor slurm: 2 run(s) at a time, 2 GPU(s) per job, time limit 2 min"
+    )
     assert out[1] == "to go: 0:11:40 of run time, 0.39 GPU-hours, wall time 0:06:40 at 2 in parallel"
     assert out[2].endswith("tiny_resnet 32x192 auto: 2 log(s); tiny_resnet 64x64 auto: 1 log(s)")
     assert out[3].split() == ["cell", "seed", "state", "iterations", "s/it", "remaining", "GPU-h", "time", "limit"]
@@ -104,25 +118,42 @@ def test_paper_profile_plans_tables_1_to_6_with_table4_sharing_table1s_runs(tmp_
     counts = {}
     for number in range(1, 7):
         plan = grid_plan(params, f"table{number}")
-        counts[number] = (len(plan.runs), sorted({run.iterations for run in plan.runs}),
-                          sum(run.state == "done" for run in plan.runs))
-    assert counts == {1: (5, [50000], 1), 2: (9, [50000], 0), 3: (7, [50000], 0), 4: (2, [50000], 1),
-                      5: (2, [200000], 0), 6: (2, [100000], 0)}
-    assert grid_plan(params, "table4").shared == {("r101-grar-sr", 0): ("table1/r101-grar-sr",),
-                                                  ("resnest101-grar-sr", 0): ("table1/resnest101-grar-sr",)}
-    assert grid_plan(params, "table3").shared == {("fcn", 0): ("table1/r50-fcn", "table2/fcn"),
-                                                  ("grar", 0): ("table1/r50-grar", "table2/posneg-graph")}
+        counts[number] = (
+            len(plan.runs),
+            sorted({run.iterations for run in plan.runs}),
+            sum(run.state == "done" for run in plan.runs),
+        )
+    assert counts == {
+        1: (5, [50000], 1),
+        2: (9, [50000], 0),
+        3: (7, [50000], 0),
+        4: (2, [50000], 1),
+        5: (2, [200000], 0),
+        6: (2, [100000], 0),
+    }
+    assert grid_plan(params, "table4").shared == {
+        ("r101-grar-sr", 0): ("table1/r101-grar-sr",),
+        ("resnest101-grar-sr", 0): ("table1/resnest101-grar-sr",),
+    }
+    assert grid_plan(params, "table3").shared == {
+        ("fcn", 0): ("table1/r50-fcn", "table2/fcn"),
+        ("grar", 0): ("table1/r50-grar", "table2/posneg-graph"),
+    }
     assert grid_plan(params, "table5").shared == {}
     assert main(["grid", "plan", "table4", "--params", paper]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == (
         "2 of these runs are also runs of other grids (the same config, trained once; counted in each grid's "
-        "plan): r101-grar-sr seed 0 = table1/r101-grar-sr; resnest101-grar-sr seed 0 = table1/resnest101-grar-sr")
+        "plan): r101-grar-sr seed 0 = table1/r101-grar-sr; resnest101-grar-sr seed 0 = table1/resnest101-grar-sr"
+    )
     assert main(["grid", "plan", "table5", "--params", paper, "--set", "executor.slurm.partition=other"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0] == ("grid table5: 2 runs (2 pending); executor slurm: 8 run(s) at a time, 4 GPU(s) per job, "
-                      "time limit 1440 min")
-    assert [line.split()[:5] for line in out[4:6]] == [["r101-grar-sr", "0", "pending", "0/200000", "2.000"],
-                                                       ["resnest101-grar-sr", "0", "pending", "0/200000", "unknown"]]
+    assert out[0] == (
+        "grid table5: 2 runs (2 pending); executor slurm: 8 run(s) at a time, 4 GPU(s) per job, time limit 1440 min"
+    )
+    assert [line.split()[:5] for line in out[4:6]] == [
+        ["r101-grar-sr", "0", "pending", "0/200000", "2.000"],
+        ["resnest101-grar-sr", "0", "pending", "0/200000", "unknown"],
+    ]
 
 
 def test_progress_of_a_running_run_from_its_log(planned, tmp_path):
@@ -132,8 +163,9 @@ def test_progress_of_a_running_run_from_its_log(planned, tmp_path):
     assert progress_text(runs["grar", 0].run_dir, 300) == "0/300 it"  # no log yet
     long = tmp_path / "long"
     long.mkdir()
-    rows = ["iteration,lr,loss,ce,aux,coarse,sr,seconds"] + [f"{i},0.01,1.0,1.0,,,,{9.0 if i <= 1150 else 0.25}"
-                                                             for i in range(1, 1201)]
+    rows = ["iteration,lr,loss,ce,aux,coarse,sr,seconds"] + [
+        f"{i},0.01,1.0,1.0,,,,{9.0 if i <= 1150 else 0.25}" for i in range(1, 1201)
+    ]
     (long / "train_log.csv").write_text("\n".join(rows) + "\n")
     # the median of the last 50 iterations (0.25 s) x 48800 left = 12200 s; the slow start does not count
     assert progress_text(long, 50000) == "1200/50000 it, ETA 3 h 23 min"
@@ -144,10 +176,24 @@ def test_grid_status_shows_progress_and_eta_of_running_runs(planned):
     from pipeline.cli.grid import status_text
 
     runs = {(run.cell, run.seed): run for run in grids.expand(planned, "g")}
-    states = [grids.CellState(runs["ppm", 0], "running", "7_1", "logs/7_1_0_log.err", active=True),
-              grids.CellState(runs["grar", 0], "pending", "7_2", "logs/7_2_0_log.err", active=True)]
+    states = [
+        grids.CellState(runs["ppm", 0], "running", "7_1", "logs/7_1_0_log.err", active=True),
+        grids.CellState(runs["grar", 0], "pending", "7_2", "logs/7_2_0_log.err", active=True),
+    ]
     lines = status_text(planned, "g", states).splitlines()
-    assert lines[1].split() == ["cell", "seed", "state", "progress", "mIoU", "%", "job", "log", "/", "run", "folder",
-                                "reason"]
+    assert lines[1].split() == [
+        "cell",
+        "seed",
+        "state",
+        "progress",
+        "mIoU",
+        "%",
+        "job",
+        "log",
+        "/",
+        "run",
+        "folder",
+        "reason",
+    ]
     assert lines[2] == "ppm   0     running  100/300 it, ETA 2 min  -       7_1  logs/7_1_0_log.err"
     assert lines[3] == "grar  0     pending  -                      -       7_2  logs/7_2_0_log.err"

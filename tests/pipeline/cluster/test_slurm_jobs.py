@@ -11,15 +11,21 @@ import subprocess
 import pytest
 import submitit
 
+from pipeline.cluster import slurm_jobs
+from pipeline.cluster.executors import WatchedSlurmExecutor, make_executor
+from pipeline.cluster.slurm_jobs import PURGED, SlurmStateWatcher, accounting_enabled
 from pipeline.config import ExecutorConfig, SlurmConfig
 from pipeline.errors import ConfigError
-from pipeline.cluster import slurm_jobs
-from pipeline.cluster.slurm_jobs import PURGED, SlurmStateWatcher, accounting_enabled
-from pipeline.cluster.executors import WatchedSlurmExecutor, make_executor
 
 SLURM = SlurmConfig(
-    partition="gpu", gpus_per_node=2, tasks_per_node=2, cpus_per_task=5, mem_gb=16,
-    timeout_min=90, array_parallelism=3, additional={"account": "proj", "qos": "high"},
+    partition="gpu",
+    gpus_per_node=2,
+    tasks_per_node=2,
+    cpus_per_task=5,
+    mem_gb=16,
+    timeout_min=90,
+    array_parallelism=3,
+    additional={"account": "proj", "qos": "high"},
 )
 
 
@@ -37,13 +43,28 @@ def test_slurm_executor_takes_every_resource_from_the_config(slurm_installed, tm
     executor = make_executor(executor_config("slurm"), tmp_path, "cell-3")
     assert isinstance(executor, WatchedSlurmExecutor)
     assert executor.parameters == {
-        "job_name": "cell-3", "partition": "gpu", "gpus_per_node": 2, "ntasks_per_node": 2,
-        "cpus_per_task": 5, "mem": "16GB", "time": 90, "array_parallelism": 3,
+        "job_name": "cell-3",
+        "partition": "gpu",
+        "gpus_per_node": 2,
+        "ntasks_per_node": 2,
+        "cpus_per_task": 5,
+        "mem": "16GB",
+        "time": 90,
+        "array_parallelism": 3,
         "additional_parameters": {"account": "proj", "qos": "high"},
     }
     sbatch = executor._make_submission_file_text("true", "uid").splitlines()
-    for line in ("--job-name=cell-3", "--partition=gpu", "--gpus-per-node=2", "--ntasks-per-node=2",
-                 "--cpus-per-task=5", "--mem=16GB", "--time=90", "--account=proj", "--qos=high"):
+    for line in (
+        "--job-name=cell-3",
+        "--partition=gpu",
+        "--gpus-per-node=2",
+        "--ntasks-per-node=2",
+        "--cpus-per-task=5",
+        "--mem=16GB",
+        "--time=90",
+        "--account=proj",
+        "--qos=high",
+    ):
         assert f"#SBATCH {line}" in sbatch
 
 
@@ -70,12 +91,15 @@ def test_debug_executor_runs_the_job_in_this_process(tmp_path):
     assert executor.submit(operator.mul, 6, 7).result() == 42
 
 
-@pytest.mark.parametrize(("line", "expected"), [
-    ("AccountingStorageType   = accounting_storage/none", False),
-    ("AccountingStorageType   = accounting_storage/slurmdbd", True),
-    ("AccountingStorageType = (null)", False),
-    ("ClusterName = x", True),  # cannot tell: keep sacct
-])
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("AccountingStorageType   = accounting_storage/none", False),
+        ("AccountingStorageType   = accounting_storage/slurmdbd", True),
+        ("AccountingStorageType = (null)", False),
+        ("ClusterName = x", True),  # cannot tell: keep sacct
+    ],
+)
 def test_accounting_is_read_from_scontrol_show_config(line, expected):
     config = f"Configuration data as of 2026-01-01\nAccountingStorageHost = localhost\n{line}\n"
     assert accounting_enabled(config) is expected
@@ -88,7 +112,11 @@ def test_squeue_rows_become_states_and_unlisted_jobs_are_purged():
         watcher.register_job(job_id)
     info = watcher.read_info(b"5_0|COMPLETED|vm\n5_1|RUNNING|vm\n9|PENDING|\n")
     assert {job_id: row["State"] for job_id, row in info.items()} == {
-        "5_0": "COMPLETED", "5_1": "RUNNING", "9": "PENDING", "5_2": PURGED, "7": PURGED,
+        "5_0": "COMPLETED",
+        "5_1": "RUNNING",
+        "9": "PENDING",
+        "5_2": PURGED,
+        "7": PURGED,
     }
     watcher._info_dict.update(info)
     assert [watcher.is_done(j, mode="cache") for j in ("5_0", "5_1", "5_2")] == [True, False, True]
@@ -100,7 +128,13 @@ def test_without_accounting_the_watcher_asks_squeue_for_its_jobs_by_id():
     for job_id in ("5_0", "5_1", "7"):
         watcher.register_job(job_id)
     assert watcher._make_command() == [
-        "squeue", "--array", "--noheader", "--states=all", "--format=%i|%T|%N", "--jobs=5,7"]
+        "squeue",
+        "--array",
+        "--noheader",
+        "--states=all",
+        "--format=%i|%T|%N",
+        "--jobs=5,7",
+    ]
 
 
 def test_jobs_squeue_knows_none_of_any_more_are_purged_and_finished(tmp_path, monkeypatch):
@@ -134,6 +168,8 @@ def test_jobs_named_finds_array_tasks_and_single_jobs_as_task_0(monkeypatch):
         return subprocess.CompletedProcess(command, 0, stdout=rows, stderr="")
 
     monkeypatch.setattr(subprocess, "run", squeue)
-    assert slurm_jobs.jobs_named(["grar-g-1", "grar-bench-2"]) == {"grar-g-1": {0: "7_0", 1: "7_1"},
-                                                              "grar-bench-2": {0: "9"}}
+    assert slurm_jobs.jobs_named(["grar-g-1", "grar-bench-2"]) == {
+        "grar-g-1": {0: "7_0", 1: "7_1"},
+        "grar-bench-2": {0: "9"},
+    }
     assert seen == ["--name=grar-bench-2,grar-g-1"]

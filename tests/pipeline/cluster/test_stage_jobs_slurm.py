@@ -25,8 +25,13 @@ from pipeline.config import Params, load_params, with_overrides
 pytestmark = pytest.mark.slurm
 
 REPO = Path(__file__).resolve().parents[3]
-SLURM = {"executor.slurm.cpus_per_task": 1, "executor.slurm.mem_gb": 1, "executor.slurm.timeout_min": 5,
-         "executor.slurm.array_parallelism": 2, "grid.seeds": [0]}
+SLURM = {
+    "executor.slurm.cpus_per_task": 1,
+    "executor.slurm.mem_gb": 1,
+    "executor.slurm.timeout_min": 5,
+    "executor.slurm.array_parallelism": 2,
+    "grid.seeds": [0],
+}
 
 
 def write_project(root: Path, params: Params) -> Path:
@@ -42,9 +47,15 @@ def default_signals() -> None:
 
 
 def start(project: Path, stage: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", f"stages.{stage}"], cwd=project, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
-                            preexec_fn=default_signals)
+    return subprocess.Popen(
+        [sys.executable, "-m", f"stages.{stage}"],
+        cwd=project,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        preexec_fn=default_signals,
+    )
 
 
 def poll(condition, what: str, process: subprocess.Popen, timeout_s: float = 120.0):
@@ -81,11 +92,22 @@ def submissions(folder: Path) -> list[str]:
 
 @pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGHUP])
 def test_a_killed_bench_stage_collects_its_job_when_run_again(slurm_cluster, tmp_path, signum):
-    params = with_overrides(load_params(REPO / "params.yaml"), {
-        **SLURM, "executor.log_dir": str(tmp_path / "logs"), "executor.stages.bench.kind": "slurm",
-        "bench.out": str(tmp_path / "bench.json"), "bench.channels": 32, "bench.height": 9, "bench.width": 9,
-        "bench.head_width": 16, "bench.num_classes": 5, "bench.warmup": 0, "bench.repeats": 1,
-    })
+    params = with_overrides(
+        load_params(REPO / "params.yaml"),
+        {
+            **SLURM,
+            "executor.log_dir": str(tmp_path / "logs"),
+            "executor.stages.bench.kind": "slurm",
+            "bench.out": str(tmp_path / "bench.json"),
+            "bench.channels": 32,
+            "bench.height": 9,
+            "bench.width": 9,
+            "bench.head_width": 16,
+            "bench.num_classes": 5,
+            "bench.warmup": 0,
+            "bench.repeats": 1,
+        },
+    )
     project = write_project(tmp_path / "project", params)
     record = tmp_path / "logs" / "stages" / "bench.json"
     first = start(project, "bench")
@@ -103,11 +125,17 @@ def test_a_killed_bench_stage_collects_its_job_when_run_again(slurm_cluster, tmp
 
 @pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGINT])
 def test_a_killed_train_stage_collects_its_jobs_when_run_again(slurm_cluster, tmp_path, signum):
-    params = tiny(make_project(tmp_path), {
-        **SLURM, "executor.kind": "slurm", "executor.log_dir": str(tmp_path / "logs"),
-        "grid.grids": {"r": [{"name": "fcn", "set": {"model.head": "fcn"}}]},
-        "train.schedules.embedded": {"lr": 0.02, "iterations": 30}, "eval.multi_scale": False,
-    })
+    params = tiny(
+        make_project(tmp_path),
+        {
+            **SLURM,
+            "executor.kind": "slurm",
+            "executor.log_dir": str(tmp_path / "logs"),
+            "grid.grids": {"r": [{"name": "fcn", "set": {"model.head": "fcn"}}]},
+            "train.schedules.embedded": {"lr": 0.02, "iterations": 30},
+            "eval.multi_scale": False,
+        },
+    )
     project = write_project(tmp_path / "project", params)
     index = tmp_path / "runs" / "grids" / "r.json"
     first = start(project, "train")
@@ -126,16 +154,30 @@ def test_stats_on_a_cpu_partition_runs_as_one_job_and_writes_where_dvc_expects(s
     params = make_project(tmp_path)
     expected = sorted(path.name for path in (tmp_path / "stats" / "embedded").iterdir())
     shutil.rmtree(tmp_path / "stats")
-    params = with_overrides(params, {**SLURM, "executor.log_dir": str(tmp_path / "logs"),
-                                     "executor.stages.stats.kind": "slurm",
-                                     "executor.stages.stats.slurm": {"partition": "local", "gpus_per_node": 0}})
+    params = with_overrides(
+        params,
+        {
+            **SLURM,
+            "executor.log_dir": str(tmp_path / "logs"),
+            "executor.stages.stats.kind": "slurm",
+            "executor.stages.stats.slurm": {"partition": "local", "gpus_per_node": 0},
+        },
+    )
     project = write_project(tmp_path / "project", params)
-    result = subprocess.run([sys.executable, "-m", "stages.stats", "embedded"], cwd=project, capture_output=True,
-                            text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=240)
+    result = subprocess.run(
+        [sys.executable, "-m", "stages.stats", "embedded"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=240,
+    )
     assert result.returncode == 0, result.stderr
     job_id = json_field(tmp_path / "logs" / "stages" / "stats-embedded.json", "job_id")
     script = (tmp_path / "logs" / "stages" / "stats-embedded" / f"{job_id}_submission.sh").read_text()
     assert "#SBATCH --partition=local" in script and "--gpus" not in script
     assert sorted(path.name for path in (tmp_path / "stats" / "embedded").iterdir()) == expected
-    assert result.stderr.splitlines()[0] == (f"stage stats-embedded: submitted SLURM job {job_id} (log "
-                                             f"{tmp_path}/logs/stages/stats-embedded/{job_id}_0_log.err)")
+    assert result.stderr.splitlines()[0] == (
+        f"stage stats-embedded: submitted SLURM job {job_id} (log "
+        f"{tmp_path}/logs/stages/stats-embedded/{job_id}_0_log.err)"
+    )

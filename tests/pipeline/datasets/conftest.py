@@ -1,4 +1,7 @@
-"""Fixtures of the dataset tests: params in a temp folder (the loopback server, ``server``, is in tests/pipeline/conftest.py)."""
+"""Fixtures of the dataset tests: params in a temp folder.
+
+The loopback server, ``server``, is in tests/pipeline/conftest.py.
+"""
 
 from __future__ import annotations
 

@@ -52,7 +52,9 @@ def test_fixture_labels_are_shifted_by_one_with_zero_ignored(params):
     assert (original("ADE_val_00000003") == 103).any()
     assert (np.array(Image.open(out / "val" / "labels" / "ADE_val_00000003.png")) == 102).any()
     assert sorted(p.name for p in (out / "train" / "labels").iterdir()) == [
-        "ADE_train_00000001.png", "ADE_train_00000002.png", "ADE_train_00000003.png",
+        "ADE_train_00000001.png",
+        "ADE_train_00000002.png",
+        "ADE_train_00000003.png",
     ]
 
 

@@ -21,11 +21,14 @@ TRAIN = "COCO_train2014_000000000077"
 VAL = "COCO_train2014_000000000078"
 # v1.1 ids: 0 unlabeled, 1 person, 11 fire hydrant, 12 street sign (unused), 13 stop sign, 91 hair brush (unused),
 # 92 banner (first stuff), 182 wood (last)
-S_TRAIN = np.array([
-    [0, 1, 11, 12, 13],
-    [92, 182, 1, 0, 91],
-    [13, 13, 92, 182, 0],
-], dtype=np.uint16)
+S_TRAIN = np.array(
+    [
+        [0, 1, 11, 12, 13],
+        [92, 182, 1, 0, 91],
+        [13, 13, 92, 182, 0],
+    ],
+    dtype=np.uint16,
+)
 # 0 -> 255; used ids keep their order: 1 -> 0, 11 -> 10, 13 -> 11 (12 is dropped), 92 -> 80 (91 - 11 unused
 # ids below it), 182 -> 170; the unused 12 and 91 -> 255
 EXPECTED_TRAIN = [
@@ -45,7 +48,9 @@ def write_miniature(root: Path, s_train: np.ndarray = S_TRAIN, grey_val: bool = 
     Image.fromarray(val_image).convert("L" if grey_val else "RGB").save(root / "images" / f"{VAL}.jpg")
     names = np.array(coco_stuff.NAMES, dtype=object)
     scipy.io.savemat(root / "annotations" / f"{TRAIN}.mat", {"S": s_train, "names": names, "captions": ["a cat"]})
-    scipy.io.savemat(root / "annotations" / f"{VAL}.mat", {"S": np.array([[182.0, 0, 1], [150, 150, 92]]), "names": names})
+    scipy.io.savemat(
+        root / "annotations" / f"{VAL}.mat", {"S": np.array([[182.0, 0, 1], [150, 150, 92]]), "names": names}
+    )
     (root / "imageLists" / "train.txt").write_text(f"{TRAIN}\n")
     (root / "imageLists" / "test.txt").write_text(f"{VAL}\n")
     return root
@@ -60,7 +65,16 @@ def labels(out: Path, split: str, stem: str) -> np.ndarray:
 def test_names_and_the_171_classes():
     assert len(coco_stuff.NAMES) == 182 and len(coco_stuff.USED) == 171
     assert [coco_stuff.NAMES[k - 1] for k in coco_stuff.UNUSED] == [
-        "street sign", "hat", "shoe", "eye glasses", "plate", "mirror", "window", "desk", "door", "blender",
+        "street sign",
+        "hat",
+        "shoe",
+        "eye glasses",
+        "plate",
+        "mirror",
+        "window",
+        "desk",
+        "door",
+        "blender",
         "hair brush",
     ]
     used = [coco_stuff.NAMES[k - 1] for k in coco_stuff.USED]

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import with_overrides
 from pipeline import download
+from pipeline.config import with_overrides
 from pipeline.datasets.download import ARCHIVES, archives_for, download_dataset, source_paths
 from pipeline.download import Archive, fetch, resolve_url
 from pipeline.errors import ConfigError, DataError
@@ -26,8 +26,12 @@ def sha256(data: bytes) -> str:
 def archive_for(url: str, data: bytes = DATA, checksum: str | None = "auto", extract: bool = False) -> Archive:
     name = url.rsplit("/", 1)[1]
     return Archive(
-        key=name, filename=name, url=url, algorithm="sha256",
-        checksum=sha256(data) if checksum == "auto" else checksum, extract=extract,
+        key=name,
+        filename=name,
+        url=url,
+        algorithm="sha256",
+        checksum=sha256(data) if checksum == "auto" else checksum,
+        extract=extract,
     )
 
 
@@ -111,7 +115,9 @@ def test_file_mirror_resumes_a_part(tmp_path):
     (tmp_path / "mirror" / "a.bin").write_bytes(DATA)
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "a.bin.part").write_bytes(DATA[:1000])
-    fetch(archive_for("http://official.invalid/a.bin"), tmp_path / "out" / "a.bin", mirror=(tmp_path / "mirror").as_uri())
+    fetch(
+        archive_for("http://official.invalid/a.bin"), tmp_path / "out" / "a.bin", mirror=(tmp_path / "mirror").as_uri()
+    )
     assert (tmp_path / "out" / "a.bin").read_bytes() == DATA
 
 
@@ -189,8 +195,10 @@ def test_resume_answered_from_another_offset_starts_over(server, tmp_path, capsy
     half = len(DATA) // 2
     assert server.requests == [("/a.bin", None), ("/a.bin", f"bytes={half}-"), ("/a.bin", None)]
     assert target.read_bytes() == DATA
-    assert f"asked to resume at byte {half}, the server answered 'bytes 1000-263939/263940'; downloading from the start" \
+    assert (
+        f"asked to resume at byte {half}, the server answered 'bytes 1000-263939/263940'; downloading from the start"
         in capsys.readouterr().out
+    )
 
 
 class FullDisk:
@@ -207,7 +215,7 @@ class FullDisk:
         self.room -= len(data)
         return self.file.write(data)
 
-    def __enter__(self) -> "FullDisk":
+    def __enter__(self) -> FullDisk:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -218,7 +226,12 @@ def test_full_disk_keeps_the_part_and_a_later_run_resumes(server, tmp_path, monk
     server.files["a.bin"] = DATA
     archive = archive_for(server.url("a.bin"))
     part = tmp_path / "a.bin.part"
-    monkeypatch.setattr(download, "open", lambda path, mode="r": FullDisk(open(path, mode), 100_000), raising=False)
+    monkeypatch.setattr(
+        download,
+        "open",
+        lambda path, mode="r": FullDisk(open(path, mode), 100_000),  # noqa: SIM115 - FullDisk closes it
+        raising=False,
+    )
     message = (
         rf"^{part}: disk full \(No space left on device\) after 100,000 bytes of {server.url('a.bin')}; "
         r"the partial download is kept: free some space on that file system and run the command again to resume$"
@@ -286,5 +299,7 @@ def test_archive_that_fails_to_extract_is_not_trusted(server, params, monkeypatc
 def test_error_page_instead_of_a_published_archive_says_what_it_is(server, tmp_path):
     server.files["a.zip"] = b"<html><body>404</body></html>"
     archive = archive_for(server.url("a.zip"), data=mini_zip(), extract=True)
-    with pytest.raises(DataError, match=r"a\.zip: corrupt download, deleted: .*; it starts with '<html><body>404</body>"):
+    with pytest.raises(
+        DataError, match=r"a\.zip: corrupt download, deleted: .*; it starts with '<html><body>404</body>"
+    ):
         fetch(archive, tmp_path / "a.zip")

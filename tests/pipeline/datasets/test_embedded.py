@@ -21,11 +21,16 @@ SIZE = 37  # odd on purpose
 def small(params, **changes):
     """``params`` with a tiny embedded dataset (``train``/``val`` images, ``size`` pixels)."""
     values = {"train": 9, "val": 5, "size": SIZE, "seed": 3, "workers": 1} | changes
-    return with_overrides(params, {
-        "data.embedded.train_images": values["train"], "data.embedded.val_images": values["val"],
-        "data.embedded.image_size": values["size"], "data.embedded.seed": values["seed"],
-        "data.workers": values["workers"],
-    })
+    return with_overrides(
+        params,
+        {
+            "data.embedded.train_images": values["train"],
+            "data.embedded.val_images": values["val"],
+            "data.embedded.image_size": values["size"],
+            "data.embedded.seed": values["seed"],
+            "data.workers": values["workers"],
+        },
+    )
 
 
 def files(root: Path) -> dict[str, bytes]:
@@ -45,13 +50,22 @@ def test_classes_scenes_and_twins_are_the_documented_design():
     assert list(E.SCENES) == ["bedroom", "pasture", "harbour", "street"]
     assert [c for scene in E.SCENES.values() for c in scene.classes] == list(E.CLASSES)
     assert E.SCENES["bedroom"].classes == (
-        "bedroom.wall", "bedroom.floor", "bedroom.pillow", "bedroom.lamp", "bedroom.bed", "bedroom.wardrobe"
+        "bedroom.wall",
+        "bedroom.floor",
+        "bedroom.pillow",
+        "bedroom.lamp",
+        "bedroom.bed",
+        "bedroom.wardrobe",
     )
     assert set(E.TWINS) == {
         ("bedroom.wall", "pasture.sky", "harbour.haze", "street.facade"),
         ("bedroom.floor", "pasture.grass", "harbour.water", "street.road"),
-        ("bedroom.pillow", "pasture.rock"), ("bedroom.lamp", "harbour.buoy"), ("bedroom.bed", "street.car"),
-        ("pasture.cow", "harbour.boat"), ("pasture.sheep", "street.bollard"), ("harbour.container", "street.bus"),
+        ("bedroom.pillow", "pasture.rock"),
+        ("bedroom.lamp", "harbour.buoy"),
+        ("bedroom.bed", "street.car"),
+        ("pasture.cow", "harbour.boat"),
+        ("pasture.sheep", "street.bollard"),
+        ("harbour.container", "street.bus"),
     }
     twins = {c for group in E.TWINS for c in group}
     assert set(E.CLASSES) - twins == {scene.unique for scene in E.SCENES.values()}
@@ -133,8 +147,11 @@ def test_prepare_writes_the_canonical_layout(tmp_path, params):
     assert read_csv(out / "classes.csv") == [["id", "name"], *([str(k), name] for k, name in enumerate(E.CLASSES))]
     scenes = read_csv(out / "scenes.csv")
     assert scenes[0] == ["stem", "split", "scene"]
-    assert scenes[1:4] == [["train_00000", "train", "bedroom"], ["train_00001", "train", "pasture"],
-                           ["train_00002", "train", "harbour"]]
+    assert scenes[1:4] == [
+        ["train_00000", "train", "bedroom"],
+        ["train_00001", "train", "pasture"],
+        ["train_00002", "train", "harbour"],
+    ]
     assert scenes[-1] == ["val_00004", "val", "bedroom"]
     for split, count in (("train", 9), ("val", 5)):
         stems = [f"{split}_{i:05d}" for i in range(count)]

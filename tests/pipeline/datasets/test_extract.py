@@ -21,7 +21,7 @@ def make_zip(path: Path, entries: dict[str, bytes], symlinks: dict[str, str] | N
             zf.writestr(name, data)
         for name, target in (symlinks or {}).items():
             info = zipfile.ZipInfo(name)
-            info.external_attr = (0o120777 << 16)  # S_IFLNK
+            info.external_attr = 0o120777 << 16  # S_IFLNK
             zf.writestr(info, target)
     return path
 
@@ -70,7 +70,9 @@ def test_links_inside_the_target_are_kept(tmp_path):
 def test_zip_with_dotdot_member_is_refused(tmp_path):
     archive = make_zip(tmp_path / "bad.zip", {"ok/a.txt": b"fine", "ok/../../evil.txt": b"pwned"})
     target = tmp_path / "out" / "bad"
-    with pytest.raises(DataError, match=r"bad\.zip: refusing to extract: member 'ok/\.\./\.\./evil\.txt' contains '\.\.'"):
+    with pytest.raises(
+        DataError, match=r"bad\.zip: refusing to extract: member 'ok/\.\./\.\./evil\.txt' contains '\.\.'"
+    ):
         extract_archive(archive, target)
     assert_nothing_extracted(tmp_path, target)
 
@@ -92,7 +94,9 @@ def test_tar_with_absolute_member_is_refused(tmp_path):
 
 def test_tar_with_symlink_out_is_refused(tmp_path):
     archive = make_tar(tmp_path / "bad.tar", {"a.txt": b"fine"}, {"d/up": (tarfile.SYMTYPE, "../../evil.txt")})
-    with pytest.raises(DataError, match=r"member 'd/up' is a link pointing out of the target \('\.\./\.\./evil\.txt'\)"):
+    with pytest.raises(
+        DataError, match=r"member 'd/up' is a link pointing out of the target \('\.\./\.\./evil\.txt'\)"
+    ):
         extract_archive(archive, tmp_path / "out" / "bad")
     assert_nothing_extracted(tmp_path, tmp_path / "out" / "bad")
 
@@ -246,8 +250,12 @@ def test_total_size_cap_and_free_disk_space(tmp_path, monkeypatch):
     ("flags", "method", "reason"),
     [
         (0x1, None, "is encrypted \\(password-protected\\)"),
-        (None, 9, r"uses compression method 9 \(Deflate64, as Windows zips large files\), which Python's zipfile "
-                  "cannot read"),
+        (
+            None,
+            9,
+            r"uses compression method 9 \(Deflate64, as Windows zips large files\), which Python's zipfile "
+            "cannot read",
+        ),
         (None, 42, "uses compression method 42, which Python's zipfile cannot read"),
     ],
 )
@@ -262,8 +270,10 @@ def test_encrypted_or_unsupported_zip_member_is_one_line(tmp_path, flags, method
 @pytest.mark.parametrize(
     ("content", "looks"),
     [
-        (b"<!DOCTYPE html>\n<html><body>503 Service Unavailable</body></html>",
-         "it starts with '<!DOCTYPE html>' \\(an HTML page, not the archive\\)"),
+        (
+            b"<!DOCTYPE html>\n<html><body>503 Service Unavailable</body></html>",
+            "it starts with '<!DOCTYPE html>' \\(an HTML page, not the archive\\)",
+        ),
         (b"", "it is empty"),
         (b"\x89PNG\r\n\x1a\n\0\0", "it starts with the bytes 89 50 4e 47 0d 0a 1a 0a"),
     ],

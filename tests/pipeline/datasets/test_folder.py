@@ -74,8 +74,11 @@ def folder_params(params, name: str, spec) -> object:
 
 def tree(root: Path) -> dict[str, str]:
     """Relative path -> SHA-256 of every file under ``root`` (to show nothing changed)."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*"))
-            if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def read(path: Path) -> np.ndarray:
@@ -164,7 +167,9 @@ def corrupt(case: str, root: Path) -> str:
         values = LABELS["a"].copy()
         values[2, 3] = 7
         write_label(train / "labels" / "a.png", values)
-        return f"{train / 'labels' / 'a.png'}: value 7 at row 2, column 3 is not a class id 0..2 nor the ignore value 255"
+        return (
+            f"{train / 'labels' / 'a.png'}: value 7 at row 2, column 3 is not a class id 0..2 nor the ignore value 255"
+        )
     if case == "size mismatch":
         (train / "images" / "a.jpg").write_bytes(jpeg(1, size=(6, 3)))
         return f"{train / 'images' / 'a.jpg'}: image is 6x3 but its label {train / 'labels' / 'a.png'} is 5x3"
@@ -183,9 +188,23 @@ def corrupt(case: str, root: Path) -> str:
 
 
 CASES = (
-    "no class table", "duplicate class", "256 classes", "ids out of order", "both layouts", "no layout",
-    "image without label", "label without image", "two images of a stem", "not an image", "jpeg label",
-    "colour label", "16-bit label", "value above K", "size mismatch", "unreadable image", "stem in both splits",
+    "no class table",
+    "duplicate class",
+    "256 classes",
+    "ids out of order",
+    "both layouts",
+    "no layout",
+    "image without label",
+    "label without image",
+    "two images of a stem",
+    "not an image",
+    "jpeg label",
+    "colour label",
+    "16-bit label",
+    "value above K",
+    "size mismatch",
+    "unreadable image",
+    "stem in both splits",
     "empty split",
 )
 
@@ -231,7 +250,9 @@ def test_remap_target_beyond_the_classes(params, tmp_path):
 
 def test_without_remap_the_shifted_labels_fail(params, tmp_path):
     source = split_lists(tmp_path / "mine")  # values 1..3: 3 is no class id without the remap
-    with pytest.raises(DataError, match=r"value 3 at row \d+, column \d+ is not a class id 0\.\.2 nor the ignore value 0"):
+    with pytest.raises(
+        DataError, match=r"value 3 at row \d+, column \d+ is not a class id 0\.\.2 nor the ignore value 0"
+    ):
         prepare_dataset(folder_params(params, "mine", {"path": str(source), "ignore": 0}), "mine")
 
 
@@ -257,7 +278,9 @@ def test_an_output_grar_did_not_write_is_kept(params, tmp_path):
     target = Path(params.data.root) / "mine"
     target.mkdir(parents=True)
     (target / "thesis.tex").write_text("precious")
-    with pytest.raises(ConfigError, match=rf"prepared dataset {target}: exists, is not empty and was not written by grar prepare"):
+    with pytest.raises(
+        ConfigError, match=rf"prepared dataset {target}: exists, is not empty and was not written by grar prepare"
+    ):
         prepare_dataset(folder_params(params, "mine", str(source)), "mine")
     assert (target / "thesis.tex").read_text() == "precious"
     (target / "thesis.tex").unlink()  # empty: fine; then ours (marker): replaced

@@ -40,10 +40,14 @@ def official_coco_stuff(params, folder: Path) -> None:
 
 BUILDERS = {"ade20k": official_ade20k, "pascal_context": official_pascal_context, "coco_stuff": official_coco_stuff}
 # Where each local copy's content sits in the downloads folder, as `grar download` extracts it.
-EXTRACTED = {"ade20k": {".": "ADEChallengeData2016"},
-             "pascal_context": {"VOCdevkit": "VOCtrainval_03-May-2010/VOCdevkit",
-                                "trainval_merged.json": "trainval_merged.json"},
-             "coco_stuff": {".": "cocostuff-10k-v1.1"}}
+EXTRACTED = {
+    "ade20k": {".": "ADEChallengeData2016"},
+    "pascal_context": {
+        "VOCdevkit": "VOCtrainval_03-May-2010/VOCdevkit",
+        "trainval_merged.json": "trainval_merged.json",
+    },
+    "coco_stuff": {".": "cocostuff-10k-v1.1"},
+}
 
 
 def listing(root: Path) -> list[tuple[str, int, int]]:
@@ -60,16 +64,16 @@ def local_params(params, tmp_path: Path, name: str):
 
 
 @pytest.mark.parametrize("name", BUILDERS)
-def test_prepare_from_the_local_copy_equals_prepare_from_the_download_and_writes_nothing_there(
-        params, tmp_path, name):
+def test_prepare_from_the_local_copy_equals_prepare_from_the_download_and_writes_nothing_there(params, tmp_path, name):
     local, folder = local_params(params, tmp_path, name)
     before = listing(folder)
     out = json.loads((prepare_dataset(local, name) / MARKER).read_text())
     assert listing(folder) == before
     downloads = Path(params.data.downloads) / name
     for entry, extracted in EXTRACTED[name].items():
-        shutil.copytree(folder / entry, downloads / extracted) if (folder / entry).is_dir() else \
-            shutil.copy(folder / entry, downloads / extracted)
+        shutil.copytree(folder / entry, downloads / extracted) if (folder / entry).is_dir() else shutil.copy(
+            folder / entry, downloads / extracted
+        )
     downloaded = with_overrides(params, {"data.root": str(tmp_path / "from-downloads")})
     assert json.loads((prepare_dataset(downloaded, name) / MARKER).read_text()) == out
     assert out["files"] > 0
@@ -88,12 +92,15 @@ def test_download_fetches_nothing_for_a_local_dataset(params, tmp_path, server, 
     assert not (Path(params.data.downloads) / name).exists()
 
 
-@pytest.mark.parametrize("name, remove, missing", [
-    ("ade20k", "ADEChallengeData2016", "ADEChallengeData2016/images"),
-    ("pascal_context", "trainval_merged.json", "trainval_merged.json"),
-    ("pascal_context", "VOCdevkit", "VOCdevkit/VOC2010/JPEGImages"),
-    ("coco_stuff", "imageLists", "imageLists"),
-])
+@pytest.mark.parametrize(
+    "name, remove, missing",
+    [
+        ("ade20k", "ADEChallengeData2016", "ADEChallengeData2016/images"),
+        ("pascal_context", "trainval_merged.json", "trainval_merged.json"),
+        ("pascal_context", "VOCdevkit", "VOCdevkit/VOC2010/JPEGImages"),
+        ("coco_stuff", "imageLists", "imageLists"),
+    ],
+)
 def test_a_missing_entry_names_it_and_the_layout(params, tmp_path, name, remove, missing):
     local, folder = local_params(params, tmp_path, name)
     target = folder / remove
@@ -106,21 +113,33 @@ def test_a_missing_entry_names_it_and_the_layout(params, tmp_path, name, remove,
     for action in (download_dataset, prepare_dataset):
         with pytest.raises(DataError) as err:
             action(local, name)
-        assert str(err.value) == (f"data.local.{name}: {folder / missing} not found; expected {expected} "
-                                  f"(as the official archives unpack)")
+        assert str(err.value) == (
+            f"data.local.{name}: {folder / missing} not found; expected {expected} (as the official archives unpack)"
+        )
     assert not Path(params.data.root, name).exists()
 
 
-@pytest.mark.parametrize("local, message", [
-    ({"embedded": "/shared/x"}, "data.local.embedded: only a downloaded dataset can be read from a local copy; "
-                                "allowed: ade20k, pascal_context, coco_stuff"),
-    ({"nope": "/shared/x"}, "data.local.nope: only a downloaded dataset"),
-    ({"ade20k": "{root}/ade20k/x"}, "data.local.ade20k: {root}/ade20k/x overlaps {root}/ade20k, where grar writes "
-                                    "the prepared 'ade20k' dataset"),
-    ({"coco_stuff": "{downloads}"}, "data.local.coco_stuff: {downloads} overlaps {downloads}, where grar writes "
-                                    "downloads"),
-    ({"ade20k": ""}, "data.local.ade20k"),
-])
+@pytest.mark.parametrize(
+    "local, message",
+    [
+        (
+            {"embedded": "/shared/x"},
+            "data.local.embedded: only a downloaded dataset can be read from a local copy; "
+            "allowed: ade20k, pascal_context, coco_stuff",
+        ),
+        ({"nope": "/shared/x"}, "data.local.nope: only a downloaded dataset"),
+        (
+            {"ade20k": "{root}/ade20k/x"},
+            "data.local.ade20k: {root}/ade20k/x overlaps {root}/ade20k, where grar writes "
+            "the prepared 'ade20k' dataset",
+        ),
+        (
+            {"coco_stuff": "{downloads}"},
+            "data.local.coco_stuff: {downloads} overlaps {downloads}, where grar writes downloads",
+        ),
+        ({"ade20k": ""}, "data.local.ade20k"),
+    ],
+)
 def test_bad_local_settings_are_config_errors(params, local, message):
     fill = {"root": params.data.root, "downloads": params.data.downloads}
     local = {name: path.format(**fill) for name, path in local.items()}

@@ -22,9 +22,66 @@ from pipeline.errors import DataError
 X = 255
 # mmsegmentation's 60-entry table (background 0 + the 59 ids), the reference our CLASSES must match
 MMSEG_IDS = [
-    0, 2, 259, 260, 415, 324, 9, 258, 144, 18, 19, 22, 23, 397, 25, 284, 158, 159, 416, 33, 162, 420, 454, 295,
-    296, 427, 44, 45, 46, 308, 59, 440, 445, 31, 232, 65, 354, 424, 68, 326, 72, 458, 34, 207, 80, 355, 85, 347,
-    220, 349, 360, 98, 187, 104, 105, 366, 189, 368, 113, 115,
+    0,
+    2,
+    259,
+    260,
+    415,
+    324,
+    9,
+    258,
+    144,
+    18,
+    19,
+    22,
+    23,
+    397,
+    25,
+    284,
+    158,
+    159,
+    416,
+    33,
+    162,
+    420,
+    454,
+    295,
+    296,
+    427,
+    44,
+    45,
+    46,
+    308,
+    59,
+    440,
+    445,
+    31,
+    232,
+    65,
+    354,
+    424,
+    68,
+    326,
+    72,
+    458,
+    34,
+    207,
+    80,
+    355,
+    85,
+    347,
+    220,
+    349,
+    360,
+    98,
+    187,
+    104,
+    105,
+    366,
+    189,
+    368,
+    113,
+    115,
 ]
 
 
@@ -39,7 +96,9 @@ def rect(height: int, width: int, rows: slice, cols: slice) -> np.ndarray:
     return mask
 
 
-def write_miniature(root: Path, annotations: list[dict] | None = None, images: list[dict] | None = None) -> tuple[Path, Path]:
+def write_miniature(
+    root: Path, annotations: list[dict] | None = None, images: list[dict] | None = None
+) -> tuple[Path, Path]:
     """VOCdevkit with three JPEGs and a train list naming one image the JSON lacks; the JSON beside it."""
     voc = root / "VOCtrainval_03-May-2010" / "VOCdevkit" / "VOC2010"
     (voc / "JPEGImages").mkdir(parents=True)
@@ -58,14 +117,28 @@ def write_miniature(root: Path, annotations: list[dict] | None = None, images: l
     if annotations is None:
         annotations = [
             # image 1: aeroplane (id 2 -> 0) as compressed RLE on rows 0-1, columns 0-2 ...
-            {"id": 1, "image_id": 2008000001, "category_id": 2,
-             "segmentation": compressed_rle(rect(5, 7, slice(0, 2), slice(0, 3)))},
+            {
+                "id": 1,
+                "image_id": 2008000001,
+                "category_id": 2,
+                "segmentation": compressed_rle(rect(5, 7, slice(0, 2), slice(0, 3))),
+            },
             # ... sky (id 360 -> 46) as a polygon: rows 1-2, columns 1-3 (painted later, so it wins the overlap) ...
             {"id": 2, "image_id": 2008000001, "category_id": 360, "segmentation": [[1, 1, 4, 1, 4, 3, 1, 3]]},
             # ... accordion (id 1, not among the 59 -> 255) as uncompressed RLE over all of column 2.
-            {"id": 3, "image_id": 2008000001, "category_id": 1, "segmentation": {"size": [5, 7], "counts": [10, 5, 20]}},
+            {
+                "id": 3,
+                "image_id": 2008000001,
+                "category_id": 1,
+                "segmentation": {"size": [5, 7], "counts": [10, 5, 20]},
+            },
             # image 2: person (id 284 -> 36) at rows 1-3 of column 1, uncompressed RLE (column-major runs).
-            {"id": 4, "image_id": 2008000002, "category_id": 284, "segmentation": {"size": [4, 6], "counts": [5, 3, 16]}},
+            {
+                "id": 4,
+                "image_id": 2008000002,
+                "category_id": 284,
+                "segmentation": {"size": [4, 6], "counts": [5, 3, 16]},
+            },
         ]
     json_dir = root / "json"
     json_dir.mkdir()
@@ -92,25 +165,33 @@ def test_miniature_gives_exact_label_maps(tmp_path, capsys):
     voc, json_path = write_miniature(tmp_path / "src")
     out = tmp_path / "out"
     pascal_context.convert(voc, json_path, out, workers=1)
-    np.testing.assert_array_equal(labels(out, "train", "2008_000001"), [
-        [0, 0, X, X, X, X, X],
-        [0, 46, X, 46, X, X, X],
-        [X, 46, X, 46, X, X, X],
-        [X, X, X, X, X, X, X],
-        [X, X, X, X, X, X, X],
-    ])
-    np.testing.assert_array_equal(labels(out, "val", "2008_000002"), [
-        [X, X, X, X, X, X],
-        [X, 36, X, X, X, X],
-        [X, 36, X, X, X, X],
-        [X, 36, X, X, X, X],
-    ])
+    np.testing.assert_array_equal(
+        labels(out, "train", "2008_000001"),
+        [
+            [0, 0, X, X, X, X, X],
+            [0, 46, X, 46, X, X, X],
+            [X, 46, X, 46, X, X, X],
+            [X, X, X, X, X, X, X],
+            [X, X, X, X, X, X, X],
+        ],
+    )
+    np.testing.assert_array_equal(
+        labels(out, "val", "2008_000002"),
+        [
+            [X, X, X, X, X, X],
+            [X, 36, X, X, X, X],
+            [X, 36, X, X, X, X],
+            [X, 36, X, X, X, X],
+        ],
+    )
     assert sorted(p.name for p in (out / "train" / "images").iterdir()) == ["2008_000001.jpg"]
     table = (out / "classes.csv").read_text().splitlines()
     assert len(table) == 60 and table[1] == "0,aeroplane" and table[47] == "46,sky" and table[59] == "58,wood"
     printed = capsys.readouterr().out
-    assert "pascal_context train: 1 images annotated in the JSON; VOC2010 train.txt lists 2, " \
+    assert (
+        "pascal_context train: 1 images annotated in the JSON; VOC2010 train.txt lists 2, "
         "of which 1 have no Context annotation (2008_000009)" in printed
+    )
     assert "pascal_context val: 1 images annotated in the JSON; VOC2010 val.txt lists 1\n" in printed
 
 
@@ -129,8 +210,10 @@ def ann(segmentation, category=2, image=2008000001) -> list[dict]:
 @pytest.mark.parametrize(
     ("annotations", "message"),
     [
-        (ann({"size": [4, 7], "counts": [28]}),
-         r"image 2008_000001\.jpg: mask size \[4, 7\] differs from the image's \[height, width\] \[5, 7\]"),
+        (
+            ann({"size": [4, 7], "counts": [28]}),
+            r"image 2008_000001\.jpg: mask size \[4, 7\] differs from the image's \[height, width\] \[5, 7\]",
+        ),
         (ann({"size": [5, 7], "counts": "@@@@"}), r"image 2008_000001\.jpg: invalid mask"),
         (ann({"size": [5, 7], "counts": [35]}, category=999), r"annotation 1 has unknown category_id 999"),
         (ann(None), r"image 2008_000001\.jpg: unsupported segmentation"),

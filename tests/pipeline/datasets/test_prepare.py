@@ -18,8 +18,8 @@ from PIL import Image
 from pipeline.cli.main import main
 from pipeline.config import BUILTIN_DATASETS, with_overrides
 from pipeline.datasets.download import ARCHIVES
-from pipeline.download import Archive
 from pipeline.datasets.prepare import PREPARERS, check_layout, prepare_dataset
+from pipeline.download import Archive
 from pipeline.errors import ConfigError, DataError
 
 REPO = Path(__file__).resolve().parents[3]
@@ -52,7 +52,9 @@ def test_preparers_cover_every_dataset_name():
 
 
 def test_unknown_dataset_lists_the_valid_names(params):
-    with pytest.raises(ConfigError, match="unknown dataset 'ade'; allowed: embedded, ade20k, pascal_context, coco_stuff"):
+    with pytest.raises(
+        ConfigError, match="unknown dataset 'ade'; allowed: embedded, ade20k, pascal_context, coco_stuff"
+    ):
         prepare_dataset(params, "ade")
 
 
@@ -60,10 +62,20 @@ def test_download_then_prepare_from_the_command_line(server, params, tmp_path, m
     data = mini_ade_zip()
     server.files["mirror/ADEChallengeData2016.zip"] = data
     official = ARCHIVES["ade20k"][0]
-    monkeypatch.setitem(ARCHIVES, "ade20k", (Archive(
-        key=official.key, filename=official.filename, url=official.url, algorithm="sha1",
-        checksum=hashlib.sha1(data).hexdigest(), extract=True,
-    ),))
+    monkeypatch.setitem(
+        ARCHIVES,
+        "ade20k",
+        (
+            Archive(
+                key=official.key,
+                filename=official.filename,
+                url=official.url,
+                algorithm="sha1",
+                checksum=hashlib.sha1(data).hexdigest(),
+                extract=True,
+            ),
+        ),
+    )
     params_file = write_params(params, tmp_path / "params.yaml", mirror=f"{server.base}/mirror")
     assert main(["download", "ade20k", "--params", str(params_file)]) == 0
     extracted = tmp_path / "downloads" / "ade20k" / "ADEChallengeData2016"
@@ -73,7 +85,9 @@ def test_download_then_prepare_from_the_command_line(server, params, tmp_path, m
     assert main(["prepare", "ade20k", "--params", str(params_file)]) == 0
     out = tmp_path / "data" / "ade20k"
     assert f"ade20k: train 3 images, val 3 images -> {out}" in capsys.readouterr().out
-    source = np.array(Image.open(FIXTURE / "ADEChallengeData2016" / "annotations" / "validation" / "ADE_val_00000001.png"))
+    source = np.array(
+        Image.open(FIXTURE / "ADEChallengeData2016" / "annotations" / "validation" / "ADE_val_00000001.png")
+    )
     label = np.array(Image.open(out / "train" / "labels" / "ADE_train_00000001.png"))
     np.testing.assert_array_equal(label, np.where(source == 0, 255, source.astype(int) - 1))
 
@@ -93,7 +107,11 @@ def test_stage_reports_a_bad_name_without_traceback(params, tmp_path):
     write_params(params, tmp_path / "params.yaml")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     result = subprocess.run(
-        [sys.executable, "-m", "stages.prepare", "cityscapes"], cwd=tmp_path, env=env, capture_output=True, text=True,
+        [sys.executable, "-m", "stages.prepare", "cityscapes"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
         timeout=60,
     )
     assert result.returncode == 2
@@ -128,7 +146,9 @@ def test_check_layout_counts_and_rejects(tmp_path):
         check_layout(make_layout(tmp_path / "header", "0,a\n"))
     unpaired = make_layout(tmp_path / "unpaired")
     (unpaired / "val" / "images" / "y.png").write_bytes(b"")
-    with pytest.raises(DataError, match=r"unpaired/val: images and labels do not pair up one to one \(e\.g\. \['y'\]\)"):
+    with pytest.raises(
+        DataError, match=r"unpaired/val: images and labels do not pair up one to one \(e\.g\. \['y'\]\)"
+    ):
         check_layout(unpaired)
     twice = make_layout(tmp_path / "twice")
     (twice / "train" / "images" / "x.png").write_bytes(b"")

@@ -20,9 +20,18 @@ from pathlib import Path
 from typing import Any
 
 CHROMIUM = Path("/usr/bin/chromium")
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
-         "--remote-debugging-pipe", "--window-size=1280,900")
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+    "--remote-debugging-pipe",
+    "--window-size=1280,900",
+)
 TIMEOUT = 30.0  # seconds for any one command or page load
 
 
@@ -39,7 +48,7 @@ class Browser:
     def __init__(self, profile: Path, stderr: Path, executable: Path = CHROMIUM) -> None:
         to_child, self._write = map(high_fd, os.pipe())  # we write commands -> the child's fd 3
         self._read, from_child = map(high_fd, os.pipe())  # the child's fd 4 -> we read
-        self._stderr = open(stderr, "wb")  # Chromium logs (D-Bus warnings and the like), kept for a failure
+        self._stderr = open(stderr, "wb")  # noqa: SIM115 - Chromium's logs (D-Bus warnings...), closed by close()
 
         def child_pipes() -> None:  # in the child, before exec: dup2 makes 3 and 4 inheritable
             os.dup2(to_child, 3)
@@ -49,8 +58,11 @@ class Browser:
         # in this process already. Every other descriptor Python opened is close-on-exec anyway.
         self.process = subprocess.Popen(
             [str(executable), *FLAGS, f"--user-data-dir={profile}", "about:blank"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._stderr,
-            close_fds=False, preexec_fn=child_pipes,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=self._stderr,
+            close_fds=False,
+            preexec_fn=child_pipes,
         )
         os.close(to_child)
         os.close(from_child)

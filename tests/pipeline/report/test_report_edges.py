@@ -19,8 +19,15 @@ T = np.array([[10, 9, 1, 2], [9, 12, 2, 1], [1, 2, 8, 6], [2, 1, 6, 9]], np.int6
 def write_run(folder, positive, negative, normalisation="conditional"):
     folder.mkdir()
     (folder / "config.yaml").write_text(yaml.safe_dump({"stats": {"normalisation": normalisation}}))
-    torch.save({"model": {POSITIVE: torch.tensor(positive, dtype=torch.float32),
-                          NEGATIVE: torch.tensor(negative, dtype=torch.float32)}}, folder / "checkpoint.pt")
+    torch.save(
+        {
+            "model": {
+                POSITIVE: torch.tensor(positive, dtype=torch.float32),
+                NEGATIVE: torch.tensor(negative, dtype=torch.float32),
+            }
+        },
+        folder / "checkpoint.pt",
+    )
 
 
 @pytest.fixture
@@ -39,12 +46,12 @@ def test_spearman_off_the_diagonal():
 
 def test_learned_edges_beside_f_in_cluster_order(tmp_path, cooccurrence):
     f = frequency(T, "conditional")
-    write_run(tmp_path / "run", positive=f ** 2, negative=f)  # e^p ranks as f; e^n ranks as f, against 1 - f
+    write_run(tmp_path / "run", positive=f**2, negative=f)  # e^p ranks as f; e^n ranks as f, against 1 - f
     edges = learned_vs_prior(tmp_path / "run", cooccurrence, ["a", "b", "c", "d"])
     order, _ = cluster_order(T)
     assert edges.order.tolist() == order.tolist() and edges.names == [["a", "b", "c", "d"][c] for c in order]
     assert np.allclose(edges.prior, f[np.ix_(order, order)]) and edges.normalisation == "conditional"
-    assert np.allclose(edges.positive, (f ** 2)[np.ix_(order, order)], atol=1e-6)
+    assert np.allclose(edges.positive, (f**2)[np.ix_(order, order)], atol=1e-6)
     assert edges.rho_positive == pytest.approx(1.0) and edges.rho_negative == pytest.approx(-1.0)
 
 

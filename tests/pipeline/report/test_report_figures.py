@@ -60,13 +60,27 @@ def test_binned_curves_keep_long_logs_short():
 
 
 def test_training_curves_one_line_per_term_and_seed():
-    log = pd.DataFrame({"iteration": [1, 2, 3], "lr": [0.03, 0.02, 0.01], "loss": [3.0, 2.0, 1.0],
-                        "ce": [2.0, 1.5, 0.7], "aux": [0.5, 0.4, 0.3], "sr": [None] * 3,  # no SR term
-                        "seconds": [0.1, 0.1, 0.1]})
+    log = pd.DataFrame(
+        {
+            "iteration": [1, 2, 3],
+            "lr": [0.03, 0.02, 0.01],
+            "loss": [3.0, 2.0, 1.0],
+            "ce": [2.0, 1.5, 0.7],
+            "aux": [0.5, 0.4, 0.3],
+            "sr": [None] * 3,  # no SR term
+            "seconds": [0.1, 0.1, 0.1],
+        }
+    )
     figure = training_curves({0: log, 1: log.iloc[:2]}, "t")
     loss_ax, lr_ax = figure.axes
     assert [line.get_label() for line in loss_ax.lines] == [
-        "loss (seed 0)", "ce (seed 0)", "aux (seed 0)", "loss (seed 1)", "ce (seed 1)", "aux (seed 1)"]
+        "loss (seed 0)",
+        "ce (seed 0)",
+        "aux (seed 0)",
+        "loss (seed 1)",
+        "ce (seed 1)",
+        "aux (seed 1)",
+    ]
     assert lr_ax.lines[0].get_ydata().tolist() == [0.03, 0.02, 0.01] and len(lr_ax.lines[1].get_xdata()) == 2
 
 
@@ -84,8 +98,15 @@ def test_confusion_figure_grows_with_classes_and_names_them():
 def test_qualitative_figure_from_arrays(tmp_path):
     rng = np.random.default_rng(0)
     gt = rng.integers(0, 3, (5, 7)).astype(np.uint8)  # (H, W)
-    examples = [(f"s{n}", rng.integers(0, 256, (5, 7, 3)).astype(np.uint8), gt,
-                 {"FCN baseline": np.zeros((5, 7), np.uint8), "GRAr": gt}) for n in range(2)]
+    examples = [
+        (
+            f"s{n}",
+            rng.integers(0, 256, (5, 7, 3)).astype(np.uint8),
+            gt,
+            {"FCN baseline": np.zeros((5, 7), np.uint8), "GRAr": gt},
+        )
+        for n in range(2)
+    ]
     figure = qualitative_figure(examples, ["wall", "floor", "sky", "tree"], "t")
     axes = figure.axes
     assert len(axes) == 2 * 4
@@ -114,8 +135,15 @@ def test_qualitative_examples_from_real_checkpoints(params, runs, tmp_path):
     from pipeline.training.run import load_run_model, run_cell
 
     torch.set_num_threads(1)
-    tiny = {"stats.workers": 1, "train.schedules.embedded.iterations": 2, "train.crop_size": 16,
-            "train.batch_size": 2, "eval.multi_scale": False, "model.width": 16, "train.checkpoint_every": 2}
+    tiny = {
+        "stats.workers": 1,
+        "train.schedules.embedded.iterations": 2,
+        "train.crop_size": 16,
+        "train.batch_size": 2,
+        "eval.multi_scale": False,
+        "model.width": 16,
+        "train.checkpoint_every": 2,
+    }
     params = with_overrides(params, tiny)
     write_dataset(dataset_dir(params, "embedded"), images=3, size=(17, 19))
     build_stats(StatsJob.for_dataset(params, "embedded"))

@@ -90,17 +90,25 @@ def test_full_site_links_pages_and_figures(params, runs, tmp_path):
     for number in range(1, 7):
         assert (out / f"tables/table{number}.md").is_file() and (out / f"tables/table{number}.html").is_file()
     index = (out / "index.html").read_text()
-    for target in ["tables/table1.html", "tables/table6.md", "datasets/embedded.html", "grids/table2.html",
-                   "figures/qualitative.html", "figures/index.html"]:
+    for target in [
+        "tables/table1.html",
+        "tables/table6.md",
+        "datasets/embedded.html",
+        "grids/table2.html",
+        "figures/qualitative.html",
+        "figures/index.html",
+    ]:
         assert f'href="{target}"' in index
     assert "Synthetic-data results." in index
     # figures: copied statistics, curves per cell, one confusion matrix per run folder (+ MS)
     assert (out / "figures/stats/embedded/heatmap.svg").read_bytes() == (
-        stats_dir(params, "embedded") / "heatmap.svg").read_bytes()
+        stats_dir(params, "embedded") / "heatmap.svg"
+    ).read_bytes()
     assert (out / "figures/curves/table1/fcn.png").is_file() and (out / "figures/curves/table3/fcn.png").is_file()
     confusion = sorted(p.name for p in (out / "figures/confusion").iterdir())
-    assert confusion == sorted(f"{run_name(cell, seed)}{suffix}.svg" for cell in ("fcn", "grar") for seed in (0, 1)
-                               for suffix in ("", "_ms"))
+    assert confusion == sorted(
+        f"{run_name(cell, seed)}{suffix}.svg" for cell in ("fcn", "grar") for seed in (0, 1) for suffix in ("", "_ms")
+    )
     svg = (out / "figures/confusion" / f"{run_name('fcn', 0)}.svg").read_text()
     assert all(f">{name}<" in svg for name in NAMES)  # class names as searchable text
     # the failed cell: its error.txt and job log are copied and linked from the grid page and Table 1
@@ -139,8 +147,9 @@ def test_grid_pages_show_cost_lambdas_and_learned_edges(params, runs, tmp_path):
         torch.save({"model": {POSITIVE: torch.tensor(f), NEGATIVE: torch.tensor(f)}}, path / "checkpoint.pt")
     graph = runs.done("table2", "pos-graph", 0, 0.5)
     log = (graph / "train_log.csv").read_text().splitlines()
-    (graph / "train_log.csv").write_text("\n".join([log[0] + ",lambda_pos,lambda_neg"]
-                                                   + [f"{row},{0.01 * i},"for i, row in enumerate(log[1:])]) + "\n")
+    (graph / "train_log.csv").write_text(
+        "\n".join([log[0] + ",lambda_pos,lambda_neg"] + [f"{row},{0.01 * i}," for i, row in enumerate(log[1:])]) + "\n"
+    )
     write_report(params, tmp_path / "reports", examples=0)
     out = tmp_path / "reports"
     table2 = (out / "grids/table2.html").read_text()

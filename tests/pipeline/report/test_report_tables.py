@@ -44,9 +44,16 @@ def test_table1_means_over_seeds_differences_and_ms_rows(params, runs):
     assert texts(multi[4:7]) == ["— (no paper row)", "44.00 ± 4.24 (n=2)", "—"]
     marker, text = table.provenance[0]
     assert single[5].note == marker == "m1"
-    for part in ("grid table1, cell fcn, single-scale mIoU", "profile embedded", "dataset embedded",
-                 "backbone tiny_resnet", "head fcn", "seeds 0, 1 (seed 0: 40.00, seed 1: 45.00)",
-                 f"runs/{run_name('fcn', 0)}, runs/{run_name('fcn', 1)}", f"commit {COMMIT}"):
+    for part in (
+        "grid table1, cell fcn, single-scale mIoU",
+        "profile embedded",
+        "dataset embedded",
+        "backbone tiny_resnet",
+        "head fcn",
+        "seeds 0, 1 (seed 0: 40.00, seed 1: 45.00)",
+        f"runs/{run_name('fcn', 0)}, runs/{run_name('fcn', 1)}",
+        f"commit {COMMIT}",
+    ):
         assert part in text
     assert table.synthetic
 
@@ -64,11 +71,13 @@ def test_table1_states_grar_lead_and_context_error_on_embedded_runs(params):
         runs.done("table1", "grar", seed, ss, ms=ms, matrix=clean)
     lead, context = tables_of(params)[0].findings
     example = f"runs/{run_name('grar', 0)}"
-    assert lead == ("GRAr − FCN on the embedded dataset (measured, mean over seeds; 95 % paired bootstrap over val "
-                    f"images and seeds): +14.00 (no interval: 4 run(s) without confusion_images.npz, e.g. {example} "
-                    "(evaluated before per-image confusions, or without multi-scale)) mIoU single scale, +16.00 (no "
-                    f"interval: 4 run(s) without confusion_images_ms.npz, e.g. {example} (evaluated before "
-                    "per-image confusions, or without multi-scale)) multi-scale + flip.")
+    assert lead == (
+        "GRAr − FCN on the embedded dataset (measured, mean over seeds; 95 % paired bootstrap over val "
+        f"images and seeds): +14.00 (no interval: 4 run(s) without confusion_images.npz, e.g. {example} "
+        "(evaluated before per-image confusions, or without multi-scale)) mIoU single scale, +16.00 (no "
+        f"interval: 4 run(s) without confusion_images_ms.npz, e.g. {example} (evaluated before "
+        "per-image confusions, or without multi-scale)) multi-scale + flip."
+    )
     # ceiling by hand: floor group shares .4/.2/.2/.2 -> IoU .25 + 3 x 1/9; band group 4 x 1/7; pairs 12 x 1/3;
     # uniques 4 x 1: (4 + 4/7 + 4 + .25 + 1/3) / 24 = 38.1 %
     assert "mean over seeds: fcn 4.8 %, grar 0.0 %." in context
@@ -111,8 +120,17 @@ def test_nothing_run_yet(params):
     assert [r[4].text for r in tables[0].rows[:6]] == ["42.3", "51.7", "53.0", "54.8", "55.7", "57.0"]
 
 
-TABLE2 = {"fcn": 0.40, "pos-conv": 0.45, "neg-conv": 0.47, "posneg-conv": 0.46, "pos-graph": 0.50,
-          "neg-graph": 0.48, "posneg-graph": 0.55, "posneg-graph-conditional": 0.56, "posneg-graph-row": 0.53}
+TABLE2 = {
+    "fcn": 0.40,
+    "pos-conv": 0.45,
+    "neg-conv": 0.47,
+    "posneg-conv": 0.46,
+    "pos-graph": 0.50,
+    "neg-graph": 0.48,
+    "posneg-graph": 0.55,
+    "posneg-graph-conditional": 0.56,
+    "posneg-graph-row": 0.53,
+}
 
 
 def test_table2_ordering_in_words_whichever_way(params, runs):
@@ -123,23 +141,35 @@ def test_table2_ordering_in_words_whichever_way(params, runs):
     assert texts(extra[4:7]) == ["— (no paper row)", "56.00 (n=1)", "—"]
     assert texts(row(table, "ResNet-50", "", "✓", "Conv")[4:7]) == ["47.9", "47.00 (n=1)", "-0.90"]
     assert texts(row(table, "ResNet-50", "✓", "✓", "Graph, Eq. 1 over row i")[4:7]) == [
-        "— (no paper row)", "53.00 (n=1)", "—"]
+        "— (no paper row)",
+        "53.00 (n=1)",
+        "—",
+    ]
     graph_conv, pos_neg, both, eq1, eq1_row = table.findings
-    assert graph_conv == ("Graph vs Conv (measured): Graph ahead in all 3 settings; no interval: 2 run(s) without "
-                          f"confusion_images.npz, e.g. runs/{run_name('pos-graph', 0)} (evaluated before per-image "
-                          "confusions, or without multi-scale) (Graph − Conv: positive only +5.00, negative only "
-                          "+1.00, positive + negative +9.00); paper: positive only +1.6, negative only +1.4, "
-                          "positive + negative +3.5.")
-    assert pos_neg.startswith("Positive vs negative (measured): positive-only ahead in 1, behind in 1, tied in 0 "
-                              "of 2 settings; no interval")
-    assert pos_neg.endswith("(positive-only − negative-only: with Graph edges +2.00, with Conv edges -2.00); paper: "
-                            "with Graph edges +0.4, with Conv edges +0.2.")
+    assert graph_conv == (
+        "Graph vs Conv (measured): Graph ahead in all 3 settings; no interval: 2 run(s) without "
+        f"confusion_images.npz, e.g. runs/{run_name('pos-graph', 0)} (evaluated before per-image "
+        "confusions, or without multi-scale) (Graph − Conv: positive only +5.00, negative only "
+        "+1.00, positive + negative +9.00); paper: positive only +1.6, negative only +1.4, "
+        "positive + negative +3.5."
+    )
+    assert pos_neg.startswith(
+        "Positive vs negative (measured): positive-only ahead in 1, behind in 1, tied in 0 of 2 settings; no interval"
+    )
+    assert pos_neg.endswith(
+        "(positive-only − negative-only: with Graph edges +2.00, with Conv edges -2.00); paper: "
+        "with Graph edges +0.4, with Conv edges +0.2."
+    )
     assert "Graph +5.00, Conv +1.00" in both
-    assert eq1.startswith("Eq. 1 as printed (posneg-graph) 55.00 vs conditional P(j|i) (posneg-graph-conditional) "
-                          "56.00: conditional − printed = +1.00 (no interval: ")
+    assert eq1.startswith(
+        "Eq. 1 as printed (posneg-graph) 55.00 vs conditional P(j|i) (posneg-graph-conditional) "
+        "56.00: conditional − printed = +1.00 (no interval: "
+    )
     assert eq1.endswith("(better: conditional; beyond the paper, which prints one formula).")
-    assert eq1_row.startswith("Eq. 1 as printed (posneg-graph) 55.00 vs normalised over row i (posneg-graph-row) "
-                              "53.00: row − printed = -2.00 (")
+    assert eq1_row.startswith(
+        "Eq. 1 as printed (posneg-graph) 55.00 vs normalised over row i (posneg-graph-row) "
+        "53.00: row − printed = -2.00 ("
+    )
     assert "better: as printed" in eq1_row
 
 
@@ -169,17 +199,31 @@ def test_table2_differences_within_noise_say_so(params, runs):
     findings = tables_of(params)[1].findings
     graph_conv = findings[0]
     assert "row − printed = +0.00 [95 % CI" in findings[-1]  # every stated difference carries its interval
-    assert graph_conv.startswith("Graph vs Conv (measured): Graph ahead in 0, behind in 0, tied in 3 of 3 settings; 3 of 3 within noise "
-                                 "(95 % interval contains 0) (Graph − Conv: positive only +0.00 [95 % CI -16.67, "
-                                 "+16.67], within noise, ")
+    assert graph_conv.startswith(
+        "Graph vs Conv (measured): Graph ahead in 0, behind in 0, tied in 3 of 3 settings; 3 of 3 within noise "
+        "(95 % interval contains 0) (Graph − Conv: positive only +0.00 [95 % CI -16.67, "
+        "+16.67], within noise, "
+    )
 
 
 def test_table3_bench_and_miou(params, runs, tmp_path):
     runs.done("table3", "grar", 0, 0.52)
     table = tables_of(params, bench_report())[2]
     grar = row(table, "GRAr (ours)")
-    assert texts(grar) == ["GRAr (ours)", "2.4", "2.36", "95", "49.2", "42", "60.0", "21.83", "51.7",
-                           "52.00 (n=1)", "+0.30", "table3/grar · tiny_resnet"]
+    assert texts(grar) == [
+        "GRAr (ours)",
+        "2.4",
+        "2.36",
+        "95",
+        "49.2",
+        "42",
+        "60.0",
+        "21.83",
+        "51.7",
+        "52.00 (n=1)",
+        "+0.30",
+        "table3/grar · tiny_resnet",
+    ]
     assert grar[2].note == "m1" and "device cpu (x86_64, 2 threads, float32" in table.provenance[0][1]
     assert "FLOPs: FlopCounterMode" in table.provenance[0][1] and "on cpu in float32" in table.preamble[-1]
     ppm = row(table, "PPM")
@@ -195,20 +239,31 @@ def test_table3_bench_and_miou(params, runs, tmp_path):
 
 def test_tables_4_to_6_use_runs_on_their_dataset(paper_params):
     runs = Runs(Path(paper_params.grid.runs))  # table1's runs only: no table4-6 index yet
-    runs.done("table1", "r101-grar-sr", 0, 0.55, ms=0.56, dataset="pascal_context", profile="paper",
-              backbone="resnet101")
-    runs.done("table1", "r50-fcn", 0, 0.41, ms=0.42, dataset="pascal_context", profile="paper",
-              backbone="resnet50", head="fcn")
+    runs.done(
+        "table1", "r101-grar-sr", 0, 0.55, ms=0.56, dataset="pascal_context", profile="paper", backbone="resnet101"
+    )
+    runs.done(
+        "table1",
+        "r50-fcn",
+        0,
+        0.41,
+        ms=0.42,
+        dataset="pascal_context",
+        profile="paper",
+        backbone="resnet50",
+        head="fcn",
+    )
     tables = tables_of(paper_params)
     ours = row(tables[3], "Ours", "ResNet101")
     assert texts(ours[2:]) == ["55.7", "56.00 (n=1)", "+0.30", "table1/r101-grar-sr · resnet101"]
     assert "multi-scale + flip mIoU" in tables[3].provenance[0][1]
-    assert texts(row(tables[3], "this project: r50-fcn")[1:5]) == ["resnet50", "— (no paper row)", "42.00 (n=1)",
-                                                                    "—"]
+    assert texts(row(tables[3], "this project: r50-fcn")[1:5]) == ["resnet50", "— (no paper row)", "42.00 (n=1)", "—"]
     assert texts(row(tables[3], "PSPNet [81]")[2:]) == ["47.8", "—", "—", "published result (paper)"]
     assert texts(row(tables[3], "Ours", "ResNest101")[3:]) == [
-        "not run (no finished run of table4/resnest101-grar-sr on pascal_context yet)", "—",
-        "table4/resnest101-grar-sr"]
+        "not run (no finished run of table4/resnest101-grar-sr on pascal_context yet)",
+        "—",
+        "table4/resnest101-grar-sr",
+    ]
     ade = row(tables[4], "Ours", "ResNet101")
     assert ade[3].text == "not run (no finished run of table5/r101-grar-sr on ade20k yet)"
     nest = row(tables[5], "Ours", "ResNest101")
@@ -220,24 +275,30 @@ def test_tables_4_to_6_use_runs_on_their_dataset(paper_params):
 def test_tables_4_to_6_ours_rows_come_from_grids_table4_to_table6(paper_params):
     runs = Runs(Path(paper_params.grid.runs))
     for seed, (ss, ms) in enumerate([(0.55, 0.56), (0.56, 0.58)]):  # one folder per seed, in table1 and table4
-        path = runs.done("table1", "r101-grar-sr", seed, ss, ms=ms, dataset="pascal_context", profile="paper",
-                         backbone="resnet101")
+        path = runs.done(
+            "table1", "r101-grar-sr", seed, ss, ms=ms, dataset="pascal_context", profile="paper", backbone="resnet101"
+        )
         runs.record("table4", "r101-grar-sr", seed, path, runs.indexes["table1"][-1]["metrics"])
-    runs.done("table1", "resnest101-grar-sr", 0, 0.30, ms=0.31, dataset="ade20k", profile="paper",
-              backbone="resnest101")  # another grid's run on ADE20K: table5's own run comes first
+    runs.done(
+        "table1", "resnest101-grar-sr", 0, 0.30, ms=0.31, dataset="ade20k", profile="paper", backbone="resnest101"
+    )  # another grid's run on ADE20K: table5's own run comes first
     runs.done("table5", "r101-grar-sr", 0, 0.45, ms=0.46, dataset="ade20k", profile="paper", backbone="resnet101")
-    runs.done("table5", "resnest101-grar-sr", 0, 0.47, ms=0.48, dataset="ade20k", profile="paper",
-              backbone="resnest101")
-    runs.done("table6", "r101-grar-sr", 0, 0.40, ms=0.41, dataset="coco_stuff", profile="paper",
-              backbone="resnet101")
+    runs.done(
+        "table5", "resnest101-grar-sr", 0, 0.47, ms=0.48, dataset="ade20k", profile="paper", backbone="resnest101"
+    )
+    runs.done("table6", "r101-grar-sr", 0, 0.40, ms=0.41, dataset="coco_stuff", profile="paper", backbone="resnet101")
     failed = runs.failed("table6", "resnest101-grar-sr", 0)
     tables = tables_of(paper_params)
 
     context = row(tables[3], "Ours", "ResNet101")
     assert texts(context[2:]) == ["55.7", "57.00 ± 1.41 (n=2)", "+1.30", "table4/r101-grar-sr · resnet101"]
     text = dict(tables[3].provenance)[context[3].note]
-    for part in ("grid table4, cell r101-grar-sr, multi-scale + flip mIoU", "dataset pascal_context",
-                 "seeds 0, 1 (seed 0: 56.00, seed 1: 58.00)", str(runs.indexes["table1"][0]["run_dir"])):
+    for part in (
+        "grid table4, cell r101-grar-sr, multi-scale + flip mIoU",
+        "dataset pascal_context",
+        "seeds 0, 1 (seed 0: 56.00, seed 1: 58.00)",
+        str(runs.indexes["table1"][0]["run_dir"]),
+    ):
         assert part in text
     ade, ade_nest = row(tables[4], "Ours", "ResNet101"), row(tables[4], "Ours", "ResNest101")
     assert texts(ade[2:]) == ["47.1", "46.00 (n=1)", "-1.10", "table5/r101-grar-sr · resnet101"]
@@ -258,11 +319,11 @@ def test_tables_4_to_6_without_their_grids_fall_back_to_other_grids_or_say_why(p
     runs = Runs(Path(params.grid.runs))
     runs.done("table1", "r101-grar-sr", 0, 0.45, ms=0.46, dataset="ade20k", profile="paper", backbone="resnet101")
     tables = tables_of(params)
-    assert texts(row(tables[4], "Ours", "ResNet101")[3:]) == ["46.00 (n=1)", "-1.10",
-                                                               "table1/r101-grar-sr · resnet101"]
+    assert texts(row(tables[4], "Ours", "ResNet101")[3:]) == ["46.00 (n=1)", "-1.10", "table1/r101-grar-sr · resnet101"]
     assert row(tables[5], "Ours", "ResNest101")[3].text == (
         "not run (no finished resnest101-grar-sr run on coco_stuff; profile paper trains on pascal_context and has "
-        "no grid table6 with a cell resnest101-grar-sr)")
+        "no grid table6 with a cell resnest101-grar-sr)"
+    )
 
 
 def test_tables_4_to_6_say_why_the_embedded_profile_has_no_ours_rows(params, runs):
@@ -271,7 +332,8 @@ def test_tables_4_to_6_say_why_the_embedded_profile_has_no_ours_rows(params, run
     for table, dataset in zip(tables[3:], ("pascal_context", "ade20k", "coco_stuff"), strict=True):
         assert row(table, "Ours", "ResNet101")[3].text == (
             f"not run (no finished r101-grar-sr run on {dataset}; the embedded profile trains on its synthetic "
-            f"dataset only; profiles/paper.yaml's grid table{table.number} trains it)")
+            f"dataset only; profiles/paper.yaml's grid table{table.number} trains it)"
+        )
         assert table.findings == [f"No finished run on {dataset} in this report: this project's rows are not run."]
 
 
@@ -288,11 +350,14 @@ def test_markdown_rendering(params, runs):
     assert header.count("|") - 1 == 8 and "paper mIoU %" in header
 
 
-@pytest.mark.parametrize(("page", "target", "expected"), [
-    ("index.html", "tables/table1.html", "tables/table1.html"),
-    ("tables/table1.html", "grids/logs/x/error.txt", "../grids/logs/x/error.txt"),
-    ("figures/stats/a/b.html", "index.html#m1", "../../../index.html#m1"),
-    ("tables/table1.html", "#m2", "#m2"),
-])
+@pytest.mark.parametrize(
+    ("page", "target", "expected"),
+    [
+        ("index.html", "tables/table1.html", "tables/table1.html"),
+        ("tables/table1.html", "grids/logs/x/error.txt", "../grids/logs/x/error.txt"),
+        ("figures/stats/a/b.html", "index.html#m1", "../../../index.html#m1"),
+        ("tables/table1.html", "#m2", "#m2"),
+    ],
+)
 def test_relative_links(page, target, expected):
     assert layout.href_from(page, target) == expected

@@ -119,7 +119,9 @@ def test_every_link_and_image_loads_without_console_errors(chromium, params, tmp
             assert not page.load((out / name).as_uri())
             page.screenshot(shots / name.replace("/", "_").replace(".html", ".png"))
     print(f"screenshots in {shots}")
-    assert all((shots / name.replace("/", "_").replace(".html", ".png")).stat().st_size > 10_000 for name in SCREENSHOTS)
+    assert all(
+        (shots / name.replace("/", "_").replace(".html", ".png")).stat().st_size > 10_000 for name in SCREENSHOTS
+    )
 
 
 def mouse(page, kind: str, point: dict) -> None:
@@ -130,8 +132,8 @@ def mouse(page, kind: str, point: dict) -> None:
 
 def test_affinity_explorer_hover_click_search_and_switch(chromium, params, tmp_path):
     import numpy as np
-
     from chromium_cdp import problem_of
+
     from pipeline.stats.affinity import cluster_order, frequency
     from pipeline.stats.files import load_counts
     from pipeline.stats.supporters import rank_supporters
@@ -161,8 +163,11 @@ def test_affinity_explorer_hover_click_search_and_switch(chromium, params, tmp_p
         assert shown["display"] == "block"
         assert ade20k.NAMES[i] in shown["text"] and ade20k.NAMES[j] in shown["text"]
         assert shown["t"] == str(int(row["t"]))
-        assert shown["f"] == {"printed": f"{row['f']:.4f}", "conditional": f"{conditional[i, j]:.4f}",
-                              "row": f"{frequency(t, 'row')[i, j]:.4f}"}  # every normalisation grar computes
+        assert shown["f"] == {
+            "printed": f"{row['f']:.4f}",
+            "conditional": f"{conditional[i, j]:.4f}",
+            "row": f"{frequency(t, 'row')[i, j]:.4f}",
+        }  # every normalisation grar computes
         # click it: the column class's supporters and opponents, ranked as supporters.parquet ranks them
         point = page.evaluate(f"explorer.reveal({i}, {j})")
         mouse(page, "mousePressed", point)
@@ -170,25 +175,32 @@ def test_affinity_explorer_hover_click_search_and_switch(chromium, params, tmp_p
         listed = page.evaluate("""Array.from(document.querySelectorAll('#supporters .bar'),
             b => [+b.dataset.class, b.querySelector('.value').textContent])""")
         expected = supporters[(supporters["j"] == j) & (supporters["role"] == "supporter")].sort_values("rank")
-        assert listed[:len(expected)] == [[int(r.i), f"{r.f:.4f}"] for r in expected.itertuples()]
+        assert listed[: len(expected)] == [[int(r.i), f"{r.f:.4f}"] for r in expected.itertuples()]
         opponents = page.evaluate("Array.from(document.querySelectorAll('#opponents .bar'), b => +b.dataset.class)")
         expected = supporters[(supporters["j"] == j) & (supporters["role"] == "opponent")].sort_values("rank")
-        assert opponents[:len(expected)] == expected["i"].tolist()
+        assert opponents[: len(expected)] == expected["i"].tolist()
         # the normalisation switch re-ranks with the conditional f
-        page.evaluate("(() => { const s = document.getElementById('normalisation'); s.value = 'conditional';"
-                      " s.dispatchEvent(new Event('change')); })()")
+        page.evaluate(
+            "(() => { const s = document.getElementById('normalisation'); s.value = 'conditional';"
+            " s.dispatchEvent(new Event('change')); })()"
+        )
         ranked = [i_ for j_, role, _, i_ in rank_supporters(t, conditional, 10) if j_ == j and role == "supporter"]
-        assert page.evaluate("Array.from(document.querySelectorAll('#supporters .bar'), b => +b.dataset.class)") \
-            == ranked
+        assert (
+            page.evaluate("Array.from(document.querySelectorAll('#supporters .bar'), b => +b.dataset.class)") == ranked
+        )
         assert page.evaluate("document.getElementById('definition').textContent").startswith("f: conditional")
         # the search box finds a class by name and selects it
-        page.evaluate("(() => { const s = document.getElementById('search'); s.value = 'sky';"
-                      " s.dispatchEvent(new Event('input')); })()")
+        page.evaluate(
+            "(() => { const s = document.getElementById('search'); s.value = 'sky';"
+            " s.dispatchEvent(new Event('input')); })()"
+        )
         assert page.evaluate("explorer.state.selected") == ade20k.NAMES.index("sky")
         assert page.evaluate("document.querySelector('#selection h2').textContent").startswith("sky")
         # the cell size control zooms: names stay legible at 150 classes
-        assert page.evaluate("explorer.state.cell") == 12 and page.evaluate("document.getElementById('heatmap').width") \
-            > 150 * 12
+        assert (
+            page.evaluate("explorer.state.cell") == 12
+            and page.evaluate("document.getElementById('heatmap').width") > 150 * 12
+        )
         problems = [problem for problem in map(problem_of, browser.events) if problem]
         assert not problems, problems
         page.screenshot(tmp_path / "explorer.png")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.scores.bootstrap import Interval, class_sums, compare_runs, miou_of_sums, paired_difference
 from pipeline.errors import DataError
+from pipeline.scores.bootstrap import Interval, class_sums, compare_runs, miou_of_sums, paired_difference
 from pipeline.scores.metrics import Scores
 from pipeline.scores.per_image import ImageConfusions, write_image_confusions
 
@@ -27,9 +27,10 @@ def test_vectorised_miou_is_the_metrics_definition():
     per_image = confusions(*matrices)
     sums = class_sums(per_image)  # (images, 3K)
     for index, matrix in enumerate(matrices):
-        assert miou_of_sums(sums[index:index + 1], 5)[0] == pytest.approx(100 * Scores.from_matrix(matrix).miou)
+        assert miou_of_sums(sums[index : index + 1], 5)[0] == pytest.approx(100 * Scores.from_matrix(matrix).miou)
     assert miou_of_sums(sums.sum(axis=0, keepdims=True), 5)[0] == pytest.approx(
-        100 * Scores.from_matrix(per_image.dense_total()).miou)
+        100 * Scores.from_matrix(per_image.dense_total()).miou
+    )
 
 
 def test_one_image_one_seed_every_replicate_is_the_difference():
@@ -98,8 +99,12 @@ def test_compare_runs_reads_run_folders_and_says_why_not(tmp_path):
         write_image_confusions(tmp_path / name / "confusion_images.npz", confusions(matrix))
     interval = compare_runs({0: tmp_path / "a"}, {0: tmp_path / "b"}, "miou", replicates=20)
     assert isinstance(interval, Interval) and interval.diff == pytest.approx(100 - 175 / 3)
-    assert compare_runs({0: tmp_path / "a"}, {1: tmp_path / "b"}, "miou", 20) == \
-        "no interval: no seed finished in both cells"
+    assert (
+        compare_runs({0: tmp_path / "a"}, {1: tmp_path / "b"}, "miou", 20)
+        == "no interval: no seed finished in both cells"
+    )
     why = compare_runs({0: tmp_path / "a"}, {0: tmp_path / "b"}, "ms", 20)
-    assert why == (f"no interval: 2 run(s) without confusion_images_ms.npz, e.g. {tmp_path / 'a'} (evaluated before "
-                   "per-image confusions, or without multi-scale)")
+    assert why == (
+        f"no interval: 2 run(s) without confusion_images_ms.npz, e.g. {tmp_path / 'a'} (evaluated before "
+        "per-image confusions, or without multi-scale)"
+    )

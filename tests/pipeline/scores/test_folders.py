@@ -100,17 +100,40 @@ def rewrite(path, rows, mode="L"):
         (rewrite("pred/a.png", PRED["a"], "I;16"), "pred/a.png", "mode 'I;16'"),
         (lambda root: (root / "pred" / "a.png").write_bytes(b"\x89PNG broken"), "pred/a.png", "unreadable label image"),
         (rewrite("pred/b.png", [[2, 0, 4, 0, 1]]), "pred/b.png", "prediction value 4 out of range"),
-        (rewrite("gt/a.png", [[0, 0, 1], [0, 9, 1], [255, 2, 2]]), "gt/a.png",
-         "ground truth value 9 out of range: expected a class id 0..3 or the ignore index 255"),
-        (lambda root: (root / "classes.csv").write_text("id,name\n0,a\n1,b\n"), "classes.csv",
-         "class table has 2 classes but the labels have 4"),
-        (lambda root: (root / "classes.csv").write_text("id,name\n0,a\n1,b\n2,a\n3,d\n"), "classes.csv",
-         "duplicate class names: a"),
-        (lambda root: (root / "classes.csv").write_text("id,name\n0,a\n2,b\n1,c\n3,d\n"), "classes.csv",
-         "row 3: id '2', expected 1"),
+        (
+            rewrite("gt/a.png", [[0, 0, 1], [0, 9, 1], [255, 2, 2]]),
+            "gt/a.png",
+            "ground truth value 9 out of range: expected a class id 0..3 or the ignore index 255",
+        ),
+        (
+            lambda root: (root / "classes.csv").write_text("id,name\n0,a\n1,b\n"),
+            "classes.csv",
+            "class table has 2 classes but the labels have 4",
+        ),
+        (
+            lambda root: (root / "classes.csv").write_text("id,name\n0,a\n1,b\n2,a\n3,d\n"),
+            "classes.csv",
+            "duplicate class names: a",
+        ),
+        (
+            lambda root: (root / "classes.csv").write_text("id,name\n0,a\n2,b\n1,c\n3,d\n"),
+            "classes.csv",
+            "row 3: id '2', expected 1",
+        ),
     ],
-    ids=["missing", "extra", "size", "colour", "16-bit", "unreadable", "pred-value", "gt-value", "csv-count",
-         "csv-duplicate", "csv-order"],
+    ids=[
+        "missing",
+        "extra",
+        "size",
+        "colour",
+        "16-bit",
+        "unreadable",
+        "pred-value",
+        "gt-value",
+        "csv-count",
+        "csv-duplicate",
+        "csv-order",
+    ],
 )
 def test_bad_input_is_a_clear_error_and_writes_nothing(folders, capsys, change, named, message):
     previous = json.dumps({"miou": 0.5, "num_images": 2, "per_class_iou": {}})  # an earlier output of ours
@@ -128,7 +151,10 @@ def test_bad_input_is_a_clear_error_and_writes_nothing(folders, capsys, change, 
 def test_a_json_of_someone_elses_is_kept(folders, capsys):
     (folders / "out.json").write_text("my notes")
     assert evaluate("--classes", "classes.csv") == 2
-    assert capsys.readouterr().err == "grar: error: --json out.json: exists and was not written by grar; choose another path\n"
+    assert (
+        capsys.readouterr().err
+        == "grar: error: --json out.json: exists and was not written by grar; choose another path\n"
+    )
     assert (folders / "out.json").read_text() == "my notes"
 
 

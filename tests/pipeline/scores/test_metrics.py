@@ -17,23 +17,23 @@ K = 6
 # 3 x 5 label map; 255 = ignore. Class 3 is predicted only on ignored pixels and
 # class 5 nowhere: both are absent. Class 4 is predicted once, never true: IoU 0.
 GT = np.array(
-    [[0, 0, 1, 1, 255],
-     [0, 2, 2, 1, 255],
-     [2, 2, 2, 0, 0]], dtype=np.uint8,
+    [[0, 0, 1, 1, 255], [0, 2, 2, 1, 255], [2, 2, 2, 0, 0]],
+    dtype=np.uint8,
 )
 PRED = np.array(
-    [[0, 1, 1, 1, 3],
-     [0, 2, 0, 1, 2],
-     [2, 2, 1, 0, 4]], dtype=np.uint8,
+    [[0, 1, 1, 1, 3], [0, 2, 0, 1, 2], [2, 2, 1, 0, 4]],
+    dtype=np.uint8,
 )
 # Rows = ground truth, columns = prediction, counted pair by pair from the arrays above.
 MATRIX = np.array(
-    [[3, 1, 0, 0, 1, 0],
-     [0, 3, 0, 0, 0, 0],
-     [1, 1, 3, 0, 0, 0],
-     [0, 0, 0, 0, 0, 0],
-     [0, 0, 0, 0, 0, 0],
-     [0, 0, 0, 0, 0, 0]],
+    [
+        [3, 1, 0, 0, 1, 0],
+        [0, 3, 0, 0, 0, 0],
+        [1, 1, 3, 0, 0, 0],
+        [0, 0, 0, 0, 0, 0],
+        [0, 0, 0, 0, 0, 0],
+        [0, 0, 0, 0, 0, 0],
+    ],
 )
 # IoU = TP / (GT + PRED - TP): 3/(5+4-3), 3/(3+5-3), 3/(5+3-3), 0/0, 0/(0+1-0), 0/0.
 IOU = [1 / 2, 3 / 5, 3 / 5, NAN, 0.0, NAN]

@@ -35,13 +35,15 @@ LABELS = {
     "c": [[0, 0, 0], [3, 3, 3], [3, 3, 3]],
     "d": [[3, 3, 3, 3, 3], [3, 3, 255, 255, 3], [255] * 5],
 }
-T = np.array([
-    [3, 1, 1, 2, 0],
-    [1, 1, 0, 0, 0],
-    [1, 0, 1, 1, 0],
-    [2, 0, 1, 3, 0],
-    [0, 0, 0, 0, 0],
-])
+T = np.array(
+    [
+        [3, 1, 1, 2, 0],
+        [1, 1, 0, 0, 0],
+        [1, 0, 1, 1, 0],
+        [2, 0, 1, 3, 0],
+        [0, 0, 0, 0, 0],
+    ]
+)
 PIXELS = [20, 5, 3, 39, 0]
 
 
@@ -63,4 +65,3 @@ def write_classes(path: Path, names: list[str]) -> Path:
     """The class table as the dataset converters write it."""
     path.write_text(classes_csv(names), encoding="utf-8")
     return path
-

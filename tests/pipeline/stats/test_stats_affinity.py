@@ -8,7 +8,12 @@ from stats_toy import T
 
 from pipeline.errors import ConfigError
 from pipeline.stats.affinity import (
-    cluster_order, conditional_frequency, cut_clusters, edge_spread, frequency, jaccard_distance,
+    cluster_order,
+    conditional_frequency,
+    cut_clusters,
+    edge_spread,
+    frequency,
+    jaccard_distance,
 )
 
 SKY, PLANE, COW, GRASS, BOAT = range(5)
@@ -16,13 +21,15 @@ SKY, PLANE, COW, GRASS, BOAT = range(5)
 
 def test_printed_eq1_by_hand():
     # Column sums without the diagonal: sky 4, plane 1, cow 2, grass 3, boat 0 (0/0 -> 0).
-    expected = np.array([
-        [1, 1 / 1, 1 / 2, 2 / 3, 0],
-        [1 / 4, 1, 0 / 2, 0 / 3, 0],
-        [1 / 4, 0 / 1, 1, 1 / 3, 0],
-        [2 / 4, 0 / 1, 1 / 2, 1, 0],
-        [0 / 4, 0 / 1, 0 / 2, 0 / 3, 1],
-    ])
+    expected = np.array(
+        [
+            [1, 1 / 1, 1 / 2, 2 / 3, 0],
+            [1 / 4, 1, 0 / 2, 0 / 3, 0],
+            [1 / 4, 0 / 1, 1, 1 / 3, 0],
+            [2 / 4, 0 / 1, 1 / 2, 1, 0],
+            [0 / 4, 0 / 1, 0 / 2, 0 / 3, 1],
+        ]
+    )
     f = frequency(T, "printed")
     np.testing.assert_array_equal(f, expected)
     off_diagonal = f - np.eye(5)
@@ -31,13 +38,15 @@ def test_printed_eq1_by_hand():
 
 def test_conditional_by_hand():
     # Rows divided by t_ii: sky 3, plane 1, cow 1, grass 3, boat 0 (0/0 -> 0).
-    expected = np.array([
-        [1, 1 / 3, 1 / 3, 2 / 3, 0],
-        [1 / 1, 1, 0, 0, 0],
-        [1 / 1, 0, 1, 1 / 1, 0],
-        [2 / 3, 0, 1 / 3, 1, 0],
-        [0, 0, 0, 0, 1],
-    ])
+    expected = np.array(
+        [
+            [1, 1 / 3, 1 / 3, 2 / 3, 0],
+            [1 / 1, 1, 0, 0, 0],
+            [1 / 1, 0, 1, 1 / 1, 0],
+            [2 / 3, 0, 1 / 3, 1, 0],
+            [0, 0, 0, 0, 1],
+        ]
+    )
     np.testing.assert_array_equal(frequency(T, "conditional"), expected)
 
 
@@ -119,11 +128,13 @@ T3 = np.array([[4, 2, 1], [2, 3, 0], [1, 0, 2]])
 
 def test_row_normalisation_by_hand():
     # Row sums without the diagonal: a 2 + 1 = 3, b 2 + 0 = 2, c 1 + 0 = 1.
-    expected = np.array([
-        [1, 2 / 3, 1 / 3],
-        [2 / 2, 1, 0 / 2],
-        [1 / 1, 0 / 1, 1],
-    ])
+    expected = np.array(
+        [
+            [1, 2 / 3, 1 / 3],
+            [2 / 2, 1, 0 / 2],
+            [1 / 1, 0 / 1, 1],
+        ]
+    )
     f = frequency(T3, "row")
     np.testing.assert_array_equal(f, expected)
     np.testing.assert_array_equal((f - np.eye(3)).sum(axis=1), [1, 1, 1])  # rows are distributions
@@ -142,8 +153,10 @@ def test_edge_spread_by_hand():
     # row f of T3 off the diagonal: 2/3, 1/3, 1, 0, 1, 0 -> mean 1/2; deviations +-1/6 (twice), +-1/2 (four times)
     spread = edge_spread(frequency(T3, "row"))
     variance = (2 * (1 / 6) ** 2 + 4 * (1 / 2) ** 2) / 6  # 19 / 108
-    assert spread == pytest.approx({"positive_mean": 0.5, "positive_std": variance**0.5,
-                                    "negative_mean": 0.5, "negative_std": variance**0.5}, rel=1e-12)
+    assert spread == pytest.approx(
+        {"positive_mean": 0.5, "positive_std": variance**0.5, "negative_mean": 0.5, "negative_std": variance**0.5},
+        rel=1e-12,
+    )
     # conditional f off the diagonal: 1/2, 1/4, 2/3, 0, 1/2, 0 -> mean 23/72; 1 - f: mean 49/72
     spread = edge_spread(frequency(T3, "conditional"))
     assert spread["positive_mean"] == pytest.approx(23 / 72, rel=1e-12)

@@ -24,8 +24,25 @@ def test_labels_mode(toy_labels, tmp_path, capsys):
 def test_labels_mode_flags(toy_labels, tmp_path):
     classes = write_classes(tmp_path / "classes.csv", NAMES)
     out = tmp_path / "out"
-    args = ["stats", "--labels", str(toy_labels), "--num-classes", "5", "--classes", str(classes), "--out", str(out),
-            "--normalisation", "conditional", "--top-k", "1", "--workers", "2", "--ignore-index", "254"]
+    args = [
+        "stats",
+        "--labels",
+        str(toy_labels),
+        "--num-classes",
+        "5",
+        "--classes",
+        str(classes),
+        "--out",
+        str(out),
+        "--normalisation",
+        "conditional",
+        "--top-k",
+        "1",
+        "--workers",
+        "2",
+        "--ignore-index",
+        "254",
+    ]
     write_label(toy_labels / "d.png", [[3, 254]])
     assert main(args) == 0
     assert read_metadata(out / "supporters.parquet")["top_k"] == "1"
@@ -42,15 +59,21 @@ def test_bad_labels_exit_1_without_output(toy_labels, tmp_path, capsys):
     assert not out.exists()
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--out", "x"], "give a dataset NAME or --labels DIR"),
-    (["embedded", "--labels", "l"], "give a dataset NAME or --labels DIR"),
-    (["--labels", "l", "--out", "x"], "--labels needs --num-classes K and --out DIR"),
-    (["--labels", "l", "--num-classes", "3"], "--labels needs --num-classes K and --out DIR"),
-    (["embedded", "--num-classes", "3", "--ignore-index", "0"], "--num-classes, --ignore-index: only with --labels"),
-    (["--labels", "l", "--num-classes", "3", "--out", "x", "--ignore-index", "1"], "ignore index 1: must be"),
-    (["--labels", "l", "--num-classes", "3", "--out", "x", "--top-k", "0"], "top_k (0) and workers"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--out", "x"], "give a dataset NAME or --labels DIR"),
+        (["embedded", "--labels", "l"], "give a dataset NAME or --labels DIR"),
+        (["--labels", "l", "--out", "x"], "--labels needs --num-classes K and --out DIR"),
+        (["--labels", "l", "--num-classes", "3"], "--labels needs --num-classes K and --out DIR"),
+        (
+            ["embedded", "--num-classes", "3", "--ignore-index", "0"],
+            "--num-classes, --ignore-index: only with --labels",
+        ),
+        (["--labels", "l", "--num-classes", "3", "--out", "x", "--ignore-index", "1"], "ignore index 1: must be"),
+        (["--labels", "l", "--num-classes", "3", "--out", "x", "--top-k", "0"], "top_k (0) and workers"),
+    ],
+)
 def test_usage_errors_exit_2(project, capsys, args, message):
     assert main(["stats", *args]) == 2
     assert message in capsys.readouterr().err

@@ -22,8 +22,14 @@ SCHEMAS = {
     "cooccurrence.parquet": [("i", pa.int32()), ("j", pa.int32()), ("t", pa.int64()), ("f", pa.float64())],
     "classes.parquet": [("id", pa.int32()), ("name", pa.string()), ("images", pa.int64()), ("pixels", pa.int64())],
     "supporters.parquet": [
-        ("j", pa.int32()), ("j_name", pa.string()), ("role", pa.string()), ("rank", pa.int32()),
-        ("i", pa.int32()), ("i_name", pa.string()), ("f", pa.float64()), ("t", pa.int64()),
+        ("j", pa.int32()),
+        ("j_name", pa.string()),
+        ("role", pa.string()),
+        ("rank", pa.int32()),
+        ("i", pa.int32()),
+        ("i_name", pa.string()),
+        ("f", pa.float64()),
+        ("t", pa.int64()),
     ],
 }
 
@@ -45,9 +51,15 @@ def expected_sha(job):
 def test_schemas_and_metadata(job):
     build_stats(job)
     common = {
-        "dataset": "toy", "split": "train", "images": "4", "num_classes": "5", "ignore_index": "255",
-        "normalisation": "printed", "f_definition": "Eq. 1 as printed: f_ij = t_ij / (sum_k t_kj - t_jj)",
-        "inputs_sha256": expected_sha(job), "grar_version": __version__,
+        "dataset": "toy",
+        "split": "train",
+        "images": "4",
+        "num_classes": "5",
+        "ignore_index": "255",
+        "normalisation": "printed",
+        "f_definition": "Eq. 1 as printed: f_ij = t_ij / (sum_k t_kj - t_jj)",
+        "inputs_sha256": expected_sha(job),
+        "grar_version": __version__,
     }
     for name, columns in SCHEMAS.items():
         schema = pq.read_schema(job.out / name)
@@ -91,17 +103,29 @@ def test_one_and_two_workers_write_the_same_tables(job, tmp_path):
 def test_figures(job):
     result = build_stats(job)
     names = sorted(str(path.relative_to(job.out)) for path in result.files)
-    assert names == sorted([
-        "cooccurrence.parquet", "classes.parquet", "supporters.parquet", "heatmap.svg",
-        "clusters/cluster_01.svg", "bars/classes_000-004.svg",
-    ])
+    assert names == sorted(
+        [
+            "cooccurrence.parquet",
+            "classes.parquet",
+            "supporters.parquet",
+            "heatmap.svg",
+            "clusters/cluster_01.svg",
+            "bars/classes_000-004.svg",
+        ]
+    )
     for path in result.files:
         assert path.is_file() and path.stat().st_size > 1000
     svg = (job.out / "heatmap.svg").read_text()
     assert "<svg" in svg and ">plane<" in svg and ">supported class j<" in svg  # names stay text: searchable
-    assert sorted(p.name for p in job.out.iterdir()) == [".grar-stats", "bars", "classes.parquet", "clusters",
-                                                       "cooccurrence.parquet", "heatmap.svg",
-                                                       "supporters.parquet"]
+    assert sorted(p.name for p in job.out.iterdir()) == [
+        ".grar-stats",
+        "bars",
+        "classes.parquet",
+        "clusters",
+        "cooccurrence.parquet",
+        "heatmap.svg",
+        "supporters.parquet",
+    ]
 
 
 def test_error_writes_nothing_and_keeps_the_previous_output(job, tmp_path):

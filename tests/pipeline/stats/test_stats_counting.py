@@ -6,8 +6,8 @@ import hashlib
 
 import numpy as np
 import pytest
-from stats_toy import LABELS, PIXELS, REPO, T, write_label
 from PIL import Image
+from stats_toy import LABELS, PIXELS, REPO, T, write_label
 
 from pipeline.errors import DataError
 from pipeline.stats import counting
@@ -57,8 +57,11 @@ def test_other_ignore_index(tmp_path):
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_value_not_a_class_names_file_and_value(toy_labels, workers):
-    with pytest.raises(DataError, match=r"b\.png: label value 3 \(25 pixels\) is neither a class id \(0\.\.2\) "
-                                        r"nor the ignore index 255"):
+    with pytest.raises(
+        DataError,
+        match=r"b\.png: label value 3 \(25 pixels\) is neither a class id \(0\.\.2\) "
+        r"nor the ignore index 255",
+    ):
         count_labels(find_labels(toy_labels, 3), workers)
 
 

@@ -12,15 +12,27 @@ from pipeline.stats.compute import StatsJob, build_stats
 
 
 def test_embedded_scene_structure_is_recovered(tmp_path):
-    params = with_overrides(load_params(REPO / "params.yaml"), {
-        "data.embedded.train_images": 40, "data.embedded.val_images": 1, "data.embedded.image_size": 32,
-    })
+    params = with_overrides(
+        load_params(REPO / "params.yaml"),
+        {
+            "data.embedded.train_images": 40,
+            "data.embedded.val_images": 1,
+            "data.embedded.image_size": 32,
+        },
+    )
     embedded.prepare(params, tmp_path / "embedded")
     root = tmp_path / "embedded"
-    result = build_stats(StatsJob(
-        labels=root / "train" / "labels", out=tmp_path / "stats", classes=root / "classes.csv",
-        images=root / "train" / "images", top_k=3, dataset="embedded", split="train",
-    ))
+    result = build_stats(
+        StatsJob(
+            labels=root / "train" / "labels",
+            out=tmp_path / "stats",
+            classes=root / "classes.csv",
+            images=root / "train" / "images",
+            top_k=3,
+            dataset="embedded",
+            split="train",
+        )
+    )
     t = result.counts.t
     scene_of = {name: scene for scene, spec in embedded.SCENES.items() for name in spec.classes}
     scene = np.array([scene_of[name] for name in result.names])

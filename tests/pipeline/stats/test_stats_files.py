@@ -8,11 +8,11 @@ import pyarrow.parquet as pq
 import pytest
 from stats_toy import T, write_classes
 
+from pipeline.datasets.layout import read_classes
 from pipeline.errors import DataError
 from pipeline.stats import load_affinity
 from pipeline.stats.affinity import frequency
 from pipeline.stats.compute import StatsJob, build_stats
-from pipeline.datasets.layout import read_classes
 from pipeline.stats.files import read_metadata
 
 

@@ -23,13 +23,17 @@ def test_printed_supporters_and_opponents_by_hand():
     assert got == {
         # sky: grass 2/4; plane and cow tie at 1/4 with t = 1 -> smaller id.
         # Its opponents: boat never co-occurs, then plane (tie with cow -> id).
-        (0, "supporter"): [3, 1], (0, "opponent"): [4, 1],
+        (0, "supporter"): [3, 1],
+        (0, "opponent"): [4, 1],
         # plane: only sky co-occurs. Never co-occurring: grass (3 images) before cow (1), then boat (0).
-        (1, "supporter"): [0], (1, "opponent"): [3, 2],
+        (1, "supporter"): [0],
+        (1, "opponent"): [3, 2],
         # cow: sky and grass tie at 1/2 with t = 1 -> smaller id. Opponents: plane (1 image) before boat (0).
-        (2, "supporter"): [0, 3], (2, "opponent"): [1, 4],
+        (2, "supporter"): [0, 3],
+        (2, "opponent"): [1, 4],
         # grass: sky 2/3, cow 1/3. Opponents: plane, boat.
-        (3, "supporter"): [0, 2], (3, "opponent"): [1, 4],
+        (3, "supporter"): [0, 2],
+        (3, "opponent"): [1, 4],
         # boat is absent: no supporter; all four never co-occur: sky and grass (3 images, tie -> id).
         (4, "opponent"): [0, 3],
     }
@@ -61,7 +65,14 @@ def test_frame_columns_and_values():
     assert list(frame.columns) == ["j", "j_name", "role", "rank", "i", "i_name", "f", "t"]
     first = frame.iloc[0]
     assert (first.j, first.j_name, first.role, first["rank"], first.i, first.i_name, first.f, first.t) == (
-        0, "sky", "supporter", 1, 3, "grass", 2 / 4, 2,
+        0,
+        "sky",
+        "supporter",
+        1,
+        3,
+        "grass",
+        2 / 4,
+        2,
     )
     boat = frame[frame.j == 4]
     assert list(boat.role) == ["opponent", "opponent"] and list(boat.t) == [0, 0] and list(boat.f) == [0.0, 0.0]

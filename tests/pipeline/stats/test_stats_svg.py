@@ -12,11 +12,13 @@ from pipeline.stats.supporters import supporters_frame
 from pipeline.stats.svg import GREEN, GREY, RED, bars_svg, colours, matrix_svg
 
 NS = "{http://www.w3.org/2000/svg}"
-F = np.array([
-    [1.0, 0.5, 0.0],
-    [0.25, 1.0, 0.0],
-    [0.0, 0.0, 1.0],
-])
+F = np.array(
+    [
+        [1.0, 0.5, 0.0],
+        [0.25, 1.0, 0.0],
+        [0.0, 0.0, 1.0],
+    ]
+)
 NAMES = ["sky", "a<b & c", "cow"]
 
 
@@ -69,7 +71,11 @@ def test_bars_lengths_notes_and_colours():
     # class 0: supporter 1 (f 0.5, the panel's largest: 170 / 1.35 px), opponent 2 (never: no bar length)
     # class 1: supporter 0 (f 1.0), opponent 2; class 2: no supporter, opponent 0 (f 0, never)
     assert [(float(width), fill) for _, _, width, fill in bars] == [
-        (round(170 / 1.35, 2), GREEN), (0.0, RED), (round(170 / 1.35, 2), GREEN), (0.0, RED), (0.0, RED),
+        (round(170 / 1.35, 2), GREEN),
+        (0.0, RED),
+        (round(170 / 1.35, 2), GREEN),
+        (0.0, RED),
+        (0.0, RED),
     ]
     assert svg.count("never (i in 1 images)") == 2 and "never (i in 3 images)" in svg
     assert ">0: sky (3 images)<" in svg and ">1: a&lt;b &amp; c (2 images)<" in svg and ">2: cow (1 images)<" in svg
@@ -80,4 +86,4 @@ def test_bars_of_an_empty_table():
     empty = pd.DataFrame({"j": [], "role": [], "rank": [], "i": [], "i_name": [], "f": [], "t": []})
     svg = bars_svg(empty, NAMES, np.zeros(3, np.int64), range(0, 2), "none")
     ET.fromstring(svg.encode())
-    assert ">0: sky (0 images)<" in svg and "fill=\"#2ca02c\"" not in svg
+    assert ">0: sky (0 images)<" in svg and 'fill="#2ca02c"' not in svg

@@ -10,9 +10,9 @@ import torch
 from model.backbones import tiny_resnet
 from model.heads.grar import GRArHead
 from model.segmentor import Segmentor
-from pipeline.training.build import build_criterion, build_head, build_segmentor, load_backbone_weights, lookup
 from pipeline.config import load_params, with_overrides
 from pipeline.errors import ConfigError, DataError
+from pipeline.training.build import build_criterion, build_head, build_segmentor, load_backbone_weights, lookup
 
 ROOT = Path(__file__).resolve().parents[3]
 K = 4
@@ -64,8 +64,11 @@ def test_graph_edges_without_affinity_is_a_config_error(params):
 
 
 def test_affinity_of_another_dataset_names_its_source(params):
-    with pytest.raises(DataError, match=r"stats/ade20k/affinity.parquet: affinity matrix has shape \(150, 150\), "
-                                        r"expected \(4, 4\)"):
+    with pytest.raises(
+        DataError,
+        match=r"stats/ade20k/affinity.parquet: affinity matrix has shape \(150, 150\), "
+        r"expected \(4, 4\)",
+    ):
         build_head("grar", 32, K, 16, params.model.grar, torch.eye(150), "stats/ade20k/affinity.parquet")
 
 
@@ -98,8 +101,11 @@ def test_weights_of_another_backbone_are_a_clear_error(tmp_path):
     del state["layer1.0.conv1.weight"]
     path = tmp_path / "other.pth"
     torch.save(state, path)
-    with pytest.raises(DataError, match=r"keys do not match the tiny_resnet backbone: 1 missing \(layer1.0.conv1.weight\), "
-                                        r"1 unexpected \(layer5.weight\)"):
+    with pytest.raises(
+        DataError,
+        match=r"keys do not match the tiny_resnet backbone: 1 missing \(layer1.0.conv1.weight\), "
+        r"1 unexpected \(layer5.weight\)",
+    ):
         load_backbone_weights(tiny_resnet(), path, "tiny_resnet")
 
 
@@ -124,8 +130,13 @@ def test_a_file_that_is_not_a_weight_file_is_a_clear_error(tmp_path):
 
 def test_criterion_from_params(params):
     criterion = build_criterion(params.train.loss, K, 16)
-    assert criterion.weights == {"ce": 1.0, "aux": params.train.loss.aux, "coarse": params.train.loss.coarse,
-                                 "sr": params.train.loss.sr, "danet": params.train.loss.danet}
+    assert criterion.weights == {
+        "ce": 1.0,
+        "aux": params.train.loss.aux,
+        "coarse": params.train.loss.coarse,
+        "sr": params.train.loss.sr,
+        "danet": params.train.loss.danet,
+    }
     torch.testing.assert_close(criterion.sr.class_weights, torch.ones(K))
     frequency = with_overrides(params, {"train.loss.sr_class_weights": "frequency"}).train.loss
     with pytest.raises(ConfigError, match="frequency needs the class weights"):
@@ -152,11 +163,19 @@ def test_pytorch_encoding_deep_stem_weights_load(params, tmp_path):
     torch.manual_seed(1)
     source = tiny_resnet("deep")
     state = {f"pretrained.{key}": value for key, value in source.body.state_dict().items()}
-    state |= {"head.conv5a.0.weight": torch.zeros(1), "auxlayer.conv5.0.weight": torch.zeros(1),
-              "pretrained.fc.weight": torch.zeros(1000, 512)}
+    state |= {
+        "head.conv5a.0.weight": torch.zeros(1),
+        "auxlayer.conv5.0.weight": torch.zeros(1),
+        "pretrained.fc.weight": torch.zeros(1000, 512),
+    }
     torch.manual_seed(2)
-    model = build_segmentor(with_overrides(params, {"model.stem": "deep", "model.pretrained": str(
-        saved(tmp_path, {"state_dict": state}))}).model, K, affinity())
+    model = build_segmentor(
+        with_overrides(
+            params, {"model.stem": "deep", "model.pretrained": str(saved(tmp_path, {"state_dict": state}))}
+        ).model,
+        K,
+        affinity(),
+    )
     assert_loaded(model, source)
 
 
@@ -165,8 +184,14 @@ def test_mmseg_v1c_weights_load_with_their_stem_names(params, tmp_path):
     # last BN, this project's bn1); a segmentor checkpoint holds it under "backbone."
     torch.manual_seed(1)
     source = tiny_resnet("deep_v1c")
-    renames = {"conv1.0.": "stem.0.", "conv1.1.": "stem.1.", "conv1.3.": "stem.3.", "conv1.4.": "stem.4.",
-               "conv1.6.": "stem.6.", "bn1.": "stem.7."}
+    renames = {
+        "conv1.0.": "stem.0.",
+        "conv1.1.": "stem.1.",
+        "conv1.3.": "stem.3.",
+        "conv1.4.": "stem.4.",
+        "conv1.6.": "stem.6.",
+        "bn1.": "stem.7.",
+    }
     state = {}
     for key, value in source.body.state_dict().items():
         old = next((old for old in renames if key.startswith(old)), None)
@@ -175,8 +200,9 @@ def test_mmseg_v1c_weights_load_with_their_stem_names(params, tmp_path):
     state["decode_head.conv_seg.weight"] = torch.zeros(1)
     torch.manual_seed(2)
     path = saved(tmp_path, {"meta": {}, "state_dict": state})
-    model = build_segmentor(with_overrides(params, {"model.stem": "deep_v1c", "model.pretrained": str(path)}).model,
-                            K, affinity())
+    model = build_segmentor(
+        with_overrides(params, {"model.stem": "deep_v1c", "model.pretrained": str(path)}).model, K, affinity()
+    )
     assert_loaded(model, source)
     # an ImageNet V1c file (no prefix) loads the same
     plain = {key.removeprefix("backbone."): value for key, value in state.items() if key.startswith("backbone.")}

@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torch.utils.data import DistributedSampler
 from tiny_run import IMAGE_SIZE, TRAIN_IMAGES
+from torch.utils.data import DistributedSampler
 
 from pipeline.config import AugmentConfig
+from pipeline.errors import DataError
+from pipeline.paths import dataset_dir
 from pipeline.training.data import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -21,8 +23,6 @@ from pipeline.training.data import (
     train_loader,
     train_transform,
 )
-from pipeline.errors import DataError
-from pipeline.paths import dataset_dir
 
 NO_AUGMENT = AugmentConfig(hflip=False, scale=(1.0, 1.0), rotate=0.0)
 
@@ -53,8 +53,11 @@ def test_unaugmented_samples_are_imagenet_normalised(tmp_path):
     assert image.dtype == torch.float32 and image.shape == (3, 7, 9)
     assert label.dtype == torch.int64 and torch.equal(label, torch.from_numpy(stripes()).long())
     # pixel (0, 6): label 2 -> red 80, green 7, blue 200
-    expected = [(80 / 255 - IMAGENET_MEAN[0]) / IMAGENET_STD[0], (7 / 255 - IMAGENET_MEAN[1]) / IMAGENET_STD[1],
-                (200 / 255 - IMAGENET_MEAN[2]) / IMAGENET_STD[2]]
+    expected = [
+        (80 / 255 - IMAGENET_MEAN[0]) / IMAGENET_STD[0],
+        (7 / 255 - IMAGENET_MEAN[1]) / IMAGENET_STD[1],
+        (200 / 255 - IMAGENET_MEAN[2]) / IMAGENET_STD[2],
+    ]
     assert image[:, 0, 6].tolist() == pytest.approx(expected, abs=1e-6)
 
 

@@ -27,14 +27,14 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from torch import nn
 from tiny_run import IMAGE_SIZE, VAL_IMAGES
+from torch import nn
 
-from pipeline.config import ExecutorConfig, SlurmConfig, with_overrides
-from pipeline.training.distributed import AllReduceBatchNorm2d, Ranks, convert_batchnorm, distributed, sync_batchnorm
 from pipeline.cluster.executors import make_executor
-from pipeline.training.checkpoint import load_checkpoint
+from pipeline.config import ExecutorConfig, SlurmConfig, with_overrides
 from pipeline.rundir import read_log
+from pipeline.training.checkpoint import load_checkpoint
+from pipeline.training.distributed import AllReduceBatchNorm2d, Ranks, convert_batchnorm, distributed, sync_batchnorm
 from pipeline.training.run import run_cell
 
 FLIP_ONLY = {"hflip": True, "scale": [1.0, 1.0], "rotate": 0.0}
@@ -91,8 +91,9 @@ def test_all_reduce_batchnorm_over_two_processes_is_batchnorm_of_the_whole_batch
     x = torch.randn(4, 3, 5, 6) * 3 + 1
     context = mp.get_context("fork")  # as DataLoader workers: one thread in the child
     queue = context.Queue()
-    workers = [context.Process(target=batchnorm_worker, args=(r, 2, str(tmp_path / "init"), x, queue))
-               for r in range(2)]
+    workers = [
+        context.Process(target=batchnorm_worker, args=(r, 2, str(tmp_path / "init"), x, queue)) for r in range(2)
+    ]
     for worker in workers:
         worker.start()
     results = {item[0]: [torch.from_numpy(a) for a in item[1:]] for item in (queue.get(timeout=120) for _ in workers)}
@@ -126,14 +127,29 @@ def ddp_job(params, run_dir: Path) -> dict:
 
 @pytest.mark.slurm
 def test_a_two_task_cpu_job_makes_the_single_process_update(slurm_cluster, tiny_project, tmp_path, monkeypatch):
-    params = with_overrides(tiny_project, {
-        "train.batch_size": 4, "train.augment": FLIP_ONLY, "train.schedules.embedded": {"lr": 0.02, "iterations": 2},
-        "eval.multi_scale": False,
-    })
-    executor = ExecutorConfig(kind="slurm", log_dir=str(tmp_path / "logs"), slurm=SlurmConfig(
-        partition=None, gpus_per_node=0, tasks_per_node=2, cpus_per_task=1, mem_gb=2, timeout_min=5,
-        array_parallelism=1, additional={},
-    ))
+    params = with_overrides(
+        tiny_project,
+        {
+            "train.batch_size": 4,
+            "train.augment": FLIP_ONLY,
+            "train.schedules.embedded": {"lr": 0.02, "iterations": 2},
+            "eval.multi_scale": False,
+        },
+    )
+    executor = ExecutorConfig(
+        kind="slurm",
+        log_dir=str(tmp_path / "logs"),
+        slurm=SlurmConfig(
+            partition=None,
+            gpus_per_node=0,
+            tasks_per_node=2,
+            cpus_per_task=1,
+            mem_gb=2,
+            timeout_min=5,
+            array_parallelism=1,
+            additional={},
+        ),
+    )
     module = sys.modules[__name__]
     cloudpickle.register_pickle_by_value(module)  # the job's Python cannot import a test module
     try:

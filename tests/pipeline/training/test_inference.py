@@ -9,12 +9,11 @@ from test_data import write_split
 from tiny_run import IMAGE_SIZE, VAL_IMAGES
 
 from pipeline.config import EvalConfig
-from pipeline.training.data import SegmentationDataset
-from pipeline.training.data import BLACK
 from pipeline.errors import DataError
-from pipeline.training.inference import evaluate_model, infer, scores, size_batches
 from pipeline.paths import dataset_dir
 from pipeline.scores.per_image import read_image_confusions, write_image_confusions
+from pipeline.training.data import BLACK, SegmentationDataset
+from pipeline.training.inference import evaluate_model, infer, scores, size_batches
 from pipeline.training.inputs import build_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -121,7 +120,7 @@ def test_infer_passes_the_protocol_to_predict_and_pads_with_black():
     assert infer(model, torch.zeros(1, 3, 4, 6), config, multi=True).argmax(1).unique().tolist() == [2]
     assert [call[1:] for call in model.calls] == [((1.0,), False, 544, 520, BLACK), ((0.5, 1.0), True, 544, 520, BLACK)]
     # black after ImageNet normalisation: (0 - mean) / std per channel
-    assert BLACK == pytest.approx((-0.485 / 0.229, -0.456 / 0.224, -0.406 / 0.225), rel=1e-12)
+    assert pytest.approx((-0.485 / 0.229, -0.456 / 0.224, -0.406 / 0.225), rel=1e-12) == BLACK
 
 
 def test_infer_with_base_size_and_window_runs_a_real_model(tiny_project):

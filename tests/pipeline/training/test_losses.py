@@ -154,12 +154,19 @@ def test_danet_branch_terms_are_one_ce_each_at_their_weight():
 
 
 def test_feature_resolution_ce_resizes_the_target_by_nearest_neighbour():
-    """``train.loss.resolution: feature``: logits (1, 3, 2, 3) against the 4 x 6 labels = the CE against SMALL_LABELS."""
+    """``train.loss.resolution: feature``: logits (1, 3, 2, 3) against the 4 x 6 labels = the CE vs SMALL_LABELS."""
     logits = torch.randn(1, 3, 2, 3, generator=torch.Generator().manual_seed(0))
     expected = F.cross_entropy(logits, torch.tensor([SMALL_LABELS]), ignore_index=IGNORE_INDEX)
     torch.testing.assert_close(pixel_cross_entropy(logits, target()), expected, rtol=0, atol=1e-6)
-    by_hand = sum(cross_entropy_by_hand(logits[0, :, i, j].tolist(), SMALL_LABELS[i][j])
-                  for i in range(2) for j in range(3) if SMALL_LABELS[i][j] != IGNORE_INDEX) / 5
+    by_hand = (
+        sum(
+            cross_entropy_by_hand(logits[0, :, i, j].tolist(), SMALL_LABELS[i][j])
+            for i in range(2)
+            for j in range(3)
+            if SMALL_LABELS[i][j] != IGNORE_INDEX
+        )
+        / 5
+    )
     assert pixel_cross_entropy(logits, target()).item() == pytest.approx(by_hand, rel=1e-6)
 
 

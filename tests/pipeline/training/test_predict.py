@@ -37,8 +37,11 @@ def _one_thread(one_thread):
 
 
 def tree(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*"))
-            if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.mark.parametrize("ms", [False, True])
@@ -49,8 +52,12 @@ def test_predict_then_evaluate_gives_the_runs_own_miou(trained, tmp_path, ms, ca
     assert main(args) == 0
     assert f"3 label map(s) written to {out}" in capsys.readouterr().out
     scores = tmp_path / "scores.json"
-    assert main(["evaluate", "--pred", str(out), "--gt", str(val / "labels"), "--num-classes", "24",
-                 "--json", str(scores)]) == 0
+    assert (
+        main(
+            ["evaluate", "--pred", str(out), "--gt", str(val / "labels"), "--num-classes", "24", "--json", str(scores)]
+        )
+        == 0
+    )
     expected = metrics["ms"] if ms else metrics
     measured = json.loads(scores.read_text())
     assert measured["miou"] == expected["miou"]
@@ -68,8 +75,10 @@ def test_label_maps_are_palette_pngs_at_the_input_size(trained, tmp_path):
     result = predict_images(run_dir, [source], tmp_path / "out", PredictOptions(), progress=False)
     assert [p.name for p in result.written] == sorted([f"{first.stem}.png", "wide.png"])
     assert result.failed == ()
-    for path, size in ((tmp_path / "out" / "wide.png", (50, 21)), (tmp_path / "out" / f"{first.stem}.png",
-                                                                    (IMAGE_SIZE, IMAGE_SIZE))):
+    for path, size in (
+        (tmp_path / "out" / "wide.png", (50, 21)),
+        (tmp_path / "out" / f"{first.stem}.png", (IMAGE_SIZE, IMAGE_SIZE)),
+    ):
         with Image.open(path) as label:
             assert label.mode == "P" and label.size == size
             colours = np.array(label.getpalette()[: 24 * 3], np.uint8).reshape(24, 3)
@@ -80,8 +89,9 @@ def test_label_maps_are_palette_pngs_at_the_input_size(trained, tmp_path):
 
 def test_window_alone_is_the_runs_crop(trained, tmp_path):
     run_dir, _, val = trained
-    run_default = predict_images(run_dir, [val / "images"], tmp_path / "a", PredictOptions(window=RUN_WINDOW),
-                                 progress=False)
+    run_default = predict_images(
+        run_dir, [val / "images"], tmp_path / "a", PredictOptions(window=RUN_WINDOW), progress=False
+    )
     explicit = predict_images(run_dir, [val / "images"], tmp_path / "b", PredictOptions(window=33), progress=False)
     for a, b in zip(run_default.written, explicit.written):
         assert a.read_bytes() == b.read_bytes()
@@ -156,9 +166,11 @@ def test_out_that_holds_inputs_or_foreign_files_is_refused(trained, tmp_path, ca
     images = tmp_path / "images"
     shutil.copytree(val / "images", images)
     before = tree(tmp_path)
-    for out, message in ((images, f"--out {images}: overlaps the input {images}"),
-                         (images / "sub", f"--out {images / 'sub'}: overlaps the input {images}"),
-                         (tmp_path, f"--out {tmp_path}: overlaps the input {images}")):
+    for out, message in (
+        (images, f"--out {images}: overlaps the input {images}"),
+        (images / "sub", f"--out {images / 'sub'}: overlaps the input {images}"),
+        (tmp_path, f"--out {tmp_path}: overlaps the input {images}"),
+    ):
         assert main(["predict", str(run_dir), str(images), "--out", str(out)]) == 2
         assert message in capsys.readouterr().err
     single = sorted(images.iterdir())[0]

@@ -16,25 +16,23 @@ import torch
 import yaml
 from tiny_run import IMAGE_SIZE, VAL_IMAGES
 
-from pipeline import rundir
-from pipeline.training import build, checkpoint, inputs, loop
-from pipeline.training import run as run_module
-from pipeline import lock
+from pipeline import lock, rundir
 from pipeline.cli.main import main
 from pipeline.config import with_overrides
-from pipeline.training.data import SegmentationDataset
 from pipeline.errors import DataError
-from pipeline.training.inference import evaluate_model
 from pipeline.paths import dataset_dir, stats_dir
+from pipeline.rundir import config_hash, read_log
 from pipeline.scores.per_image import read_image_confusions
 from pipeline.stats.affinity import frequency
 from pipeline.stats.files import load_affinity, load_counts
-from pipeline.training.inputs import build_model, frequency_class_weights
+from pipeline.training import build, checkpoint, inputs, loop
+from pipeline.training import run as run_module
 from pipeline.training.checkpoint import Interrupted, load_checkpoint
-from pipeline.rundir import config_hash
-from pipeline.training.run import load_run, load_run_model, run_cell
+from pipeline.training.data import SegmentationDataset
+from pipeline.training.inference import evaluate_model
+from pipeline.training.inputs import build_model, frequency_class_weights
 from pipeline.training.loop import optimizer_groups, poly_lr, train
-from pipeline.rundir import read_log
+from pipeline.training.run import load_run, load_run_model, run_cell
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -79,20 +77,38 @@ def test_poly_schedule():
 def test_config_hash_ignores_what_does_not_change_the_model(tiny_project):
     digest = config_hash(tiny_project)
     assert len(digest) == 64 and int(digest, 16) >= 0
-    for key, value in [("executor.kind", "debug"), ("grid.seeds", [5]), ("bench.repeats", 9), ("profile", "x"),
-                       ("data.workers", 7), ("stats.workers", 7), ("train.workers", 3), ("data.mirror", "file:///m"),
-                       ("data.folders.other", "/elsewhere/other"), ("data.datasets", ["embedded", "ade20k"])]:
+    for key, value in [
+        ("executor.kind", "debug"),
+        ("grid.seeds", [5]),
+        ("bench.repeats", 9),
+        ("profile", "x"),
+        ("data.workers", 7),
+        ("stats.workers", 7),
+        ("train.workers", 3),
+        ("data.mirror", "file:///m"),
+        ("data.folders.other", "/elsewhere/other"),
+        ("data.datasets", ["embedded", "ade20k"]),
+    ]:
         assert config_hash(with_overrides(tiny_project, {key: value})) == digest, key
-    for key, value in [("seed", 1), ("model.head", "fcn"), ("stats.normalisation", "conditional"),
-                       ("eval.flip", False), ("train.schedules.embedded.iterations", 7)]:
+    for key, value in [
+        ("seed", 1),
+        ("model.head", "fcn"),
+        ("stats.normalisation", "conditional"),
+        ("eval.flip", False),
+        ("train.schedules.embedded.iterations", 7),
+    ]:
         assert config_hash(with_overrides(tiny_project, {key: value})) != digest, key
 
 
 def test_config_hash_covers_the_folder_a_run_trains_on(tiny_project):
-    mine = with_overrides(tiny_project, {
-        "data.folders.mine": "/data/mine", "train.dataset": "mine",
-        "train.schedules.mine": {"lr": 0.01, "iterations": 5},
-    })
+    mine = with_overrides(
+        tiny_project,
+        {
+            "data.folders.mine": "/data/mine",
+            "train.dataset": "mine",
+            "train.schedules.mine": {"lr": 0.01, "iterations": 5},
+        },
+    )
     digest = config_hash(mine)
     assert config_hash(with_overrides(mine, {"data.folders.other": "/data/other"})) == digest
     for spec in ("/data/mine2", {"path": "/data/mine", "ignore": 0}, {"path": "/data/mine", "remap": {1: 2}}):
@@ -142,8 +158,19 @@ def test_affinity_is_recomputed_with_the_cells_normalisation(tiny_project):
 
 def test_log_has_every_term_and_their_weighted_sum(straight, tiny_project):
     rows = read_log(straight / "train_log.csv")
-    assert list(rows[0]) == ["iteration", "lr", "loss", "ce", "aux", "coarse", "sr", "danet", "seconds", "lambda_pos",
-                             "lambda_neg"]
+    assert list(rows[0]) == [
+        "iteration",
+        "lr",
+        "loss",
+        "ce",
+        "aux",
+        "coarse",
+        "sr",
+        "danet",
+        "seconds",
+        "lambda_pos",
+        "lambda_neg",
+    ]
     reasoning = load_run(straight).model.head.reasoning
     assert float(rows[-1]["lambda_pos"]) == pytest.approx(reasoning.lambda_positive.item(), rel=1e-6)
     assert float(rows[-1]["lambda_neg"]) == pytest.approx(reasoning.lambda_negative.item(), rel=1e-6)
@@ -157,8 +184,17 @@ def test_log_has_every_term_and_their_weighted_sum(straight, tiny_project):
     state = load_checkpoint(straight / "checkpoint.pt")
     assert state["iteration"] == 6 and state["config_hash"] == config_hash(tiny_project)
     assert state["num_classes"] == 24 and state["class_names"][0] == "bedroom.wall"
-    assert set(state) == {"model", "criterion", "optimizer", "iteration", "rng", "params", "config_hash",
-                          "num_classes", "class_names"}
+    assert set(state) == {
+        "model",
+        "criterion",
+        "optimizer",
+        "iteration",
+        "rng",
+        "params",
+        "config_hash",
+        "num_classes",
+        "class_names",
+    }
 
 
 def test_backbone_and_head_groups_follow_the_schedule_at_their_multiples(tiny_project, tmp_path):
@@ -196,7 +232,9 @@ def test_stopped_and_resumed_run_ends_identical(tiny_project, straight, tmp_path
 def test_loader_workers_do_not_change_the_trained_weights(tiny_project, straight, tmp_path):
     """Why ``train.workers`` is left out of the config hash: samples are seeded by (seed, epoch, index)."""
     train(with_overrides(tiny_project, {"train.workers": 2}), tmp_path)
-    assert_same(load_checkpoint(tmp_path / "checkpoint.pt")["model"], load_checkpoint(straight / "checkpoint.pt")["model"])
+    assert_same(
+        load_checkpoint(tmp_path / "checkpoint.pt")["model"], load_checkpoint(straight / "checkpoint.pt")["model"]
+    )
 
 
 def signal_at(monkeypatch, iteration: int, signum: int) -> None:
@@ -254,14 +292,23 @@ def test_a_checkpoint_of_another_config_is_refused(tiny_project, straight, tmp_p
         train(tiny_project, tmp_path)
 
 
-@pytest.mark.parametrize("head,terms", [
-    ("fcn", {"ce", "aux", "sr"}), ("ppm", {"ce", "aux", "sr"}), ("aspp", {"ce", "aux", "sr"}),
-    ("danet", {"ce", "aux", "sr"}), ("danet-reference", {"ce", "aux", "sr", "danet"}),
-    ("ocr", {"ce", "aux", "coarse", "sr"}), ("grar", {"ce", "aux", "coarse", "sr"}),
-])
+@pytest.mark.parametrize(
+    "head,terms",
+    [
+        ("fcn", {"ce", "aux", "sr"}),
+        ("ppm", {"ce", "aux", "sr"}),
+        ("aspp", {"ce", "aux", "sr"}),
+        ("danet", {"ce", "aux", "sr"}),
+        ("danet-reference", {"ce", "aux", "sr", "danet"}),
+        ("ocr", {"ce", "aux", "coarse", "sr"}),
+        ("grar", {"ce", "aux", "coarse", "sr"}),
+    ],
+)
 def test_every_head_trains_and_logs_its_terms(tiny_project, tmp_path, head, terms):
     head, _, build = head.partition("-")
-    overrides = {"model.head": head, "train.schedules.embedded.iterations": 2} | ({"model.danet": build} if build else {})
+    overrides = {"model.head": head, "train.schedules.embedded.iterations": 2} | (
+        {"model.danet": build} if build else {}
+    )
     train(with_overrides(tiny_project, overrides), tmp_path)
     for row in read_log(tmp_path / "train_log.csv"):
         assert {k for k in ("ce", "aux", "coarse", "sr", "danet") if row[k] != ""} == terms
@@ -272,8 +319,17 @@ def test_run_cell_writes_the_run_folder(tiny_project, tmp_path, monkeypatch):
     run_dir = tmp_path / "cell"
     metrics = run_cell(tiny_project, run_dir)
     files = {p.name for p in run_dir.iterdir()}
-    assert files == {".grar-run", "config.yaml", "train_log.csv", "checkpoint.pt", "metrics.json", "confusion.npy",
-                     "confusion_ms.npy", "confusion_images.npz", "confusion_images_ms.npz"}
+    assert files == {
+        ".grar-run",
+        "config.yaml",
+        "train_log.csv",
+        "checkpoint.pt",
+        "metrics.json",
+        "confusion.npy",
+        "confusion_ms.npy",
+        "confusion_images.npz",
+        "confusion_images_ms.npz",
+    }
     assert json.loads((run_dir / "metrics.json").read_text()) == metrics
     newest = max((run_dir / name).stat().st_mtime_ns for name in files)
     assert (run_dir / "metrics.json").stat().st_mtime_ns == newest  # written last
@@ -372,14 +428,25 @@ def test_a_run_folder_another_process_trains_is_refused_or_waited_for(tiny_proje
     holder = subprocess.Popen(["sleep", "60"])
     me = lock.Holder.me()
     out.mkdir()
-    (out / "grar.lock.0").write_text(json.dumps({
-        "host": me.host, "pidns": me.pidns, "pid": holder.pid, "job": "", "since": 0.0, "token": "other"}))
-    argv = ["train", "--params", str(params_file), "--out", str(out), "--iterations", "1",
-            "--set", "eval.multi_scale=false"]
+    (out / "grar.lock.0").write_text(
+        json.dumps({"host": me.host, "pidns": me.pidns, "pid": holder.pid, "job": "", "since": 0.0, "token": "other"})
+    )
+    argv = [
+        "train",
+        "--params",
+        str(params_file),
+        "--out",
+        str(out),
+        "--iterations",
+        "1",
+        "--set",
+        "eval.multi_scale=false",
+    ]
     try:
         assert main(argv) == 1
-        assert capsys.readouterr().err == (f"grar: error: {out}: running elsewhere ({me.host}, pid {holder.pid}, "
-                                           "since 1970-01-01 00:00:00 UTC)\n")
+        assert capsys.readouterr().err == (
+            f"grar: error: {out}: running elsewhere ({me.host}, pid {holder.pid}, since 1970-01-01 00:00:00 UTC)\n"
+        )
         with pytest.raises(lock.Locked):
             run_cell(tiny_project, out)  # run_cell itself takes the lock
         assert sorted(path.name for path in out.iterdir()) == ["grar.lock.0"]  # nothing trained
@@ -404,10 +471,14 @@ def test_the_pretrained_backbone_is_loaded_and_not_needed_afterwards(tiny_projec
     body = build_model(tiny_project, 24).backbone.body.state_dict()
     weights = {key: value + 1 if value.is_floating_point() else value for key, value in body.items()}
     torch.save(weights, tmp_path / "backbone.pt")
-    params = with_overrides(tiny_project, {
-        "model.pretrained": str(tmp_path / "backbone.pt"), "train.schedules.embedded.iterations": 1,
-        "eval.multi_scale": False,
-    })
+    params = with_overrides(
+        tiny_project,
+        {
+            "model.pretrained": str(tmp_path / "backbone.pt"),
+            "train.schedules.embedded.iterations": 1,
+            "eval.multi_scale": False,
+        },
+    )
     loaded = build_model(params, 24).backbone.body.state_dict()
     assert all(torch.equal(loaded[key], weights[key]) for key in weights)
     run_cell(params, tmp_path / "run")
@@ -486,4 +557,6 @@ def test_a_checkpoint_from_before_the_later_keys_still_loads(tiny_project, tmp_p
         del node[last]
     torch.save(state, run_dir / "checkpoint.pt")
     run = load_run(run_dir)
-    assert run.params.data.folders == {} and run.params.train.head_lr_mult == 1.0 and run.params.model.stem == "standard"
+    assert (
+        run.params.data.folders == {} and run.params.train.head_lr_mult == 1.0 and run.params.model.stem == "standard"
+    )
