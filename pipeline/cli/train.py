@@ -31,7 +31,7 @@ run of different parameters is refused. A finished run (metrics.json present)
 is not trained again: its scores are printed.
 
 One process trains a run folder at a time (its lock, grar.lock.N, works on
-NFS and Lustre too; README "Locks"): on a folder another process trains, the
+NFS and Lustre too; docs/training.md, "Locks"): on a folder another process trains, the
 command stops with "running elsewhere (host, pid, since ...)", or with --wait
 waits for it to finish and then prints its scores (or resumes it, had it
 stopped).

@@ -2,7 +2,7 @@
 embedded one) into the canonical layout ``data/<name>/{train,val}/{images,labels}/`` + ``classes.csv``.
 
 Modules: ``layout`` (the canonical layout: the contract every reader relies on,
-the class-table reader, the ignore index), ``download`` (resumable, verified
+the class-table reader, the ignore index, the class colours), ``download`` (resumable, verified
 downloads; the archives of each dataset), ``extract`` (safe extraction),
 ``prepare`` (a dataset into the layout, atomically; the sources' fingerprint),
 ``common`` (what the converters share), one converter per dataset

@@ -14,7 +14,10 @@ into place)::
 
 Training, evaluation, statistics and the report read the layout through this
 module: the one reader of the class table (``read_classes``), of a label map
-(``read_label_png``), and the one ignore index (``IGNORE_INDEX``).
+(``read_label_png``), the one ignore index (``IGNORE_INDEX``), and the class
+colours every figure, label map and overlay grar writes uses (``palette``: the
+PASCAL VOC bit-interleaving colour map shifted by one, so that no class is
+black; black is the ignore index).
 """
 
 from __future__ import annotations
@@ -89,3 +92,24 @@ def read_label_png(path: Path) -> np.ndarray:
         raise DataError(f"{path}: label file not found") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         raise DataError(f"{path}: unreadable label image ({err})") from None
+
+
+def palette(num_classes: int) -> np.ndarray:
+    """(K, 3) uint8 colours: class c gets the PASCAL VOC colour of index c + 1 (deterministic, distinct)."""
+    colours = np.zeros((num_classes, 3), np.uint8)
+    for c in range(num_classes):
+        index, rgb = c + 1, [0, 0, 0]
+        for shift in range(7, -1, -1):
+            for channel in range(3):
+                rgb[channel] |= ((index >> channel) & 1) << shift
+            index >>= 3
+        colours[c] = rgb
+    return colours
+
+
+def colourise(label: np.ndarray, colours: np.ndarray, ignore_index: int = IGNORE_INDEX) -> np.ndarray:
+    """(H, W) class ids -> (H, W, 3) uint8; the ignore index (and any id beyond the palette) is black."""
+    out = np.zeros((*label.shape, 3), np.uint8)  # (H, W, 3)
+    known = (label != ignore_index) & (label < len(colours))
+    out[known] = colours[label[known]]
+    return out

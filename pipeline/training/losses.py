@@ -116,7 +116,7 @@ class Criterion(nn.Module):
     ``"feature"``, the logits stay at feature resolution (``Segmentor.outputs``,
     1/8) and the target is resized to them by nearest neighbour, as the SR-Loss
     does: no full-resolution upsampling and log-softmax, a different loss
-    (``benchmarks/run_cost.py`` measures both; README "Threads and runs side by side").
+    (``benchmarks/run_cost.py`` measures both; docs/training.md, "Threads and runs side by side").
     """
 
     def __init__(
