@@ -493,9 +493,19 @@ def load_params(path: str | os.PathLike = DEFAULT_PARAMS, overrides: tuple[str, 
     return validate(raw, source=f"{path} with --set overrides" if overrides else str(path))
 
 
+# Limits of every YAML text grar reads (params files, --set values, run folders' config.yaml), so that a hostile
+# or broken file is one error line, never an out-of-memory kill: the params files are ~500 nodes, 7 levels deep.
+YAML_MAX_BYTES = 1 << 20  # a params file's size
+YAML_MAX_NODES = 100_000  # scalars, lists and mappings, counted with every alias expanded (where memory goes)
+YAML_MAX_DEPTH = 64  # nesting of lists and mappings (the composer recurses per level)
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
     """Parse a YAML mapping, turning every failure into a ``ConfigError`` naming the file."""
     try:
+        size = path.stat().st_size
+        if size > YAML_MAX_BYTES and path.is_file():
+            raise ConfigError(f"{path}: {size:,} bytes; a parameters file may hold at most {YAML_MAX_BYTES:,}")
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
@@ -506,21 +516,31 @@ def read_yaml(path: Path) -> dict[str, Any]:
     except UnicodeDecodeError as err:
         line = err.object[: err.start].count(b"\n") + 1
         raise ConfigError(f"{path}: line {line}: not UTF-8 text (byte 0x{err.object[err.start]:02x})") from None
-    try:
-        raw = yaml.load(text, Loader=UniqueKeyLoader)
-    except DuplicateKeyError as err:
-        raise ConfigError(f"{path}: {err}") from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}:{where} not valid YAML ({getattr(err, 'problem', err)})") from None
+    raw = parse_yaml(text, str(path))
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top level")
     return raw
 
 
+def parse_yaml(text: str, source: str) -> Any:
+    """``text`` parsed by ``BoundedLoader`` (safe types, unique keys, the ``YAML_*`` limits); every failure is a
+    ``ConfigError`` naming ``source`` and the line."""
+    try:
+        return yaml.load(text, Loader=BoundedLoader)
+    except (DuplicateKeyError, YAMLLimitError) as err:
+        raise ConfigError(f"{source}: {err}") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{source}:{where} not valid YAML ({getattr(err, 'problem', err)})") from None
+
+
 class DuplicateKeyError(yaml.YAMLError):
     """A mapping names one key twice (YAML would silently keep the last)."""
+
+
+class YAMLLimitError(yaml.YAMLError):
+    """A YAML text beyond ``YAML_MAX_NODES`` (aliases expanded) or ``YAML_MAX_DEPTH``; the message names the line."""
 
 
 class UniqueKeyLoader(yaml.SafeLoader):
@@ -538,14 +558,67 @@ class UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+class BoundedLoader(UniqueKeyLoader):
+    """``UniqueKeyLoader`` that counts the nodes of the document as they are composed, every alias (``*name``,
+    and the ``<<`` merges built on them) counted as the whole node it repeats, and refuses more than
+    ``YAML_MAX_NODES`` or a nesting deeper than ``YAML_MAX_DEPTH`` before anything is built.
+
+    PyYAML builds an alias as a shared reference, so "nine levels of nine aliases" (the billion laughs) costs
+    nothing to load, and 9^9 nodes to everything that walks the tree afterwards (validation, ``grar config``
+    printing it). Counting is exact and linear in the text: each node's expanded size is stored once. An
+    alias to a node that contains it (a recursive structure) is refused too: no params value is one.
+    """
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__(stream)
+        self._nodes = 0
+        self._depth = 0
+        self._sizes: dict[int, int] = {}  # id(node) -> its size with aliases expanded, once it is complete
+
+    def _count(self, nodes: int, mark: yaml.Mark) -> None:
+        self._nodes += nodes
+        if self._nodes > YAML_MAX_NODES:
+            raise YAMLLimitError(
+                f"line {mark.line + 1}: more than {YAML_MAX_NODES:,} values with aliases expanded "
+                "(an alias bomb?); write the values out, or use fewer aliases"
+            )
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            target = self.anchors.get(event.anchor)
+            if target is not None:
+                size = self._sizes.get(id(target))
+                if size is None:
+                    raise YAMLLimitError(
+                        f"line {event.start_mark.line + 1}: alias *{event.anchor} inside the node it names "
+                        "(a recursive structure)"
+                    )
+                self._count(size, event.start_mark)
+            return super().compose_node(parent, index)
+        self._depth += 1
+        if self._depth > YAML_MAX_DEPTH:
+            raise YAMLLimitError(f"line {event.start_mark.line + 1}: nested deeper than {YAML_MAX_DEPTH} levels")
+        before = self._nodes
+        node = super().compose_node(parent, index)
+        self._depth -= 1
+        self._count(1, event.start_mark)
+        self._sizes[id(node)] = self._nodes - before
+        return node
+
+
 def apply_override(raw: dict[str, Any], item: str) -> None:
     """Apply one ``dotted.key=value`` override in place; the value is parsed as YAML."""
     key, sep, value = item.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. train.crop_size=512")
+    if len(value) > YAML_MAX_BYTES:
+        raise ConfigError(f"--set {key}: value of {len(value):,} characters; at most {YAML_MAX_BYTES:,}")
     try:
-        parsed = yaml.safe_load(value)
-    except yaml.YAMLError:
+        parsed = parse_yaml(value, f"--set {key}")
+    except ConfigError as err:
+        if "not valid YAML" not in str(err):
+            raise
         raise ConfigError(f"--set {key}: value {value!r} is not valid YAML") from None
     set_path(raw, key.strip(), parsed)
 

@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import yaml
 from scipy.stats import spearmanr
 
-from pipeline.errors import DataError
+from pipeline.config import parse_yaml
+from pipeline.errors import ConfigError, DataError
 from pipeline.rundir import CHECKPOINT_FILE, CONFIG_FILE
 from pipeline.stats.affinity import cluster_order, frequency
 from pipeline.stats.files import load_counts
@@ -56,9 +56,10 @@ def off_diagonal_spearman(a: np.ndarray, b: np.ndarray) -> float:
 def run_normalisation(run_dir: Path) -> str:
     """``stats.normalisation`` of a run's ``config.yaml`` (``printed`` when absent)."""
     try:
-        raw = yaml.safe_load((run_dir / CONFIG_FILE).read_text(encoding="utf-8"))
+        path = run_dir / CONFIG_FILE
+        raw = parse_yaml(path.read_text(encoding="utf-8"), str(path))
         return str(raw["stats"]["normalisation"])
-    except (OSError, KeyError, TypeError, yaml.YAMLError):
+    except (OSError, UnicodeDecodeError, KeyError, TypeError, ConfigError):
         return "printed"
 
 

@@ -418,3 +418,66 @@ def test_config_is_frozen_and_with_overrides_returns_a_validated_copy():
 def test_round_trip_through_model_dump():
     params = load_params(PARAMS)
     assert Params.model_validate_json(params.model_dump_json()) == params
+
+
+def alias_bomb(levels: int, key: str = "bomb") -> str:
+    """``key:`` holding ``levels`` levels of nine aliases each of the level below ("billion laughs": 9^levels)."""
+    lines = [f"{key}:", '  l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for level in range(1, levels):
+        lines.append(f"  l{level}: &l{level} [" + ", ".join([f"*l{level - 1}"] * 9) + "]")
+    return "\n".join(lines) + "\n"
+
+
+def test_an_alias_bomb_in_a_params_file_is_one_line_before_anything_expands_it(tmp_path):
+    bad = tmp_path / "params.yaml"
+    bad.write_text(PARAMS.read_text() + alias_bomb(6))  # 9^6 = 531,441 values once expanded
+    lines = PARAMS.read_text().count("\n")
+    with pytest.raises(ConfigError) as info:
+        load_params(bad)
+    assert str(info.value) == (
+        f"{bad}: line {lines + 7}: more than 100,000 values with aliases expanded (an alias bomb?); "
+        "write the values out, or use fewer aliases"
+    )
+
+
+def test_an_alias_bomb_in_a_set_value_is_one_line():
+    bomb = "{" + ", ".join(alias_bomb(6).splitlines()[1:]).replace("  ", "") + "}"
+    with pytest.raises(ConfigError) as info:
+        load_params(PARAMS, (f"model.head={bomb}",))
+    assert str(info.value) == (
+        "--set model.head: line 1: more than 100,000 values with aliases expanded (an alias bomb?); "
+        "write the values out, or use fewer aliases"
+    )
+
+
+def test_aliases_within_the_limit_load_as_the_values_they_name(tmp_path):
+    text = PARAMS.read_text()
+    fcn = "      - {name: fcn, set: {model.head: fcn, train.loss.sr: 0.0}}\n"
+    assert text.count(fcn) == 3
+    shared = text.replace(fcn, fcn.replace("set: {", "set: &fcn {"), 1).replace(fcn, "      - {name: fcn, set: *fcn}\n")
+    good = tmp_path / "params.yaml"
+    good.write_text(shared)
+    assert shared.count("*fcn") == 2 and load_params(good) == load_params(PARAMS)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("[" * 65 + "]" * 65, "--set model.head: line 1: nested deeper than 64 levels"),
+        ("&a [*a]", "--set model.head: line 1: alias *a inside the node it names (a recursive structure)"),
+        ("{a: 1, a: 2}", "--set model.head: line 1: duplicate key 'a' (first on line 1)"),
+        ("x" * (1 << 20 + 1), "--set model.head: value of 2,097,152 characters; at most 1,048,576"),
+    ],
+)
+def test_yaml_beyond_the_limits_is_one_line(value, message):
+    with pytest.raises(ConfigError) as info:
+        load_params(PARAMS, (f"model.head={value}",))
+    assert str(info.value) == message
+
+
+def test_a_params_file_over_a_mebibyte_is_refused_unread(tmp_path):
+    big = tmp_path / "params.yaml"
+    big.write_text(PARAMS.read_text() + "#" * (1 << 20) + "\n")
+    with pytest.raises(ConfigError) as info:
+        load_params(big)
+    assert str(info.value) == f"{big}: {big.stat().st_size:,} bytes; a parameters file may hold at most 1,048,576"
