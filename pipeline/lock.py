@@ -22,10 +22,18 @@ of two processes that find the same stale lock exactly one wins, and nobody
 ever deletes a lock another process may hold; the winner then checks that no
 higher generation appeared meanwhile, and removes the older files.
 
+A holder frozen (SIGSTOP, a hung mount) for longer than ``STALE_S`` loses its
+lock: its heartbeat thread notices and sets ``FileLock.lost``, and
+``FileLock.check`` (``check_held`` / ``check_run_lock`` for the lock this
+thread holds) raises ``LockLost`` once the flag is set or the files show another
+holder. The trainer checks before every write (each log row, each checkpoint,
+the config, the scores) and at every iteration, so a woken trainer stops
+without writing anything into a run another process took over (and perhaps
+finished); what remains is the instant between a check and the rename that
+follows it.
+
 Limits: the clocks of the hosts sharing a folder (NFS sets mtimes from the
-server's clock) must agree to well within ``STALE_S``; a holder frozen (SIGSTOP,
-a hung mount) for longer than ``STALE_S`` loses its lock, and its heartbeat
-then reports that on stderr; a pid reused on the same host keeps a dead
+server's clock) must agree to well within ``STALE_S``; a pid reused on the same host keeps a dead
 holder's lock until its heartbeat times out; in a job of several tasks only
 rank 0 takes a run's lock (``locked_run``), so when it finds the run locked
 the other tasks wait at the rendezvous until the job's time limit.
@@ -65,6 +73,17 @@ class Locked(GrarError):
     def __init__(self, what: str, holder: Holder) -> None:
         super().__init__(f"{what}: running elsewhere ({holder.describe()})")
         self.holder = holder
+
+
+class LockLost(GrarError):
+    """This process held the lock and lost it (frozen past ``STALE_S``, taken over): it must stop writing."""
+
+    def __init__(self, what: str, path: Path, now: Holder | None) -> None:
+        taken = f"; now held by {now.describe()}" if now is not None else ""
+        super().__init__(
+            f"{what}: lost the lock {path} (no heartbeat for over {STALE_S:.0f} s: this process was frozen or cut "
+            f"off){taken}; stopped without writing anything more there"
+        )
 
 
 @dataclass(frozen=True)
@@ -215,11 +234,12 @@ def create_exclusive(path: Path, text: str) -> bool:
 
 
 class FileLock:
-    """A held lock (``acquire``): a heartbeat thread keeps it fresh until ``release``."""
+    """A held lock (``acquire``): a heartbeat thread keeps it fresh until ``release``; ``check`` before writing."""
 
-    def __init__(self, prefix: Path, path: Path, holder: Holder) -> None:
+    def __init__(self, prefix: Path, path: Path, holder: Holder, what: str = "") -> None:
         self.prefix, self.path, self.holder = prefix, path, holder
-        self.lost = False
+        self.what = what or str(prefix.parent)
+        self.lost = False  # set by the heartbeat thread (or ``check``) once the lock is no longer ours
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name=f"heartbeat {path}", daemon=True)
         self._thread.start()
@@ -229,7 +249,8 @@ class FileLock:
             if not self.held():
                 if not self.lost:
                     print(
-                        f"grar: warning: lost the lock {self.path} (frozen for longer than {STALE_S:.0f} s?)",
+                        f"grar: warning: lost the lock {self.path} (frozen for longer than {STALE_S:.0f} s?); "
+                        "stopping before the next write",
                         file=sys.stderr,
                         flush=True,
                     )
@@ -246,6 +267,19 @@ class FileLock:
             found = read_holder(self.path)
             return found is not None and found[0].token == self.holder.token
         return False
+
+    def check(self) -> None:
+        """``LockLost`` unless the lock is still ours: the heartbeat's flag first, then the files themselves
+        (a takeover since the last heartbeat)."""
+        if not self.lost and self.held():
+            return
+        self.lost = True
+        try:
+            found = current(self.prefix)
+        except GrarError:
+            found = None
+        now = found[1] if found is not None and found[1].token != self.holder.token else None
+        raise LockLost(self.what, self.path, now)
 
     def release(self) -> None:
         """Stop the heartbeat and remove the lock file (when it is still ours)."""
@@ -284,7 +318,7 @@ def acquire(
         if not wait or (deadline is not None and time.monotonic() >= deadline):
             raise Locked(what, taken)
         time.sleep(poll_s)
-    lock = FileLock(prefix, taken, me)
+    lock = FileLock(prefix, taken, me, what)
     with _held_guard:
         _held[key] = lock
     try:
@@ -295,12 +329,35 @@ def acquire(
         lock.release()
 
 
+def check_held(prefix: str | os.PathLike) -> None:
+    """``LockLost`` when this thread holds lock ``prefix`` (``acquire``) and lost it; nothing when it holds none
+    (a caller that took no lock: a test, a rank other than 0)."""
+    with _held_guard:
+        lock = _held.get((Path(os.path.abspath(prefix)), threading.get_ident()))
+    if lock is not None:
+        lock.check()
+
+
 # --- run folders ----------------------------------------------------------------------------------
 
 
 def run_lock(run_dir: str | os.PathLike, wait: bool = False) -> contextlib.AbstractContextManager[FileLock]:
     """The lock of a run folder: one process trains it at a time (``Locked``: "running elsewhere")."""
     return acquire(Path(run_dir) / RUN_LOCK, str(run_dir), wait=wait)
+
+
+def check_run_lock(run_dir: str | os.PathLike) -> None:
+    """Before writing into ``run_dir``: ``LockLost`` when this thread held its lock and lost it."""
+    check_held(Path(run_dir) / RUN_LOCK)
+
+
+def run_lock_lost(run_dir: str | os.PathLike) -> bool:
+    """Whether this thread held the lock of ``run_dir`` and lost it (``check_run_lock`` without raising)."""
+    try:
+        check_run_lock(run_dir)
+    except LockLost:
+        return True
+    return False
 
 
 def run_holder(run_dir: Path) -> Holder | None:

@@ -41,7 +41,7 @@ from pipeline.cluster.slurm_jobs import DEFAULT_POLL_S, Patience, retried
 from pipeline.config import Params
 from pipeline.errors import GrarError
 from pipeline.io import write_text_atomic
-from pipeline.lock import Locked, run_lock
+from pipeline.lock import Locked, LockLost, run_lock
 from pipeline.paths import grid_logs_dir, portable
 from pipeline.rundir import CHECKPOINT_FILE, config_hash, finished_metrics
 
@@ -101,6 +101,8 @@ class CellJob(submitit.helpers.Checkpointable):
                 )
             try:
                 result = (self.fn or run_cell)(params, run_dir)
+            except LockLost:
+                raise  # the folder is another process's now: not even error.txt is written there
             except Exception:
                 if main:
                     write_text_atomic(run_dir / ERROR_FILE, traceback.format_exc())

@@ -35,6 +35,7 @@ import torch
 from pipeline.config import ALL_LOCAL, Params
 from pipeline.errors import DataError
 from pipeline.io import atomic_path
+from pipeline.lock import check_run_lock
 from pipeline.rundir import CHECKPOINT_FILE, LAMBDAS, LOG_COLUMNS, TERMS, config_hash
 from pipeline.training.build import TrainingStep
 from pipeline.training.distributed import Ranks, all_gather
@@ -72,6 +73,7 @@ def save_checkpoint(
         "num_classes": len(names),
         "class_names": names,
     }
+    check_run_lock(path.parent)  # never over a run another process took over
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 
@@ -134,6 +136,7 @@ class TrainLog:
     """``train_log.csv`` (columns ``LOG_COLUMNS``), kept up to ``start`` iterations and appended row by row."""
 
     def __init__(self, path: Path, start: int) -> None:
+        check_run_lock(path.parent)
         kept: list[list[str]] = []
         if start > 0 and path.exists():
             with open(path, newline="", encoding="utf-8") as handle:
@@ -141,6 +144,7 @@ class TrainLog:
             kept = [row for row in rows if row and row[0].isdigit() and int(row[0]) <= start]
         with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
             csv.writer(handle).writerows([LOG_COLUMNS, *kept])
+        self.path = path
         self.handle = open(path, "a", newline="", encoding="utf-8")  # noqa: SIM115 - appended to row by row, closed by close()
         self.writer = csv.writer(self.handle)
 
@@ -148,6 +152,7 @@ class TrainLog:
         """One row; ``values`` holds ``loss``, the ``TERMS`` and the ``LAMBDAS`` the run has."""
         row = [iteration, f"{lr:.7g}"] + ["" if values.get(k) is None else f"{values[k]:.7g}" for k in ("loss", *TERMS)]
         row += [f"{seconds:.4f}"] + ["" if values.get(k) is None else f"{values[k]:.7g}" for k in LAMBDAS]
+        check_run_lock(self.path.parent)
         self.writer.writerow(row)
         self.handle.flush()
 

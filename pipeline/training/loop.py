@@ -45,6 +45,7 @@ from tqdm import tqdm
 from model.segmentor import Segmentor
 from pipeline.config import Params
 from pipeline.errors import ConfigError, DataError
+from pipeline.lock import LockLost, check_run_lock, run_lock_lost
 from pipeline.paths import dataset_dir
 from pipeline.rundir import CHECKPOINT_FILE, LOG_FILE, TERMS
 from pipeline.training.build import TrainingStep, build_criterion
@@ -193,19 +194,27 @@ def run_iterations(
             optimizer.zero_grad(set_to_none=True)
             terms["total"].backward()
             optimizer.step()
-            # One reduction per iteration: the terms (mean over ranks) and the signal flags (any rank).
+            # One reduction per iteration: the terms (mean over ranks), the signal flags (any rank) and whether
+            # rank 0 lost the run's lock (pipeline.lock): then every rank stops before anything is written.
             zero = terms["total"].new_zeros(())
+            lost = float(ranks.main and run_lock_lost(run_dir))
             reduced = torch.cat(
                 [
                     torch.stack([terms["total"], *(terms.get(k, zero) for k in TERMS)]).detach().float(),
-                    torch.tensor(signals.flags(), device=device),
+                    torch.tensor([*signals.flags(), lost], device=device),
                 ]
             )
             reduced = all_sum(reduced, ranks).tolist()
             values = {"loss": reduced[0] / ranks.world_size}
             values |= {k: v / ranks.world_size for k, v in zip(TERMS, reduced[1 : 1 + len(TERMS)]) if k in terms}
-            stopping = [signum for signum, flag in zip(PREEMPTION_SIGNALS, reduced[1 + len(TERMS) :]) if flag > 0]
+            flags = reduced[1 + len(TERMS) :]
+            stopping = [signum for signum, flag in zip(PREEMPTION_SIGNALS, flags) if flag > 0]
             done = iteration + 1
+            if flags[-1] > 0:  # the lock is lost: the run may be another process's now, write nothing
+                if log is not None:
+                    log.close()
+                check_run_lock(run_dir)  # rank 0: LockLost naming the lock and its new holder
+                raise LockLost(str(run_dir), run_dir, None)  # the other ranks
             if log is not None:
                 log.append(done, lr, values | lambdas(step.model), time.perf_counter() - started)
             diverged = [

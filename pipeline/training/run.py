@@ -24,7 +24,7 @@ from model.segmentor import Segmentor
 from pipeline.config import Params, validate
 from pipeline.errors import DataError
 from pipeline.io import atomic_path, check_new_output, write_text_atomic
-from pipeline.lock import locked_run
+from pipeline.lock import check_run_lock, locked_run
 from pipeline.paths import dataset_dir
 from pipeline.rundir import (
     CHECKPOINT_FILE,
@@ -88,6 +88,7 @@ def train_and_evaluate(params: Params, run_dir: Path, digest: str) -> dict[str, 
     check_checkpoint_config(run_dir / CHECKPOINT_FILE, digest)
     with cpu_threads(params), distributed(resolve_device(params.train.device)) as ranks:
         if ranks.main:
+            check_run_lock(run_dir)
             run_dir.mkdir(parents=True, exist_ok=True)
             (run_dir / RUN_MARKER).touch()
             write_text_atomic(run_dir / CONFIG_FILE, yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False))
@@ -117,11 +118,13 @@ def train_and_evaluate(params: Params, run_dir: Path, digest: str) -> dict[str, 
             },
         }
         if ranks.main:
+            check_run_lock(run_dir)  # the evaluation took a while: is the run still ours?
             write_matrix(run_dir / CONFUSION_FILE, evaluation.single)
             write_image_confusions(run_dir / CONFUSION_IMAGES_FILE, evaluation.single_images)
             if evaluation.multi is not None:
                 write_matrix(run_dir / CONFUSION_MS_FILE, evaluation.multi)
                 write_image_confusions(run_dir / CONFUSION_IMAGES_MS_FILE, evaluation.multi_images)
+            check_run_lock(run_dir)
             write_text_atomic(run_dir / METRICS_FILE, json.dumps(metrics, indent=2) + "\n")
     return metrics
 

@@ -810,3 +810,15 @@ def test_grid_status_does_not_import_torch():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert result.stdout.strip() == "False"
+
+
+def test_a_job_that_lost_its_run_writes_no_error_txt_into_it(tmp_path):
+    params = grid_params(tmp_path)
+    run = grids.expand(params, "g")[0]
+
+    def lost(params: Params, run_dir: Path) -> dict:
+        raise lock.LockLost(str(run_dir), run_dir / "grar.lock.0", None)
+
+    with pytest.raises(lock.LockLost):
+        submit.CellJob(lost)(run.params, run.run_dir)
+    assert not (run.run_dir / "error.txt").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -560,3 +561,28 @@ def test_a_checkpoint_from_before_the_later_keys_still_loads(tiny_project, tmp_p
     assert (
         run.params.data.folders == {} and run.params.train.head_lr_mult == 1.0 and run.params.model.stem == "standard"
     )
+
+
+def test_a_trainer_that_lost_its_lock_stops_before_writing_anything_more(tiny_project, tmp_path, monkeypatch):
+    run_dir = tmp_path / "run"
+    written: dict[str, bytes] = {}
+    append = checkpoint.TrainLog.append
+
+    def taken_over_after_iteration_3(log, iteration, *args):
+        append(log, iteration, *args)
+        if iteration == 3:  # this trainer froze past the heartbeat timeout and another process took the run
+            other = lock.Holder("elsewhere", "", 1, "", 0.0, "other")
+            assert lock.create_exclusive(run_dir / "grar.lock.1", json.dumps(dataclasses.asdict(other)) + "\n")
+            written.update({p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()})
+
+    monkeypatch.setattr(checkpoint.TrainLog, "append", taken_over_after_iteration_3)
+    with pytest.raises(lock.LockLost) as info:
+        run_cell(tiny_project, run_dir)
+    assert str(info.value) == (
+        f"{run_dir}: lost the lock {run_dir}/grar.lock.0 (no heartbeat for over 60 s: this process was frozen or "
+        "cut off); now held by elsewhere, pid 1, since 1970-01-01 00:00:00 UTC; stopped without writing anything "
+        "more there"
+    )
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()} == written  # not a byte since
+    assert load_checkpoint(run_dir / "checkpoint.pt")["iteration"] == 2 and "metrics.json" not in written
+    assert [row["iteration"] for row in read_log(run_dir / "train_log.csv")] == ["1", "2", "3"]
