@@ -12,18 +12,24 @@ resumable, verified, ``weights.mirror`` as a URL or a local folder).
 Checksums: the publishers give only the first 8 hex digits of each file's
 SHA-256, in its name (torch.hub's ``<name>-<prefix>.pth`` convention, checked by
 ``torch.hub.download_url_to_file``). The prefix is verified, then the full
-digest is recorded beside the file at first use (``<file>.sha256``) and every
-later use verifies against it. A file at the expected path that does not match
-is never replaced: it is named in a one-line error.
+digest is recorded beside the file at first fetch (``<file>.sha256``). Every
+use verifies it too, not only a fetch: before a model loads a published file
+(``verify_published``, called by ``pipeline.training.build``), its SHA-256 is
+checked against that record, or the published prefix when there is none, so a
+file copied there by hand is verified the same way. A file at the expected path
+that does not match is never replaced: it is named in a one-line error with the
+expected checksum and the URL it comes from.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.config import IMAGENET, ModelConfig, Params, WeightsConfig, with_overrides
-from pipeline.download import Archive, fetch, record_tofu, resolve_url, tofu_record
+from pipeline.download import Archive, expected_checksum, fetch, matches, record_tofu, resolve_url, tofu_record
 from pipeline.errors import ConfigError, DataError
 
 # The published ImageNet file of each backbone. torchvision: ``ResNet50_Weights.IMAGENET1K_V1`` and
@@ -178,3 +184,38 @@ def fetch_published(archive: Archive, target: Path, weights: WeightsConfig, forc
         )
     print(f"{target}: {archive.filename} verified (sha256 {digest[:16]}...)")
     return digest
+
+
+def verify_published(archive: Archive, path: Path) -> None:
+    """Before a model loads published file ``path``: ``DataError`` unless its SHA-256 is the one recorded at
+    first fetch (``<file>.sha256``), or starts with the published prefix when there is no record.
+
+    Wherever the file came from (fetched, copied, a mirror, edited since): one line naming the file, the
+    expected and actual checksums and the official URL. A missing file is left to the loader's own message.
+    """
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return
+    expected = expected_checksum(archive, path)
+    actual = _sha256(path, stat.st_size, stat.st_mtime_ns, stat.st_ino)
+    if matches(actual, expected):
+        return
+    record = tofu_record(path)
+    origin = f"recorded in {record}" if record.exists() else "published, in its name"
+    raise DataError(
+        f"model.pretrained: {path}: not the published {archive.key} ImageNet file {archive.filename} from "
+        f"{archive.url}: {archive.algorithm} expected {expected}{'...' if len(expected or '') < 64 else ''} "
+        f"({origin}), got {actual}; fetch it again (move this file away, then `grar weights fetch`) or point "
+        "model.pretrained at it under another name as a file of yours"
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _sha256(path: Path, _size: int, _mtime_ns: int, _inode: int) -> str:
+    """SHA-256 of ``path``, once per version of the file in this process (the grid's runs share one file)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()

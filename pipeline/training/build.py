@@ -25,7 +25,7 @@ from model.segmentor import Segmentor
 from pipeline.config import GrarConfig, LossConfig, ModelConfig, WeightsConfig
 from pipeline.errors import ConfigError, DataError
 from pipeline.training.losses import Criterion
-from pipeline.weights import expected_text, pretrained_path
+from pipeline.weights import expected_text, pretrained_path, published_for, verify_published
 
 CLASSIFIER_KEYS = ("fc.",)  # the ImageNet classifier of torchvision / timm weight files: not part of a backbone
 DANET_BUILDS = {"matched": False, "reference": True}  # model.danet -> DANetHead(reference=...)
@@ -108,6 +108,9 @@ def build_segmentor(
     except ValueError as err:
         raise ConfigError(f"model.stem: {err}") from None
     pretrained = pretrained_path(config, weights)
+    published = published_for(config, weights)
+    if published is not None and pretrained is not None:
+        verify_published(published, pretrained)  # every use, not only a fetch: a file copied there too
     if pretrained is not None:
         load_backbone_weights(backbone, pretrained, config.backbone, expected_text(config, weights))
     head = build_head(

@@ -255,10 +255,19 @@ def test_the_published_table_matches_torchvision_and_torch_hub():
         }
 
 
-def test_a_state_dict_of_another_backbone_names_the_expected_published_file(params, tmp_path):
+def published_as(path: Path, monkeypatch) -> None:
+    """Make the file at ``path`` the published resnet50 file (its SHA-256 prefix), as the real file would be."""
+    digest = sha256(path.read_bytes())[:8]
+    monkeypatch.setitem(
+        weights_module.PUBLISHED, "resnet50", dataclasses.replace(PUBLISHED["resnet50"], checksum=digest)
+    )
+
+
+def test_a_state_dict_of_another_backbone_names_the_expected_published_file(params, tmp_path, monkeypatch):
     path = Path(params.weights.files["resnet50"])
     path.parent.mkdir(parents=True)
     torch.save(tiny_resnet().body.state_dict(), path)
+    published_as(path, monkeypatch)
     config = with_overrides(params, {**R50, "model.width": 16, "model.aux": False}).model
     with pytest.raises(DataError) as err:
         build_segmentor(config, 3, torch.eye(3), weights=params.weights)
@@ -284,6 +293,7 @@ def test_imagenet_weights_are_loaded_into_the_backbone(params, monkeypatch):
     path = Path(params.weights.files["resnet50"])
     path.parent.mkdir(parents=True)
     torch.save(source, path)
+    published_as(path, monkeypatch)
     config = with_overrides(params, {**R50, "model.width": 16}).model
     model = build_segmentor(config, 3, torch.eye(3), weights=params.weights)
     for key, value in source.items():
@@ -324,3 +334,30 @@ def test_a_declared_file_under_another_name_is_yours(params, fake, server, capsy
     assert fetch_weights(config) == [mine]
     assert "your own resnet50 weights (grid t cell c0), present; not verified" in capsys.readouterr().out
     assert server.requests == [] and mine.read_bytes() == b"not the published bytes"
+
+
+def test_a_published_file_of_other_content_is_refused_before_its_first_use(params, monkeypatch):
+    """A valid state dict at the published path, copied there by hand (no record): verified like a fetch."""
+    from model import backbones
+    from pipeline.training import build
+
+    monkeypatch.setitem(build.BACKBONES, "resnet50", backbones.tiny_resnet)
+    path = Path(params.weights.files["resnet50"])
+    path.parent.mkdir(parents=True)
+    torch.save(tiny_resnet().body.state_dict(), path)
+    config = with_overrides(params, {**R50, "model.width": 16}).model
+    with pytest.raises(DataError) as err:
+        build_segmentor(config, 3, torch.eye(3), weights=params.weights)
+    assert str(err.value) == (
+        f"model.pretrained: {path}: not the published resnet50 ImageNet file resnet50-0676ba61.pth from "
+        "https://download.pytorch.org/models/resnet50-0676ba61.pth: sha256 expected 0676ba61... (published, in "
+        f"its name), got {sha256(path.read_bytes())}; fetch it again (move this file away, then `grar weights "
+        "fetch`) or point model.pretrained at it under another name as a file of yours"
+    )
+    published_as(path, monkeypatch)  # its prefix matches: the full digest recorded at fetch is what counts then
+    record = path.with_name(path.name + ".sha256")
+    record.write_text(sha256(path.read_bytes())[:8] + "0" * 56 + f"  {path.name}\n")
+    with pytest.raises(DataError, match=rf"sha256 expected {sha256(path.read_bytes())[:8]}0{{56}} \(recorded in "):
+        build_segmentor(config, 3, torch.eye(3), weights=params.weights)
+    record.unlink()
+    build_segmentor(config, 3, torch.eye(3), weights=params.weights)  # the right file loads
