@@ -31,16 +31,21 @@ runs through this module (``grar grid status`` answers without importing torch).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import hashlib
 import json
 import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from pipeline.config import IMAGENET, Params
 from pipeline.errors import DataError
+from pipeline.fingerprint import Entry, content_sha256, listing_sha256, walk
+from pipeline.io import write_text_atomic
 from pipeline.lock import RUN_LOCK
 from pipeline.paths import DATASET_MARKER
 from pipeline.weights import published_for
@@ -81,9 +86,10 @@ def config_hash(params: Params) -> str:
 
     A folder dataset's definition (path, ignore, remap) is part of the identity
     of the runs that train on it, as ``data.train_folder``, and so is the content
-    fingerprint of the prepared training dataset (``data_fingerprint``: every
-    file of ``data.root/<train.dataset>``, both splits), so re-prepared or
-    edited data never passes an old run off as done. Before the dataset is
+    fingerprint of the prepared training dataset as it is now (``data_fingerprint``:
+    every file of ``data.root/<train.dataset>``, both splits), so re-prepared or
+    edited data never passes an old run off as done, and unchanged data keeps
+    the hash it had. Before the dataset is
     prepared the fingerprint is ``None``: run folders named then differ from
     the ones named after. ``model.pretrained: imagenet`` is hashed as the path
     it resolves to (``pipeline.weights``: ``weights.files[backbone]``, so
@@ -106,23 +112,100 @@ def config_hash(params: Params) -> str:
     return hashlib.sha256(json.dumps(raw, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
+LISTING_TTL_S = 60.0  # a process lists a dataset's files again at most this often (data_fingerprint)
+FINGERPRINTS = ".grar-fingerprints"  # <data.root>/.grar-fingerprints/<name>.json: content hash of the latest listing
+
+
 def data_fingerprint(dataset: Path) -> str | None:
-    """The content SHA-256 of prepared dataset folder ``dataset`` (its marker), ``None`` when not prepared (yet)."""
+    """The content SHA-256 of prepared dataset folder ``dataset`` as it is now; ``None`` when not prepared (yet).
+
+    ``prepare`` records in the dataset's marker its content SHA-256 and its listing (relative path, size and
+    modification time of every file: ``pipeline.fingerprint``). The listing of the files as they are now
+    (one ``stat`` per file, at most once per ``LISTING_TTL_S`` per process) is compared with it: the same
+    listing is the recorded content hash, so unchanged data keeps its runs. Another listing (a file edited,
+    added or removed, or copied without its times) costs one read of every byte; that content hash is kept in
+    ``<data.root>/.grar-fingerprints/<name>.json`` beside the data for the next processes (never inside the
+    dataset, whose content DVC tracks), and when it is not the prepared one a note says so once.
+    """
     marker = dataset / DATASET_MARKER
     try:
         stat = marker.stat()
     except OSError:
         return None
-    return _read_fingerprint(marker, stat.st_mtime_ns, stat.st_size)
+    recorded = _read_marker(marker, stat.st_mtime_ns, stat.st_size)
+    if recorded is None:
+        return None
+    prepared, prepared_listing = recorded
+    listing, entries = _listing(dataset)
+    if listing == prepared_listing:
+        return prepared
+    cached = _cached_content(dataset, listing)
+    if cached is None:
+        cached = content_sha256(dataset, entries if entries is not None else walk(dataset, DATASET_MARKER))
+        _cache_content(dataset, listing, cached)
+    if cached != prepared and (dataset, listing) not in _noted:
+        _noted.add((dataset, listing))
+        print(
+            f"grar: note: {dataset}: its files changed since `grar prepare` (content sha256 {cached[:12]}, prepared "
+            f"{prepared[:12]}): runs train on the data as it is now, as new runs; prepare it again to go back",
+            file=sys.stderr,
+            flush=True,
+        )
+    return cached
+
+
+_listings: dict[Path, tuple[float, str]] = {}  # dataset -> (when listed, listing SHA-256)
+_contents: dict[tuple[Path, str], str] = {}  # (dataset, listing SHA-256) -> content SHA-256
+_noted: set[tuple[Path, str]] = set()
+
+
+def _listing(dataset: Path) -> tuple[str, list[Entry] | None]:
+    """The listing SHA-256 of ``dataset`` now (the files but the marker), and the entries when just walked."""
+    now = time.monotonic()
+    known = _listings.get(dataset)
+    if known is not None and now - known[0] < LISTING_TTL_S:
+        return known[1], None
+    entries = walk(dataset, DATASET_MARKER)
+    listing = listing_sha256(entries)
+    _listings[dataset] = (now, listing)
+    return listing, entries
+
+
+def _cached_content(dataset: Path, listing: str) -> str | None:
+    """The content SHA-256 known for ``listing`` of ``dataset`` (this process, or the file beside the data)."""
+    if (dataset, listing) in _contents:
+        return _contents[dataset, listing]
+    try:
+        raw = json.loads((dataset.parent / FINGERPRINTS / f"{dataset.name}.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if isinstance(raw, dict) and raw.get("listing_sha256") == listing and isinstance(raw.get("sha256"), str):
+        _contents[dataset, listing] = raw["sha256"]
+        return raw["sha256"]
+    return None
+
+
+def _cache_content(dataset: Path, listing: str, content: str) -> None:
+    """Remember ``content`` for ``listing``, here and (when the folder is writable) beside the data."""
+    _contents[dataset, listing] = content
+    with contextlib.suppress(OSError):
+        write_text_atomic(
+            dataset.parent / FINGERPRINTS / f"{dataset.name}.json",
+            json.dumps({"listing_sha256": listing, "sha256": content}) + "\n",
+        )
 
 
 @functools.lru_cache(maxsize=64)
-def _read_fingerprint(marker: Path, _mtime_ns: int, _size: int) -> str | None:
+def _read_marker(marker: Path, _mtime_ns: int, _size: int) -> tuple[str, str | None] | None:
+    """(content SHA-256, listing SHA-256 or ``None`` for a marker of an older grar) of a dataset marker."""
     try:
-        value = json.loads(marker.read_text(encoding="utf-8")).get("sha256")
-    except (OSError, ValueError, AttributeError):
+        raw = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
         return None
-    return value if isinstance(value, str) else None
+    if not isinstance(raw, dict) or not isinstance(raw.get("sha256"), str):
+        return None
+    listing = raw.get("listing_sha256")
+    return raw["sha256"], listing if isinstance(listing, str) else None
 
 
 def is_run_folder(folder: Path) -> bool:

@@ -15,16 +15,15 @@ existing ``data/<name>`` that grar did not write is refused, never replaced.
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib
 import json
-import os
 from collections import Counter
 from pathlib import Path
 
 from pipeline.config import Params
 from pipeline.datasets.layout import CLASSES_FILE, IMAGE_SUFFIXES, SPLITS, read_classes
 from pipeline.errors import ConfigError, DataError
+from pipeline.fingerprint import content_fingerprint, listing_fingerprint
 from pipeline.io import atomic_dir, check_new_output, overlaps
 from pipeline.paths import DATASET_MARKER, dataset_dir
 
@@ -34,7 +33,7 @@ PREPARERS: dict[str, str] = {
     "pascal_context": "pipeline.datasets.pascal_context",
     "coco_stuff": "pipeline.datasets.coco_stuff",
 }
-MARKER = DATASET_MARKER  # in every prepared dataset: what grar wrote (and may replace), and its fingerprint
+MARKER = DATASET_MARKER  # in every prepared dataset: what grar wrote (and may replace), and its fingerprints
 
 
 def prepare_dataset(params: Params, name: str) -> Path:
@@ -58,7 +57,7 @@ def prepare_dataset(params: Params, name: str) -> Path:
         if params.data.max_images is not None:
             keep_first(tmp, params.data.max_images)
         counts = check_layout(tmp)
-        fingerprint = {"dataset": name, **content_fingerprint(tmp)}
+        fingerprint = {"dataset": name, **content_fingerprint(tmp, skip=MARKER)}
         (tmp / MARKER).write_text(json.dumps(fingerprint, indent=2) + "\n", encoding="utf-8")
     print(f"{name}: " + ", ".join(f"{split} {n} images" for split, n in counts.items()) + f" -> {target}")
     return target
@@ -85,7 +84,7 @@ def source_fingerprint(params: Params, name: str) -> dict[str, object]:
     For a folder dataset (``data.folders``) and a local copy of a downloaded
     one (``data.local``): its definition, and the count, total size and a
     SHA-256 of the listing (relative path, size, modification time) of every
-    file under it (``listing_fingerprint``), so an added, removed or edited
+    file under it (``pipeline.fingerprint.listing_fingerprint``), so an added, removed or edited
     file changes the fingerprint without reading the files. Downloaded datasets
     are tracked by the download stage and params: a constant. The ``sources``
     stage writes it on every ``dvc repro``; ``prepare`` re-runs only when it changed.
@@ -111,48 +110,6 @@ def source_fingerprint(params: Params, name: str) -> dict[str, object]:
         "path": str(root.resolve()),
         **listing_fingerprint(root),
     }
-
-
-def listing_fingerprint(root: Path) -> dict[str, object]:
-    """Count, total size and SHA-256 of the listing of every file under ``root``: no file is read.
-
-    The listing holds, per file in path order (by components), its relative
-    path, size and modification time. One ``os.scandir`` per folder: COCO-Stuff's
-    164k images cost one stat each. Links to folders are not followed.
-    """
-    entries: list[tuple[tuple[str, ...], int, int]] = []
-    pending = [((), root)]
-    while pending:
-        parts, folder = pending.pop()
-        with os.scandir(folder) as scan:
-            for entry in scan:
-                if entry.is_dir(follow_symlinks=False):
-                    pending.append(((*parts, entry.name), Path(entry.path)))
-                elif entry.is_file():
-                    stat = entry.stat()
-                    entries.append(((*parts, entry.name), stat.st_size, stat.st_mtime_ns))
-    listing = hashlib.sha256()
-    for parts, size, mtime in sorted(entries):
-        listing.update(f"{'/'.join(parts)}\0{size}\0{mtime}\n".encode())
-    return {"files": len(entries), "bytes": sum(size for _, size, _ in entries), "listing_sha256": listing.hexdigest()}
-
-
-def content_fingerprint(root: Path) -> dict[str, object]:
-    """SHA-256 over every file under ``root`` (relative path and bytes, in path order), and the file count.
-
-    Written into the prepared dataset's ``MARKER``: the run identity (``pipeline.rundir.config_hash``)
-    covers it, so re-prepared or edited data never passes an old run off as done.
-    """
-    digest = hashlib.sha256()
-    files = 0
-    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.name != MARKER):
-        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        digest.update(b"\0")
-        files += 1
-    return {"files": files, "sha256": digest.hexdigest()}
 
 
 def is_prepared_dataset(folder: Path) -> bool:

@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 import yaml
+from PIL import Image
 from tiny_run import IMAGE_SIZE, VAL_IMAGES
 
 from pipeline import lock, rundir
@@ -586,3 +587,32 @@ def test_a_trainer_that_lost_its_lock_stops_before_writing_anything_more(tiny_pr
     assert {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()} == written  # not a byte since
     assert load_checkpoint(run_dir / "checkpoint.pt")["iteration"] == 2 and "metrics.json" not in written
     assert [row["iteration"] for row in read_log(run_dir / "train_log.csv")] == ["1", "2", "3"]
+
+
+def test_the_run_identity_follows_the_data_as_it_is_now(tiny_project, tmp_path, monkeypatch, capsys):
+    """An edited, added or removed prepared file is another run; the same data again (even with new times) is not."""
+    import shutil
+
+    monkeypatch.setattr(rundir, "LISTING_TTL_S", 0.0, raising=False)  # list the files at every call
+    data = tmp_path / "data"
+    shutil.copytree(dataset_dir(tiny_project, "embedded"), data / "embedded")  # times kept: the prepared listing
+    params = with_overrides(tiny_project, {"data.root": str(data)})
+    digest = config_hash(params)
+    label = data / "embedded" / "train" / "labels" / sorted(os.listdir(data / "embedded" / "train" / "labels"))[0]
+    original = label.read_bytes()
+    values = np.array(Image.open(label))
+    values[0, 0] = (int(values[0, 0]) + 1) % 3 if values[0, 0] != 255 else 0
+    Image.fromarray(values, mode="L").save(label)  # edited in place after prepare (then `grar stats`...)
+    edited = config_hash(params)
+    assert edited != digest
+    note = capsys.readouterr().err
+    assert note.startswith(f"grar: note: {data / 'embedded'}: its files changed since `grar prepare` (content sha256 ")
+    label.write_bytes(original)  # the prepared bytes again, with a new modification time
+    assert config_hash(params) == digest
+    stray = data / "embedded" / "train" / "notes.txt"
+    stray.write_text("added\n")
+    assert config_hash(params) not in (digest, edited)
+    stray.unlink()
+    assert config_hash(params) == digest
+    cached = json.loads((data / ".grar-fingerprints" / "embedded.json").read_text())  # for the next processes
+    assert sorted(cached) == ["listing_sha256", "sha256"] and cached["sha256"] not in (digest, edited)
