@@ -231,9 +231,9 @@ def json_with_keys(*keys: str) -> Callable[[Path], bool]:
 
 
 def write_text_atomic(target: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``target`` atomically."""
+    """Write ``text`` to ``target`` atomically, as UTF-8; a file name in it that is not UTF-8 keeps its bytes."""
     with atomic_path(target) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+        tmp.write_text(text, encoding="utf-8", errors="surrogateescape")
 
 
 def _umask() -> int:

@@ -26,6 +26,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from pipeline.datasets.layout import colourise, palette
+from pipeline.errors import escaped
 from pipeline.stats.heatmaps import matrix_figure, short
 
 NOT_TERMS = ("iteration", "lr", "seconds", "lambda_pos", "lambda_neg")
@@ -227,9 +228,9 @@ def qualitative_figure(
             elif row == 0:
                 ax.set_title(heading, fontsize=9)
         if wide:
-            axes[row][0].set_title(stem, fontsize=8, loc="left")
+            axes[row][0].set_title(escaped(stem), fontsize=8, loc="left")  # a name that is not UTF-8: \xNN
         else:
-            axes[row][0].set_ylabel(stem, fontsize=7)
+            axes[row][0].set_ylabel(escaped(stem), fontsize=7)
     handles = [Patch(color=colours[c] / 255, label=short(names[c])) for c in sorted(shown)]
     handles.append(Patch(color="black", label="ignored"))
     figure.legend(

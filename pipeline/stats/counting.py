@@ -128,7 +128,7 @@ def count_chunk(labels: LabelSet) -> tuple[Counts, bytes]:
     records = bytearray()
     for row, name in enumerate(labels.files):
         data = read_label(labels, name, histograms[row], invalid)
-        records += name.encode() + b"\0" + hashlib.sha256(data).digest()
+        records += os.fsencode(name) + b"\0" + hashlib.sha256(data).digest()  # names as the file system holds them
     presence = (histograms[:, :k] > 0).astype(np.float32)  # (n, K), P of t = P^T P
     # t = P^T P. einsum's own loops, not BLAS: a threaded BLAS call on a loaded machine costs
     # more than decoding the chunk. Exact: float32 holds the integers <= CHUNK_MAX.

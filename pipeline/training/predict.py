@@ -32,7 +32,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from pipeline.config import hw
 from pipeline.datasets.layout import colourise, palette
-from pipeline.errors import DataError
+from pipeline.errors import DataError, escaped
 from pipeline.io import atomic_path, check_new_output, has_marker
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -159,7 +159,7 @@ def predict_images(
     model = run.model.to(device, memory_format=MEMORY_FORMAT)
     colours = palette(len(run.class_names))
     out.mkdir(parents=True, exist_ok=True)
-    (out / MARKER).write_text(f"grar predict {run_dir}\n", encoding="utf-8")
+    (out / MARKER).write_text(f"grar predict {escaped(str(run_dir))}\n", encoding="utf-8")
     if options.overlay:
         (out / OVERLAYS).mkdir(exist_ok=True)
     written: list[Path] = []

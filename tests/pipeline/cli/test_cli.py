@@ -157,3 +157,13 @@ def test_a_bad_override_file_is_one_line_and_params_stays(project, capsys, conte
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
     assert (project / "params.yaml").read_bytes() == before
+
+
+def test_a_reader_that_closes_early_ends_grar_quietly_with_sigpipes_status(project):
+    """`grar config | true`: the pipe is closed before grar writes; no "error" line, status 141 like `yes | true`."""
+    grar = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli.main", "config"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    grar.stdout.close()  # the reader went away
+    err = grar.stderr.read().decode()
+    assert (grar.wait(timeout=60), err) == (141, "")

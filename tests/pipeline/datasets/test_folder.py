@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ from PIL import Image
 
 from pipeline.cli.main import main
 from pipeline.config import with_overrides
-from pipeline.datasets.prepare import MARKER, content_fingerprint, prepare_dataset
+from pipeline.datasets.prepare import MARKER, content_fingerprint, prepare_dataset, source_fingerprint
 from pipeline.errors import ConfigError, DataError
 
 LABELS = {  # stem -> (3, 5) label values as the user's files hold them
@@ -311,3 +312,34 @@ def test_folder_dataset_through_stats(params, tmp_path, capsys):
     t = pq.read_table(tmp_path / "stats" / "mine" / "cooccurrence.parquet").to_pandas()
     counts = {(int(i), int(j)): int(n) for i, j, n in zip(t["i"], t["j"], t["t"])}
     assert counts[(0, 0)] == 2 and counts[(2, 2)] == 2 and counts[(0, 2)] == 2  # a and b hold every class
+
+
+def test_file_names_that_are_not_utf8_are_prepared_counted_and_named_escaped(params, tmp_path, capsys):
+    """``caf\\xe9`` (Latin-1, as an old camera or Windows share writes it): kept byte for byte, named escaped."""
+    source = split_folders(tmp_path / "mine")
+    images, labels = os.fsencode(source / "train" / "images"), os.fsencode(source / "train" / "labels")
+    with open(os.path.join(images, b"caf\xe9.jpg"), "wb") as image:
+        image.write(jpeg(3))
+    write_label(Path(os.fsdecode(os.path.join(labels, b"caf\xe9.png"))), LABELS["a"])
+    raw = params.model_dump(mode="json")
+    raw["data"]["folders"] = {"mine": str(source)}
+    raw["stats"]["root"] = str(tmp_path / "stats")
+    raw["stats"]["workers"] = 1
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    argv = ["--params", str(tmp_path / "params.yaml")]
+    assert source_fingerprint(folder_params(params, "mine", str(source)), "mine")["files"] == 9  # the sources stage
+    assert main(["prepare", "mine", *argv]) == 0
+    assert "mine: train 3 images, val 1 images" in capsys.readouterr().out
+    prepared = os.fsencode(Path(params.data.root) / "mine" / "train" / "labels")
+    assert os.path.isfile(os.path.join(prepared, b"caf\xe9.png"))
+    assert main(["stats", "mine", *argv]) == 0
+    assert "3 images" in capsys.readouterr().out
+
+    with open(os.path.join(labels, b"caf\xe9.png"), "wb") as label:
+        label.write(b"not a png")
+    assert main(["prepare", "mine", *argv]) == 1
+    err = capsys.readouterr().err
+    lines = [line.split("\r")[-1] for line in err.splitlines() if "error" in line]  # progress bars aside
+    assert len(lines) == 1 and "Traceback" not in err
+    name = f"{source}/train/labels/caf\\xe9.png"
+    assert lines[0] == f"grar: error: {name}: unreadable label image (cannot identify image file '{name}')"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -201,3 +202,21 @@ def test_an_image_that_fails_to_decode_leaves_the_others_written(trained, tmp_pa
     assert err[-1] == "grar: error: 1 image(s) could not be read (named above); the other 3 were written"
     written = sorted(p.name for p in (tmp_path / "out").glob("*.png"))
     assert written == sorted(f"{p.stem}.png" for p in (val / "images").iterdir())
+
+
+def test_names_that_are_not_utf8_are_predicted_scored_and_printed_escaped(trained, tmp_path, capsys):
+    run_dir, metrics, val = trained
+    images, labels = os.fsencode(tmp_path / "images"), os.fsencode(tmp_path / "labels")
+    os.mkdir(images), os.mkdir(labels)
+    for source in sorted((val / "images").iterdir()):  # each stem with a Latin-1 byte: "\xe9<stem>"
+        shutil.copy(source, os.path.join(images, b"\xe9" + os.fsencode(source.name)))
+        shutil.copy(val / "labels" / f"{source.stem}.png", os.path.join(labels, b"\xe9" + os.fsencode(source.stem)))
+    for name in os.listdir(labels):
+        os.rename(os.path.join(labels, name), os.path.join(labels, name + b".png"))
+    out = os.fsdecode(os.fsencode(tmp_path) + b"/pr\xe9d")
+    assert main(["predict", str(run_dir), os.fsdecode(images), "--out", out]) == 0
+    assert f"3 label map(s) written to {tmp_path}/pr\\xe9d" in capsys.readouterr().out
+    scores = tmp_path / "scores.json"
+    args = ["evaluate", "--pred", out, "--gt", os.fsdecode(labels), "--num-classes", "24", "--json", str(scores)]
+    assert main(args) == 0
+    assert json.loads(scores.read_text())["miou"] == pytest.approx(metrics["miou"])
