@@ -40,13 +40,14 @@ CLASSES_FILE = "classes.csv"
 
 
 def read_classes(path: Path, num_classes: int | None = None) -> list[str]:
-    """Class names from a class table (CSV, header ``id,name``, ids 0..K-1 in order).
+    """Class names from a class table (CSV in UTF-8, with or without a byte order mark; header ``id,name``, ids
+    0..K-1 in order).
 
     ``DataError`` naming the file when the table is unreadable, its ids are not
     0..K-1 in order, a name is empty, or it has another row count than ``num_classes``.
     """
-    try:
-        with open(path, newline="", encoding="utf-8") as handle:
+    try:  # utf-8-sig: the byte order mark spreadsheets write ("CSV UTF-8") is not part of the header
+        with open(path, newline="", encoding="utf-8-sig") as handle:
             rows = list(csv.DictReader(handle))
             fields = rows[0].keys() if rows else []
     except (OSError, UnicodeDecodeError, csv.Error) as err:

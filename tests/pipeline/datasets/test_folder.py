@@ -343,3 +343,11 @@ def test_file_names_that_are_not_utf8_are_prepared_counted_and_named_escaped(par
     assert len(lines) == 1 and "Traceback" not in err
     name = f"{source}/train/labels/caf\\xe9.png"
     assert lines[0] == f"grar: error: {name}: unreadable label image (cannot identify image file '{name}')"
+
+
+def test_a_class_table_with_a_byte_order_mark_is_read(params, tmp_path):
+    """What spreadsheet programs save as "CSV UTF-8": a BOM before the header."""
+    source = split_folders(tmp_path / "mine")
+    (source / "classes.csv").write_bytes(b"\xef\xbb\xbfid,name\r\n0,sky\r\n1,road\r\n2,caf\xc3\xa9\r\n")
+    out = prepare_dataset(folder_params(params, "mine", str(source)), "mine")
+    assert (out / "classes.csv").read_text(encoding="utf-8") == "id,name\n0,sky\n1,road\n2,café\n"
