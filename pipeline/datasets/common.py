@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from pipeline.datasets.layout import CLASSES_FILE, IGNORE_INDEX, SPLITS, classes_csv
+from pipeline.datasets.layout import CLASSES_FILE, IGNORE_INDEX, SPLITS, check_pixels, classes_csv, orientation, upright
 from pipeline.errors import DataError
 
 T = TypeVar("T")
@@ -59,21 +59,31 @@ def apply_table(raw: np.ndarray, table: np.ndarray, source: str) -> np.ndarray:
     return table[raw]
 
 
-def write_sample(out_dir: Path, split: str, stem: str, image_path: Path, label: np.ndarray, source: str) -> None:
-    """Write one image (checked: readable, same size as ``label``) and its label into the layout."""
+def write_sample(
+    out_dir: Path, split: str, stem: str, image_path: Path, label: np.ndarray, source: str, displayed: bool = False
+) -> None:
+    """Write one image (checked: readable, at most ``MAX_IMAGE_PIXELS``, same size as ``label``) and its label.
+
+    ``displayed``: the image as a viewer shows it (``pipeline.datasets.layout.upright``, a folder dataset's
+    photos; ``label`` is then upright too); one its EXIF tag turns is written as an untagged PNG.
+    """
     try:
         with Image.open(image_path) as image:
+            check_pixels(image, image_path)
             image.load()
-            if image.size != (label.shape[1], label.shape[0]):
+            turned = displayed and orientation(image) != 1
+            shown = upright(image) if turned else image
+            if shown.size != (label.shape[1], label.shape[0]):
                 raise DataError(
-                    f"{image_path}: image is {image.size[0]}x{image.size[1]} but its label {source} is "
-                    f"{label.shape[1]}x{label.shape[0]} (width x height)"
+                    f"{image_path}: image is {shown.size[0]}x{shown.size[1]}"
+                    + (" as displayed (its EXIF orientation applied)" if turned else "")
+                    + f" but its label {source} is {label.shape[1]}x{label.shape[0]} (width x height)"
                 )
             images = out_dir / split / "images"
-            if image.mode == "RGB" and image.format == "JPEG":
+            if image.mode == "RGB" and image.format == "JPEG" and not turned:
                 shutil.copyfile(image_path, images / f"{stem}.jpg")
             else:
-                image.convert("RGB").save(images / f"{stem}.png")
+                shown.convert("RGB").save(images / f"{stem}.png")
     except FileNotFoundError:
         raise DataError(f"{image_path}: image file not found (its label is {source})") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:

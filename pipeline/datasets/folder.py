@@ -14,6 +14,10 @@ Images are JPEG or PNG (``.jpg``, ``.jpeg``, ``.png``, any case); labels are
 colours). In the split-list layout, images not listed in either split are left
 out (a test split, say). Hidden files (``.DS_Store``) are skipped.
 
+Photos are used as a viewer displays them: an image's (and a label's) EXIF
+orientation is applied (``pipeline.datasets.layout``, Orientation), so a label
+drawn on a phone photo as shown fits it.
+
 Label values: ``ignore`` (default 255) means "not labelled" and becomes 255;
 every other value ``v`` becomes ``remap.get(v, v)``, which must be a class id
 below K (or 255, to ignore it too). Everything that can be checked without
@@ -224,7 +228,7 @@ def convert_one(
 ) -> None:
     """One sample: label values through ``table`` (checked), image copied (checked: same size as its label)."""
     stem, image, label_path = sample
-    raw = read_label_png(label_path)  # (H, W) uint8: modes L and P only
+    raw = read_label_png(label_path, displayed=True)  # (H, W) uint8: modes L and P only, as displayed
     label = table[raw]
     if (label == INVALID).any():
         row, column = (int(x[0]) for x in np.nonzero(label == INVALID))
@@ -234,4 +238,4 @@ def convert_one(
             f"{label_path}: value {value} at row {row}, column {column} is not a class id 0..{num_classes - 1}"
             f"{remapped} nor the ignore value {spec.ignore}"
         )
-    write_sample(out_dir, split, stem, image, label.astype(np.uint8), str(label_path))
+    write_sample(out_dir, split, stem, image, label.astype(np.uint8), str(label_path), displayed=True)

@@ -31,7 +31,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from pipeline.datasets.layout import IGNORE_INDEX, IMAGE_SUFFIXES, LABEL_MODES
+from pipeline.datasets.layout import IGNORE_INDEX, IMAGE_SUFFIXES, LABEL_MODES, check_pixels
 from pipeline.errors import DataError
 
 CHUNK_MAX = 64  # files per worker task
@@ -142,6 +142,7 @@ def read_label(labels: LabelSet, name: str, histogram: np.ndarray, invalid: np.n
     try:
         data = path.read_bytes()
         with Image.open(BytesIO(data), formats=["PNG"]) as image:
+            check_pixels(image, path)
             if image.mode not in LABEL_MODES:
                 raise DataError(
                     f"{path}: label image has mode {image.mode!r}; labels must be 8-bit single-channel PNGs "

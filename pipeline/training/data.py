@@ -45,7 +45,15 @@ from torchvision.transforms.v2 import functional as TF
 from torchvision.transforms.v2._utils import query_size
 
 from pipeline.config import AugmentConfig, hw
-from pipeline.datasets.layout import CLASSES_FILE, IGNORE_INDEX, IMAGE_SUFFIXES, read_classes, read_label_png
+from pipeline.datasets.layout import (
+    CLASSES_FILE,
+    IGNORE_INDEX,
+    IMAGE_SUFFIXES,
+    check_pixels,
+    read_classes,
+    read_label_png,
+    upright,
+)
 from pipeline.errors import DataError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -91,11 +99,15 @@ def list_split(root: Path, split: str) -> list[SampleFiles]:
     return samples
 
 
-def read_image(path: Path) -> np.ndarray:
-    """An RGB image as a (H, W, 3) uint8 array; ``DataError`` naming the file when it cannot be read."""
+def read_image(path: Path, displayed: bool = False) -> np.ndarray:
+    """An RGB image as a (H, W, 3) uint8 array; ``DataError`` naming the file when it cannot be read or has more
+    than ``MAX_IMAGE_PIXELS``. ``displayed``: as a viewer shows it (its EXIF orientation applied: a new photo
+    given to ``grar predict``); else as stored (the prepared layout: ``pipeline.datasets.layout``, Orientation).
+    """
     try:
         with Image.open(path) as image:
-            return np.array(image.convert("RGB"))
+            check_pixels(image, path)
+            return np.array((upright(image) if displayed else image).convert("RGB"))
     except FileNotFoundError:
         raise DataError(f"{path}: image file not found") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:

@@ -16,12 +16,17 @@ Outputs in ``--out`` (each written atomically):
   run may replace its files. A non-empty folder without it is refused.
 
 Every input is checked before any work (exists, is an image file whose header
-reads, no two inputs with one stem); an image that fails to decode later is
-reported, the others are still written, and the command exits 1.
+reads, has at most ``MAX_IMAGE_PIXELS``, no two inputs with one stem); an image
+that fails to decode later, or whose inference does not fit in memory, is
+reported, the others are still written, and the command exits 1. A new photo
+is predicted as a viewer displays it (its EXIF orientation applied), an image
+of a prepared dataset as stored, like its label (``pipeline.datasets.layout``).
 """
 
 from __future__ import annotations
 
+import errno
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,9 +36,10 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from pipeline.config import hw
-from pipeline.datasets.layout import colourise, palette
-from pipeline.errors import DataError, escaped
+from pipeline.datasets.layout import check_pixels, colourise, displayed_size, palette
+from pipeline.errors import DataError, escaped, one_line
 from pipeline.io import atomic_path, check_new_output, has_marker
+from pipeline.paths import DATASET_MARKER
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 MARKER = ".grar-predictions"
@@ -69,7 +75,11 @@ def collect_inputs(inputs: Sequence[Path]) -> list[Path]:
     files: list[Path] = []
     for path in inputs:
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            found = []
+            for p in sorted(path.iterdir()):
+                if p.suffix.lower() in IMAGE_SUFFIXES and not p.is_dir():
+                    check_link(p)
+                    found.append(p)
             if not found:
                 raise DataError(f"{path}: no JPEG or PNG images in this folder")
             files += found
@@ -78,6 +88,7 @@ def collect_inputs(inputs: Sequence[Path]) -> list[Path]:
                 raise DataError(f"{path}: not a JPEG or PNG file ({', '.join(IMAGE_SUFFIXES)})")
             files.append(path)
         else:
+            check_link(path)
             raise DataError(f"{path}: no such file or folder")
     stems: dict[str, Path] = {}
     for path in files:
@@ -87,13 +98,43 @@ def collect_inputs(inputs: Sequence[Path]) -> list[Path]:
     return sorted(stems.values(), key=lambda p: (p.stem, str(p)))
 
 
-def image_size(path: Path) -> tuple[int, int]:
-    """(H, W) from the image header, without decoding; ``DataError`` naming the file when it is no image."""
+def out_of_memory(err: BaseException) -> bool:
+    """Whether a torch error is a failed allocation (CPU: "can't allocate memory"; CUDA: ``OutOfMemoryError``)."""
+    text = str(err)
+    return type(err).__name__ == "OutOfMemoryError" or "can't allocate memory" in text or "out of memory" in text
+
+
+def check_link(path: Path) -> None:
+    """``DataError`` when ``path`` is a symbolic link that leads nowhere: to itself (a loop), or to nothing."""
+    if not path.is_symlink() or path.is_file():
+        return
+    try:
+        target = path.resolve(strict=True)
+    except RuntimeError:  # Python 3.11: "Symlink loop"
+        raise DataError(f"{path}: a symbolic link that leads back to itself (a loop); remove it") from None
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise DataError(f"{path}: a symbolic link that leads back to itself (a loop); remove it") from None
+        raise DataError(f"{path}: a symbolic link to {os.readlink(path)}, which does not exist") from None
+    raise DataError(f"{path}: a symbolic link to {target}, which is not a file")
+
+
+def image_size(path: Path, displayed: bool = True) -> tuple[int, int]:
+    """(H, W) from the image header, without decoding (as displayed: its EXIF orientation applied); ``DataError``
+    naming the file when it is no image or has more than ``MAX_IMAGE_PIXELS``."""
     try:
         with Image.open(path) as image:
-            return image.height, image.width
+            check_pixels(image, path)
+            width, height = displayed_size(image) if displayed else image.size
+            return height, width
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         raise DataError(f"{path}: unreadable image ({err})") from None
+
+
+def prepared_image(path: Path) -> bool:
+    """Whether ``path`` is an image of a prepared dataset (``<name>/<split>/images/`` beside ``.grar-dataset``):
+    used as stored, like its label and the run's evaluation (``pipeline.datasets.layout``, Orientation)."""
+    return path.parent.name == "images" and (path.parent.parent.parent / DATASET_MARKER).is_file()
 
 
 def label_png(prediction: np.ndarray, colours: np.ndarray) -> Image.Image:
@@ -149,7 +190,8 @@ def predict_images(
     images = collect_inputs(inputs)
     # an --out that is, holds or lies in an input (folder or image), or a folder of someone else's: refused
     check_new_output(out, [*inputs, *images], folder=True, ours=has_marker(MARKER), what="--out", writer="grar predict")
-    sizes = [image_size(path) for path in images]
+    displayed = [not prepared_image(path) for path in images]  # a new photo: as a viewer shows it
+    sizes = [image_size(path, shown) for path, shown in zip(images, displayed)]
     run = load_run(run_dir)
     window = options.window
     if window == RUN_WINDOW:
@@ -170,16 +212,29 @@ def predict_images(
             decoded = []
             for index in batch:
                 try:
-                    decoded.append((index, read_image(images[index])))
+                    decoded.append((index, read_image(images[index], displayed[index])))
                 except DataError as err:
                     failed.append((images[index], str(err)))
-                    tqdm.write(f"grar: error: {err}", file=sys.stderr)  # above the bar, which goes on
+                    tqdm.write(f"grar: error: {one_line(str(err))}", file=sys.stderr)  # above the bar, which goes on
                     bar.update()
             if not decoded:
                 continue
-            tensors = torch.stack([image_tensor(array) for _, array in decoded])  # (B, 3, H, W)
-            tensors = tensors.to(device, memory_format=MEMORY_FORMAT)
-            labels = infer(model, tensors, config, options.multi_scale).argmax(dim=1).cpu().numpy()  # (B, H, W)
+            try:
+                tensors = torch.stack([image_tensor(array) for _, array in decoded])  # (B, 3, H, W)
+                tensors = tensors.to(device, memory_format=MEMORY_FORMAT)
+                labels = infer(model, tensors, config, options.multi_scale).argmax(dim=1).cpu().numpy()  # (B, H, W)
+            except RuntimeError as err:  # torch.OutOfMemoryError (CUDA) is one too
+                if not out_of_memory(err):
+                    raise
+                for index, array in decoded:
+                    reason = (
+                        f"{images[index]}: {array.shape[1]}x{array.shape[0]} pixels do not fit in memory for "
+                        f"inference ({str(err).splitlines()[0]}); predict it with --window, or scaled down"
+                    )
+                    failed.append((images[index], reason))
+                    tqdm.write(f"grar: error: {one_line(reason)}", file=sys.stderr)
+                    bar.update()
+                continue
             for (index, array), prediction in zip(decoded, labels):
                 stem = images[index].stem
                 target = out / f"{stem}.png"

@@ -49,6 +49,14 @@ def setup(root: Path, case: str) -> None:
     if case == "bomb":
         (root / "B").mkdir()
         (root / "B" / "0.png").write_bytes(png_header_only(15000, 15000))
+    if case == "over-limit":  # 50,010,000 pixels: below PIL's bomb limit, above grar's MAX_IMAGE_PIXELS
+        (root / "H").mkdir()
+        (root / "H" / "0.png").write_bytes(png_header_only(10000, 5001))
+        (root / "params.yaml").write_text(yaml.safe_dump(raw))
+    if case == "alias-bomb":
+        levels = ['a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+        levels += [f"{b}: &{b} [" + ", ".join([f"*{a}"] * 9) + "]" for a, b in zip("abcdefgh", "bcdefghi")]
+        (root / "bomb.yaml").write_text(yaml.safe_dump(raw) + "x:\n" + "".join(f"  {line}\n" for line in levels))
     if case == "16bit":
         (root / "G").mkdir()
         for i in range(3):
@@ -209,6 +217,31 @@ CASES = [
     ("prepare-path-name", ["prepare", "../etc"], 2, "unknown dataset '../etc'"),
     ("stats-unknown-dataset", ["stats", "../etc"], 2, "dataset '../etc' unknown"),
     ("grid-unknown", ["grid", "status", "table9"], 2, "grid 'table9' not in grid.grids"),
+    (
+        "params-alias-bomb",  # nine levels of nine aliases: 387 million values once expanded
+        ["config", "--params", "bomb.yaml"],
+        2,
+        "more than 100,000 values with aliases expanded (an alias bomb?)",
+    ),
+    (
+        "stats-over-limit",
+        ["stats", "--labels", "H", "--num-classes", "5", "--out", "S"],
+        1,
+        "H/0.png: 10000x5001 pixels (50.0 Mpx), more than the 50 Mpx grar decodes "
+        "(pipeline.datasets.layout.MAX_IMAGE_PIXELS); scale it down or cut it into tiles first",
+    ),
+    (
+        "evaluate-over-limit",
+        ["evaluate", "--pred", "H", "--gt", "H", "--num-classes", "5"],
+        1,
+        "H/0.png: 10000x5001 pixels (50.0 Mpx), more than the 50 Mpx grar decodes",
+    ),
+    (
+        "predict-over-limit",
+        ["predict", "norun", "H", "--out", "P"],
+        1,
+        "H/0.png: 10000x5001 pixels (50.0 Mpx), more than the 50 Mpx grar decodes",
+    ),
 ]
 SETUP = {
     "params-not-utf8": "bad-utf8",
@@ -216,6 +249,10 @@ SETUP = {
     "stats-bomb": "bomb",
     "evaluate-16-bit": "16bit",
     "prepare-into-own-folder": "overlap-folder",
+    "params-alias-bomb": "alias-bomb",
+    "stats-over-limit": "over-limit",
+    "evaluate-over-limit": "over-limit",
+    "predict-over-limit": "over-limit",
 }
 
 

@@ -6,12 +6,14 @@ import hashlib
 import io
 import json
 import os
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
-from PIL import Image
+from PIL import Image, ImageOps
 
 from pipeline.cli.main import main
 from pipeline.config import with_overrides
@@ -351,3 +353,44 @@ def test_a_class_table_with_a_byte_order_mark_is_read(params, tmp_path):
     (source / "classes.csv").write_bytes(b"\xef\xbb\xbfid,name\r\n0,sky\r\n1,road\r\n2,caf\xc3\xa9\r\n")
     out = prepare_dataset(folder_params(params, "mine", str(source)), "mine")
     assert (out / "classes.csv").read_text(encoding="utf-8") == "id,name\n0,sky\n1,road\n2,café\n"
+
+
+def test_a_phone_photo_is_prepared_as_displayed_with_its_label_drawn_on_it(params, tmp_path):
+    """The JPEG stores 5 x 3 pixels and an EXIF orientation (6) that shows them turned: 3 wide, 5 high."""
+    source = split_folders(tmp_path / "mine")
+    stored = Image.new("RGB", (5, 3), (10, 100, 200))
+    stored.putpixel((0, 0), (250, 0, 0))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    stored.save(source / "train" / "images" / "a.jpg", "JPEG", exif=exif, quality=100)
+    write_label(source / "train" / "labels" / "a.png", LABELS["a"].T.copy())  # drawn on the displayed 3 x 5 photo
+    out = prepare_dataset(folder_params(params, "mine", str(source)), "mine")
+    assert not (out / "train" / "images" / "a.jpg").exists()  # turned: written upright, untagged, as PNG
+    with (
+        Image.open(out / "train" / "images" / "a.png") as image,
+        Image.open(source / "train" / "images" / "a.jpg") as jpg,
+    ):
+        assert image.size == (3, 5) and image.getexif().get(0x0112) is None
+        assert np.array_equal(np.array(image), np.array(ImageOps.exif_transpose(jpg)))
+    np.testing.assert_array_equal(read(out / "train" / "labels" / "a.png"), LABELS["a"].T)
+
+
+def test_an_image_over_the_pixel_limit_is_one_line(params, tmp_path, capsys):
+    source = split_folders(tmp_path / "mine")
+    big = source / "train" / "images" / "a.png"
+    (source / "train" / "images" / "a.jpg").unlink()
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", 10000, 5001, 8, 2, 0, 0, 0)  # claims 50,010,000 RGB pixels; holds none
+    big.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0")) + chunk(b"IEND", b"")
+    )
+    with pytest.raises(DataError) as info:
+        prepare_dataset(folder_params(params, "mine", str(source)), "mine")
+    assert str(info.value) == (
+        f"{big}: 10000x5001 pixels (50.0 Mpx), more than the 50 Mpx grar decodes "
+        "(pipeline.datasets.layout.MAX_IMAGE_PIXELS); scale it down or cut it into tiles first"
+    )
+    assert not (Path(params.data.root) / "mine").exists()

@@ -220,3 +220,70 @@ def test_names_that_are_not_utf8_are_predicted_scored_and_printed_escaped(traine
     args = ["evaluate", "--pred", out, "--gt", os.fsdecode(labels), "--num-classes", "24", "--json", str(scores)]
     assert main(args) == 0
     assert json.loads(scores.read_text())["miou"] == pytest.approx(metrics["miou"])
+
+
+def test_a_symbolic_link_that_leads_nowhere_is_named_before_any_work(trained, tmp_path, capsys):
+    run_dir, _, val = trained
+    images = tmp_path / "images"
+    shutil.copytree(val / "images", images)
+    (images / "self.jpg").symlink_to("self.jpg")
+    assert main(["predict", str(run_dir), str(images), "--out", str(tmp_path / "out")]) == 1
+    assert capsys.readouterr().err == (
+        f"grar: error: {images / 'self.jpg'}: a symbolic link that leads back to itself (a loop); remove it\n"
+    )
+    (images / "self.jpg").unlink()
+    (images / "gone.png").symlink_to(tmp_path / "deleted.png")
+    assert main(["predict", str(run_dir), str(images), "--out", str(tmp_path / "out")]) == 1
+    assert capsys.readouterr().err == (
+        f"grar: error: {images / 'gone.png'}: a symbolic link to {tmp_path / 'deleted.png'}, which does not exist\n"
+    )
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_image_whose_inference_does_not_fit_in_memory_is_named_and_the_others_written(
+    trained, tmp_path, capsys, monkeypatch
+):
+    from pipeline.training import inference
+
+    run_dir, _, val = trained
+    images = tmp_path / "images"
+    shutil.copytree(val / "images", images)
+    Image.fromarray(np.zeros((40, 52, 3), np.uint8)).save(images / "wide.png")
+    real = inference.infer
+
+    def infer(model, tensors, config, multi=False):
+        if tensors.shape[-1] == 52:  # (B, 3, H, W)
+            raise RuntimeError(
+                "[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory: you tried to "
+                "allocate 5408000000 bytes. Error code 12 (Cannot allocate memory)"
+            )
+        return real(model, tensors, config, multi)
+
+    monkeypatch.setattr(inference, "infer", infer)
+    assert main(["predict", str(run_dir), str(images), "--out", str(tmp_path / "out")]) == 1
+    err = [line.split("\r")[-1] for line in capsys.readouterr().err.splitlines() if "grar: error" in line]
+    assert err == [
+        f"grar: error: {images / 'wide.png'}: 52x40 pixels do not fit in memory for inference ([enforce fail at "
+        "alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory: you tried to allocate 5408000000 "
+        "bytes. Error code 12 (Cannot allocate memory)); predict it with --window, or scaled down",
+        "grar: error: 1 image(s) could not be read (named above); the other 3 were written",
+    ]
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.png")) == sorted(
+        f"{p.stem}.png" for p in (val / "images").iterdir()
+    )
+
+
+def test_a_photo_is_predicted_as_displayed_its_exif_orientation_applied(trained, tmp_path):
+    run_dir, _, _ = trained
+    stored = Image.fromarray(np.random.default_rng(1).integers(0, 255, (35, 48, 3), np.uint8))  # 48 wide, 35 high
+    exif = Image.Exif()
+    exif[0x0112] = 6  # a phone held upright: viewers turn the stored pixels 90 degrees clockwise
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    stored.save(photos / "tagged.png", exif=exif)
+    stored.transpose(Image.Transpose.ROTATE_270).save(photos / "upright.png")  # what a viewer shows, untagged
+    assert main(["predict", str(run_dir), str(photos), "--out", str(tmp_path / "out"), "--overlay"]) == 0
+    tagged, upright = (np.array(Image.open(tmp_path / "out" / f"{n}.png")) for n in ("tagged", "upright"))
+    assert tagged.shape == (48, 35) and np.array_equal(tagged, upright)
+    overlays = [np.array(Image.open(tmp_path / "out" / "overlays" / f"{n}.png")) for n in ("tagged", "upright")]
+    assert np.array_equal(*overlays)  # the photo as displayed, its colours over it
