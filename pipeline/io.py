@@ -115,6 +115,20 @@ def _syncfs(path: Path) -> bool:
 
 
 @contextlib.contextmanager
+def naming(path: str | os.PathLike) -> Iterator[None]:
+    """An ``OSError`` of the block that names no file (PIL's ``save``, ``torch.save`` on a full disk) or names
+    a temporary of ``path`` gets ``path`` as its file name, so its one line says where the write failed."""
+    try:
+        yield
+    except OSError as err:
+        named = isinstance(err.filename, str | bytes | os.PathLike)
+        name = Path(os.fsdecode(err.filename)).name if named else None
+        if err.errno is not None and (name is None or name.startswith(f".{Path(path).name}.")):
+            raise OSError(err.errno, err.strerror, os.fspath(path)) from None
+        raise
+
+
+@contextlib.contextmanager
 def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary file path that replaces ``target``, durably, when the block succeeds."""
     target = Path(target)
@@ -127,12 +141,13 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     os.close(fd)
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
-        if tmp_path.exists():
-            tmp_path.chmod(0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
-            fsync_path(tmp_path)
-        os.replace(tmp_path, target)
-        fsync_path(target.parent)
+        with naming(target):  # a full disk names the output, not its temporary (or nothing, as PIL's save)
+            yield tmp_path
+            if tmp_path.exists():
+                tmp_path.chmod(0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
+                fsync_path(tmp_path)
+            os.replace(tmp_path, target)
+            fsync_path(target.parent)
     finally:
         tmp_path.unlink(missing_ok=True)
 

@@ -70,7 +70,8 @@ from pipeline.rundir import config_hash, finished_metrics
 STATES = ("pending", "running", "done", "failed")
 HASH_CHARS = 10  # of the config hash in a run folder's name
 FOLDERS = ".folders"  # <grid.runs>/.folders/<config hash>: the name of the config's run folder, set once
-ERROR_FILE = "error.txt"  # the traceback of a run that raised
+ERROR_FILE = "error.txt"  # the traceback of a run that raised, then its one line (ERROR_PREFIX ...)
+ERROR_PREFIX = "grar: error: "
 
 
 @dataclass(frozen=True)
@@ -250,7 +251,7 @@ def cell_state(
         if slurm_state in PENDING_STATES or (slurm_state in DOUBTFUL_STATES and job_id not in expired):
             reason = f"SLURM state {slurm_state}" if slurm_state in DOUBTFUL_STATES else None
             return CellState(run, "pending", job_id, log, active=True, reason=reason, submission=submission)
-        reason = failure_reason(run, slurm_state)
+        reason = failure_reason(run, slurm_state, log)
         return CellState(run, "failed", job_id, log or error_log(run), reason=reason, submission=submission)
     error = error_log(run)
     if error is not None:
@@ -258,19 +259,25 @@ def cell_state(
     return CellState(run, "pending", submission=submission)
 
 
-def failure_reason(run: Run, slurm_state: str | None) -> str:
+def failure_reason(run: Run, slurm_state: str | None, log: str | None = None) -> str:
     """One line: ``lost`` for a job SLURM does not know, the SLURM state unless the job merely FAILED (or
-    there is none), else the last line of ``error.txt`` (the exception)."""
+    there is none), else the last line of ``error.txt`` (the exception, ``grar: error: ...``), else the last
+    ``grar: error:`` line of the job's log (``log``: error.txt could not be written, on a full disk)."""
     if slurm_state in LOST:
         return "lost (SLURM does not know the job)"
     if slurm_state not in (None, "FAILED"):
         return slurm_state if slurm_state != "COMPLETED" else "COMPLETED without metrics.json"
-    error = run.run_dir / ERROR_FILE
-    try:
-        lines = [line.strip() for line in error.read_text(encoding="utf-8", errors="replace").splitlines()]
-    except OSError:
-        return slurm_state or "failed"
-    return next((line for line in reversed(lines) if line), slurm_state or "failed")
+    for path, prefix in ((run.run_dir / ERROR_FILE, ""), (Path(log) if log else None, ERROR_PREFIX)):
+        if path is None:
+            continue
+        try:
+            lines = [line.strip() for line in path.read_text(encoding="utf-8", errors="replace").splitlines()]
+        except OSError:
+            continue
+        found = next((line for line in reversed(lines) if line and line.startswith(prefix)), None)
+        if found is not None:
+            return found.removeprefix(ERROR_PREFIX)
+    return slurm_state or "failed"
 
 
 def error_log(run: Run) -> str | None:

@@ -39,7 +39,7 @@ from pipeline.cluster.grids import ERROR_FILE, STATES, CellState, Run, record, r
 from pipeline.cluster.index import index_lock
 from pipeline.cluster.slurm_jobs import DEFAULT_POLL_S, Patience, retried
 from pipeline.config import Params
-from pipeline.errors import GrarError
+from pipeline.errors import GrarError, describe_os_error, one_line
 from pipeline.io import write_text_atomic
 from pipeline.lock import Locked, LockLost, run_lock
 from pipeline.paths import grid_logs_dir, portable
@@ -103,9 +103,9 @@ class CellJob(submitit.helpers.Checkpointable):
                 result = (self.fn or run_cell)(params, run_dir)
             except LockLost:
                 raise  # the folder is another process's now: not even error.txt is written there
-            except Exception:
+            except Exception as err:
                 if main:
-                    write_text_atomic(run_dir / ERROR_FILE, traceback.format_exc())
+                    record_failure(run_dir, err)
                 raise
             if main:
                 (run_dir / ERROR_FILE).unlink(missing_ok=True)
@@ -116,6 +116,30 @@ class CellJob(submitit.helpers.Checkpointable):
         return submitit.helpers.DelayedSubmission(self, params, run_dir)
 
 
+def record_failure(run_dir: Path, err: BaseException) -> None:
+    """The failure of a run, where ``status`` reads its reason: ``error.txt`` (the traceback, then one line
+    ``grar: error: <what happened>``), and that line on stderr (a SLURM job's log) too; when error.txt cannot be
+    written (a full disk) the log is where the reason is found, beside the failed write."""
+    line = f"grar: error: {error_summary(err)}"
+    try:
+        write_text_atomic(run_dir / ERROR_FILE, traceback.format_exc() + line + "\n")
+    except OSError as write_error:
+        print(f"grar: error: {run_dir / ERROR_FILE} not written: {describe_os_error(write_error)}", file=sys.stderr)
+        print(line, file=sys.stderr, flush=True)
+        return
+    if in_slurm_job():  # the job's log says it too (a local run's failure is said by submit)
+        print(line, file=sys.stderr, flush=True)
+
+
+def error_summary(err: BaseException) -> str:
+    """One line for an exception: a ``GrarError``'s message, an ``OSError``'s file and reason, else type: message."""
+    if isinstance(err, GrarError):
+        return one_line(str(err))
+    if isinstance(err, OSError):
+        return describe_os_error(err)
+    return one_line(f"{type(err).__name__}: {err}")
+
+
 def run_cell(params: Params, run_dir: Path) -> dict:
     """``pipeline.training.run.run_cell``, imported on first use: finding and naming runs needs no torch."""
     from pipeline.training.run import run_cell as train_run_cell
@@ -123,10 +147,14 @@ def run_cell(params: Params, run_dir: Path) -> dict:
     return train_run_cell(params, run_dir)
 
 
+def in_slurm_job() -> bool:
+    """Whether this process is a task of a submitit SLURM job."""
+    return "SLURM_JOB_ID" in os.environ and "SUBMITIT_FOLDER" in os.environ
+
+
 def job_rank() -> int:
     """This task's global rank in a submitit SLURM job (0 outside one)."""
-    in_job = "SLURM_JOB_ID" in os.environ and "SUBMITIT_FOLDER" in os.environ
-    return int(os.environ.get("SLURM_PROCID", "0")) if in_job else 0
+    return int(os.environ.get("SLURM_PROCID", "0")) if in_slurm_job() else 0
 
 
 def submit(params: Params, grid: str, cell_fn: CellFn | None = None) -> Submission:

@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from pipeline.datasets.layout import CLASSES_FILE, IGNORE_INDEX, SPLITS, check_pixels, classes_csv, orientation, upright
 from pipeline.errors import DataError
+from pipeline.io import naming
 
 T = TypeVar("T")
 
@@ -67,6 +68,7 @@ def write_sample(
     ``displayed``: the image as a viewer shows it (``pipeline.datasets.layout.upright``, a folder dataset's
     photos; ``label`` is then upright too); one its EXIF tag turns is written as an untagged PNG.
     """
+    images = out_dir / split / "images"
     try:
         with Image.open(image_path) as image:
             check_pixels(image, image_path)
@@ -79,16 +81,21 @@ def write_sample(
                     + (" as displayed (its EXIF orientation applied)" if turned else "")
                     + f" but its label {source} is {label.shape[1]}x{label.shape[0]} (width x height)"
                 )
-            images = out_dir / split / "images"
-            if image.mode == "RGB" and image.format == "JPEG" and not turned:
-                shutil.copyfile(image_path, images / f"{stem}.jpg")
-            else:
-                shown.convert("RGB").save(images / f"{stem}.png")
+            copy = image.mode == "RGB" and image.format == "JPEG" and not turned
+            converted = None if copy else shown.convert("RGB")
     except FileNotFoundError:
         raise DataError(f"{image_path}: image file not found (its label is {source})") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         raise DataError(f"{image_path}: unreadable image ({err})") from None
-    Image.fromarray(label.astype(np.uint8, copy=False), mode="L").save(out_dir / split / "labels" / f"{stem}.png")
+    # Writing (a full disk: an OSError naming the file written, never "unreadable image").
+    target = images / f"{stem}.jpg" if converted is None else images / f"{stem}.png"
+    with naming(target):
+        if converted is None:
+            shutil.copyfile(image_path, target)
+        else:
+            converted.save(target)
+    with naming(out_dir / split / "labels" / f"{stem}.png"):
+        Image.fromarray(label.astype(np.uint8, copy=False), mode="L").save(out_dir / split / "labels" / f"{stem}.png")
 
 
 def make_layout(out_dir: Path, names: Sequence[str]) -> None:

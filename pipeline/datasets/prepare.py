@@ -14,9 +14,11 @@ existing ``data/<name>`` that grar did not write is refused, never replaced.
 
 from __future__ import annotations
 
+import errno
 import functools
 import importlib
 import json
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -52,15 +54,32 @@ def prepare_dataset(params: Params, name: str) -> Path:
     else:
         raise ConfigError(f"unknown dataset {name!r}; allowed: {', '.join(params.data.names)}")
     check_new_output(target, folder=True, ours=is_prepared_dataset, what="prepared dataset", writer="grar prepare")
-    with atomic_dir(target) as tmp:
-        prepare(params, tmp)
-        if params.data.max_images is not None:
-            keep_first(tmp, params.data.max_images)
-        counts = check_layout(tmp)
-        fingerprint = {"dataset": name, **content_fingerprint(tmp, skip=MARKER)}
-        (tmp / MARKER).write_text(json.dumps(fingerprint, indent=2) + "\n", encoding="utf-8")
+    try:
+        with atomic_dir(target) as tmp:
+            prepare(params, tmp)
+            if params.data.max_images is not None:
+                keep_first(tmp, params.data.max_images)
+            counts = check_layout(tmp)
+            fingerprint = {"dataset": name, **content_fingerprint(tmp, skip=MARKER)}
+            (tmp / MARKER).write_text(json.dumps(fingerprint, indent=2) + "\n", encoding="utf-8")
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise DataError(
+            f"{target}: not prepared: {err.strerror} (writing {written_name(err, target)}); "
+            f"{target} is as it was: free some space and run `grar prepare {name}` again"
+        ) from None
     print(f"{name}: " + ", ".join(f"{split} {n} images" for split, n in counts.items()) + f" -> {target}")
     return target
+
+
+def written_name(err: OSError, target: Path) -> str:
+    """The file a failed write of ``prepare_dataset`` names, relative to the dataset (its temporary folder)."""
+    if not isinstance(err.filename, str | bytes | os.PathLike):
+        return str(target)
+    path = Path(os.fsdecode(err.filename))
+    temporary = next((parent for parent in path.parents if parent.name.startswith(f".{target.name}.")), None)
+    return str(path.relative_to(temporary)) if temporary is not None else str(path)
 
 
 def keep_first(root: Path, limit: int) -> None:

@@ -22,11 +22,16 @@ last good checkpoint stays and no metrics are written.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
 import json
+import os
+import shutil
 import signal
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +50,13 @@ PREEMPTION_SIGNALS = (signal.SIGUSR2, signal.SIGTERM)
 
 
 def save_checkpoint(
-    path: Path, step: TrainingStep, optimizer: torch.optim.Optimizer, iteration: int, params: Params, ranks: Ranks
+    path: Path,
+    step: TrainingStep,
+    optimizer: torch.optim.Optimizer,
+    iteration: int,
+    params: Params,
+    ranks: Ranks,
+    kept: int | None = None,
 ) -> None:
     """Write ``checkpoint.pt`` atomically (rank 0; every rank must call it, the RNG states are gathered).
 
@@ -55,12 +66,40 @@ def save_checkpoint(
     (``{"torch": [per rank], "cuda": [per rank]}`` uint8 tensors), ``params``
     (the resolved params as JSON types), ``config_hash``, ``num_classes`` and
     ``class_names`` (what ``load_run_model`` needs to rebuild the model).
+
+    A write that fails (a full disk, above all) leaves the previous checkpoint as it was and raises
+    ``CheckpointNotWritten`` naming the file, the reason and ``kept``, the iteration of that checkpoint.
+    torch writes through a Python file object, which reports a failed large write as the ``OSError`` itself;
+    a failed small one torch turns into a ``RuntimeError`` ("unexpected pos"), read as a full disk when the
+    checkpoint's tensors outweigh the space left.
     """
     rng = all_gather(
         (torch.get_rng_state(), torch.cuda.get_rng_state() if torch.cuda.is_available() else torch.empty(0)), ranks
     )
-    if not ranks.main:
-        return
+    failed: CheckpointNotWritten | None = None
+    if ranks.main:
+        try:
+            write_checkpoint(path, step, optimizer, iteration, params, rng, kept)
+        except CheckpointNotWritten as err:
+            failed = err
+    if ranks.parallel:  # every rank stops when rank 0 could not write (else they would wait for it forever)
+        flag = all_gather(failed is not None, ranks)[0]
+        if flag and failed is None:
+            raise DataError(f"{path}: checkpoint not written by rank 0 (its error says why); stopped")
+    if failed is not None:
+        raise failed
+
+
+def write_checkpoint(
+    path: Path,
+    step: TrainingStep,
+    optimizer: torch.optim.Optimizer,
+    iteration: int,
+    params: Params,
+    rng: list[Any],
+    kept: int | None,
+) -> None:
+    """Rank 0's part of ``save_checkpoint``: the state, written atomically through a file object."""
     names = class_names(params)
     state = {
         "model": step.model.state_dict(),
@@ -74,8 +113,34 @@ def save_checkpoint(
         "class_names": names,
     }
     check_run_lock(path.parent)  # never over a run another process took over
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    try:
+        with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+            torch.save(state, handle)
+    except OSError as err:
+        raise CheckpointNotWritten(path, err, kept, sum(t.nbytes for t in iter_tensors(state))) from None
+    except RuntimeError as err:  # torch's writer: a small write that failed shows as "unexpected pos" (measured)
+        if not any(sign in str(err) for sign in ("unexpected pos", "file write failed", "PytorchStreamWriter")):
+            raise
+        needed = sum(t.nbytes for t in iter_tensors(state))
+        free = shutil.disk_usage(path.parent).free
+        cause = (
+            OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            if free < needed + (1 << 20)  # what the zip container adds
+            else OSError(errno.EIO, f"the write failed ({str(err).splitlines()[0]})")
+        )
+        raise CheckpointNotWritten(path, cause, kept, needed) from None
+
+
+def iter_tensors(value: Any) -> Iterator[torch.Tensor]:
+    """Every tensor in a nested state of dicts, lists and tuples."""
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from iter_tensors(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from iter_tensors(item)
 
 
 def check_checkpoint_config(path: Path, digest: str) -> None:
@@ -158,6 +223,30 @@ class TrainLog:
 
     def close(self) -> None:
         self.handle.close()
+
+
+class CheckpointNotWritten(DataError):
+    """A checkpoint could not be written (a full disk...): the previous one is kept, training stops."""
+
+    def __init__(self, path: Path, err: OSError, kept: int | None, needed: int | None = None) -> None:
+        reason = err.strerror or str(err)
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            with contextlib.suppress(OSError):
+                free = shutil.disk_usage(path.parent).free
+                reason += f" (it needs about {megabytes(needed)}, {megabytes(free)} free there)" if needed else ""
+        previous = (
+            f"the checkpoint of iteration {kept} is kept: free some space and run the same command again to resume "
+            "from it"
+            if kept
+            else "no checkpoint was written yet: free some space and run the same command again"
+        )
+        super().__init__(f"{path}: checkpoint not written: {reason}; {previous}")
+        self.errno = err.errno
+
+
+def megabytes(size: int | None) -> str:
+    """``12.3 MB`` (10^6 bytes)."""
+    return f"{(size or 0) / 1e6:,.1f} MB"
 
 
 class Diverged(DataError):

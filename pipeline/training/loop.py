@@ -227,7 +227,7 @@ def run_iterations(
             bar.set_postfix(loss=f"{values['loss']:.3f}", lr=f"{lr:.2g}", refresh=False)
             bar.update()
             if done % config.checkpoint_every == 0 or done == iterations.stop or stopping:
-                save_checkpoint(checkpoint, step, optimizer, done, params, ranks)
+                save_checkpoint(checkpoint, step, optimizer, done, params, ranks, kept=saved)
                 saved = done
                 if ranks.main and not interactive:
                     rate = (done - iterations.start) / (time.perf_counter() - session_start)

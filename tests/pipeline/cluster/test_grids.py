@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import pickle
@@ -822,3 +823,35 @@ def test_a_job_that_lost_its_run_writes_no_error_txt_into_it(tmp_path):
     with pytest.raises(lock.LockLost):
         submit.CellJob(lost)(run.params, run.run_dir)
     assert not (run.run_dir / "error.txt").exists()
+
+
+def test_a_run_that_failed_on_a_full_disk_says_so_as_its_reason(tmp_path, monkeypatch, capsys):
+    """The reason is the failure's one line from error.txt, or from the job's log when error.txt cannot be written."""
+    params = grid_params(tmp_path)
+    run = grids.expand(params, "g")[0]
+    full = DataError(f"{run.run_dir}/checkpoint.pt: checkpoint not written: No space left on device")
+
+    def disk_full(params: Params, run_dir: Path) -> dict:
+        raise full
+
+    with pytest.raises(DataError):
+        submit.CellJob(disk_full)(run.params, run.run_dir)
+    assert grids.failure_reason(run, "FAILED") == str(full)
+    (run.run_dir / "error.txt").unlink()
+    capsys.readouterr()
+
+    def no_space(target, text):
+        raise OSError(errno.ENOSPC, "No space left on device", str(target))
+
+    monkeypatch.setattr(submit, "write_text_atomic", no_space)
+    with pytest.raises(DataError):
+        submit.CellJob(disk_full)(run.params, run.run_dir)
+    log = tmp_path / "1_0_log.err"
+    log.write_text(
+        capsys.readouterr().err + "Traceback (most recent call last):\n  ...\nsubmitit.core.utils.FailedJobError\n"
+    )
+    assert not (run.run_dir / "error.txt").exists()
+    assert grids.failure_reason(run, "FAILED", str(log)) == str(full)
+    assert f"grar: error: {run.run_dir}/error.txt not written: {run.run_dir}/error.txt: No space left on device" in (
+        log.read_text()
+    )

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import time
@@ -118,8 +121,6 @@ def test_config_hash_covers_the_folder_a_run_trains_on(tiny_project):
 
 
 def test_config_hash_covers_the_prepared_data(tiny_project, tmp_path):
-    import shutil
-
     data = tmp_path / "data"
     shutil.copytree(dataset_dir(tiny_project, "embedded"), data / "embedded")
     params = with_overrides(tiny_project, {"data.root": str(data)})
@@ -591,8 +592,6 @@ def test_a_trainer_that_lost_its_lock_stops_before_writing_anything_more(tiny_pr
 
 def test_the_run_identity_follows_the_data_as_it_is_now(tiny_project, tmp_path, monkeypatch, capsys):
     """An edited, added or removed prepared file is another run; the same data again (even with new times) is not."""
-    import shutil
-
     monkeypatch.setattr(rundir, "LISTING_TTL_S", 0.0, raising=False)  # list the files at every call
     data = tmp_path / "data"
     shutil.copytree(dataset_dir(tiny_project, "embedded"), data / "embedded")  # times kept: the prepared listing
@@ -616,3 +615,49 @@ def test_the_run_identity_follows_the_data_as_it_is_now(tiny_project, tmp_path, 
     assert config_hash(params) == digest
     cached = json.loads((data / ".grar-fingerprints" / "embedded.json").read_text())  # for the next processes
     assert sorted(cached) == ["listing_sha256", "sha256"] and cached["sha256"] not in (digest, edited)
+
+
+@pytest.mark.parametrize("failure", ["OSError", "unexpected pos"])
+def test_a_full_disk_at_a_checkpoint_is_one_line_keeps_the_last_and_resumes_identical(
+    tiny_project, straight, tmp_path, monkeypatch, capsys, failure
+):
+    """Both ways torch.save fails on a full disk through a file object (measured on a full tmpfs): a large write's
+    OSError, or a small write's that torch swallows and reports as "unexpected pos"."""
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(tiny_project.model_dump(mode="json")))
+    run_dir = tmp_path / "run"
+    argv = ["train", "--params", str(params_file), "--out", str(run_dir)]
+    real_save, saves = torch.save, []
+
+    def disk_full_at_the_second_checkpoint(obj, f, *args, **kwargs):
+        saves.append(f)
+        if len(saves) < 2:
+            return real_save(obj, f, *args, **kwargs)
+        if isinstance(f, str | os.PathLike):  # torch's own writer, given a path, on a full disk (measured)
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534")
+        f.write(b"PK\x03\x04")  # a file object: what fitted, then the OSError itself
+        f.flush()
+        if failure == "OSError":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 222528 vs 222424")
+
+    monkeypatch.setattr(torch, "save", disk_full_at_the_second_checkpoint)
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(checkpoint.shutil, "disk_usage", lambda _: usage._replace(free=4096))
+    assert main(argv) == 1
+    err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert len(err) == 1 and "Traceback" not in err[0]
+    assert re.fullmatch(
+        rf"grar: error: {run_dir}/checkpoint.pt: checkpoint not written: No space left on device \(it needs about "
+        r"[0-9.]+ MB, 0.0 MB free there\); the checkpoint of iteration 2 is kept: free some space and run the same "
+        r"command again to resume from it",
+        err[0],
+    )
+    assert load_checkpoint(run_dir / "checkpoint.pt")["iteration"] == 2
+    assert sorted(p.name for p in run_dir.iterdir() if p.name.endswith(".tmp")) == []  # nothing half-written
+    assert not (run_dir / "metrics.json").exists()
+    monkeypatch.setattr(torch, "save", real_save)  # space freed
+    monkeypatch.setattr(checkpoint.shutil, "disk_usage", shutil.disk_usage)
+    assert main(argv) == 0
+    assert_same(load_checkpoint(run_dir / "checkpoint.pt"), load_checkpoint(straight / "checkpoint.pt"))
+    assert log_without_times(run_dir) == log_without_times(straight)
