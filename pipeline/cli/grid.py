@@ -140,7 +140,8 @@ def status_text(params: Params, name: str, states: list) -> str:
     for s in states:
         miou = f"{100 * s.metrics['miou']:.2f}" if s.metrics is not None else "-"
         where = str(s.run.run_dir) if s.state == "done" else (s.log or "-")
-        progress = progress_text(s.run.run_dir, s.run.params.train.schedule.iterations) if s.state == "running" else "-"
+        total = s.run.params.train.schedule.iterations
+        progress = progress_text(s.run.run_dir, total, s.suspended) if s.state == "running" else "-"
         rows.append((s.run.cell, str(s.run.seed), s.state, progress, miou, s.job_id or "-", where, s.reason or ""))
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
     table = ["  ".join(value.ljust(width) for value, width in zip(row, widths, strict=True)).rstrip() for row in rows]

@@ -15,8 +15,11 @@ A run is *done* when its folder holds ``metrics.json`` whose
 States (``status``), read fresh from the run folders and SLURM, never cached:
 
 * ``done``     metrics.json with the run's hash;
-* ``running``  its SLURM job runs (or completes);
-* ``pending``  its SLURM job waits in the queue (also after a requeue), or it
+* ``running``  its SLURM job runs (or completes), or is suspended (``reason``
+               says so, and ``status`` shows no ETA: it makes no progress);
+* ``pending``  its SLURM job waits in the queue (also after a requeue; the
+               ``reason`` is squeue's, e.g. ``queued: ReqNodeNotAvail,
+               UnavailableNodes:node1`` while its node is drained), or it
                was never submitted (``active`` False: nothing will run it);
 * ``failed``   its job ended without metrics.json, or, without a job, the run
                folder holds ``error.txt`` (the traceback ``CellJob`` wrote);
@@ -57,8 +60,10 @@ from pipeline.cluster.slurm_jobs import (
     PENDING_STATES,
     RUNNING_STATES,
     SLURM_JOB_ID,
+    SUSPENDED,
     Patience,
     jobs_named,
+    pending_reasons,
     slurm_states,
 )
 from pipeline.config import Params, with_overrides
@@ -102,6 +107,7 @@ class CellState:
     active: bool = False  # a SLURM job or another process will still run it (pending in the queue, or running)
     reason: str | None = None  # one line: why it failed (SLURM state, "lost", error.txt), or who trains it
     submission: dict | None = None  # {"name": token, "task": i} of the SLURM array that was submitted for it
+    suspended: bool = False  # its SLURM job is SUSPENDED: shown running, without an ETA
 
     def entry(self) -> dict[str, Any]:
         """The run's line of the grid index (run-folder contract)."""
@@ -203,6 +209,7 @@ def status_all(params: Params, grids: Iterable[str], patience: Patience | None =
     slurm = slurm_states(
         [job_id for run_dir, records in jobs.items() if done[run_dir] is None for job_id, _, _ in records]
     )
+    waiting = pending_reasons(job for job, state in slurm.items() if state in PENDING_STATES - {SUSPENDED})
     expired = patience.observe(slurm) if patience is not None else frozenset()
     holders = {run_dir: run_holder(run_dir) for run_dir, metrics in done.items() if metrics is None}
     return {
@@ -214,6 +221,7 @@ def status_all(params: Params, grids: Iterable[str], patience: Patience | None =
                 slurm,
                 holders.get(run.run_dir),
                 expired,
+                waiting,
             )
             for run in runs
         ]
@@ -228,13 +236,18 @@ def cell_state(
     slurm: dict[str, str],
     holder: Holder | None = None,
     expired: frozenset[str] = frozenset(),
+    waiting: dict[str, str] | None = None,
 ) -> CellState:
     """The state of ``run`` from its metrics, its last SLURM job ``(job id, log, submission)``, the jobs'
-    SLURM states, the live holder of its lock, and the jobs ``wait`` stopped waiting for (``expired``)."""
+    SLURM states, the live holder of its lock, the jobs ``wait`` stopped waiting for (``expired``) and why
+    SLURM keeps the pending ones waiting (``waiting``: squeue's reason)."""
     job_id, log, submission = job if job is not None else (None, None, None)
     if metrics is not None:
         return CellState(run, "done", job_id, log, metrics, submission=submission)
     slurm_state = slurm.get(job_id, "UNKNOWN") if job_id is not None else None
+    if slurm_state == SUSPENDED:  # its node and its processes are kept, stopped: its lock's heartbeat too
+        reason = "suspended by SLURM: no progress until it is resumed"
+        return CellState(run, "running", job_id, log, active=True, reason=reason, submission=submission, suspended=True)
     if (
         holder is not None
         and holder.job
@@ -249,7 +262,8 @@ def cell_state(
         if slurm_state in RUNNING_STATES:
             return CellState(run, "running", job_id, log, active=True, submission=submission)
         if slurm_state in PENDING_STATES or (slurm_state in DOUBTFUL_STATES and job_id not in expired):
-            reason = f"SLURM state {slurm_state}" if slurm_state in DOUBTFUL_STATES else None
+            why = (waiting or {}).get(job_id)
+            reason = f"SLURM state {slurm_state}" if slurm_state in DOUBTFUL_STATES else why and f"queued: {why}"
             return CellState(run, "pending", job_id, log, active=True, reason=reason, submission=submission)
         reason = failure_reason(run, slurm_state, log)
         return CellState(run, "failed", job_id, log or error_log(run), reason=reason, submission=submission)

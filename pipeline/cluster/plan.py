@@ -151,12 +151,13 @@ def logged_iterations(run_dir: Path) -> int:
 RECENT_ITERATIONS = 50  # the last so many logged iterations estimate a running run's time left
 
 
-def progress_text(run_dir: Path, total: int) -> str:
+def progress_text(run_dir: Path, total: int, suspended: bool = False) -> str:
     """A running run's progress from its ``train_log.csv``: ``1200/50000 it, ETA 3 h 10 min``.
 
     The ETA is the median ``seconds`` of the last ``RECENT_ITERATIONS`` logged
     iterations x the iterations left; the evaluation after training is not
-    counted. ``0/<total> it`` before the first logged iteration.
+    counted. ``0/<total> it`` before the first logged iteration. A ``suspended``
+    run has no ETA (``1200/50000 it, suspended``): it makes no progress.
     """
     path = run_dir / LOG_FILE
     try:
@@ -165,6 +166,8 @@ def progress_text(run_dir: Path, total: int) -> str:
         seconds = [float(row["seconds"]) for row in rows[-RECENT_ITERATIONS:] if row.get("seconds")]
     except (OSError, ValueError, KeyError):
         return "log unreadable"
+    if suspended:
+        return f"{done}/{total} it, suspended"
     if not seconds:
         return f"{done}/{total} it"
     return f"{done}/{total} it, ETA {eta_text(statistics.median(seconds) * max(total - done, 0))}"

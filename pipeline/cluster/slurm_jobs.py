@@ -52,11 +52,12 @@ PENDING_STATES = frozenset(
         "REQUEUED",
         "REQUEUE_HOLD",
         "REQUEUE_FED",
-        "SUSPENDED",
+        "SUSPENDED",  # holds its node, its processes stopped: shown running, "suspended", without an ETA
         "READY",
         "RESV_DEL_HOLD",
     }
 )
+SUSPENDED = "SUSPENDED"
 # States that may pass (sacct lists a job only some time after sbatch; a preempted job may be requeued):
 # pending while they last fewer than LOST_POLLS polls of ``wait``, then failed ("lost", or the state).
 DOUBTFUL_STATES = frozenset({"UNKNOWN", "PREEMPTED"})
@@ -102,6 +103,26 @@ def jobs_named(names: tp.Iterable[str]) -> dict[str, dict[int, str]]:
         elif name in names and task.strip() == "N/A" and array.strip().isdigit():
             found.setdefault(name, {})[0] = array.strip()
     return found
+
+
+def pending_reasons(job_ids: Iterable[str]) -> dict[str, str]:
+    """Why SLURM keeps each of ``job_ids`` waiting: squeue's reason (``Priority``, ``Resources``, ``BeginTime``
+    after a requeue, ``ReqNodeNotAvail, UnavailableNodes:...`` while its node is drained or down, ``JobHeld...``);
+    ``None`` reasons left out. Best effort: a failed query gives none (the states were read already)."""
+    job_ids = sorted(set(job_ids))
+    if not job_ids or shutil.which("squeue") is None:
+        return {}
+    command = ["squeue", "--array", "--noheader", "--format=%i|%r", "--jobs=" + ",".join(job_ids)]
+    try:
+        output = subprocess.run(command, capture_output=True, text=True, timeout=60, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    reasons = {}
+    for line in output.splitlines():
+        job, _, reason = line.partition("|")
+        if job.strip() in job_ids and reason.strip() not in ("", "None", "(null)"):
+            reasons[job.strip()] = reason.strip()
+    return reasons
 
 
 def accounting_enabled(scontrol_config: str) -> bool:

@@ -273,14 +273,16 @@ def test_status_reads_recorded_slurm_jobs_and_never_writes(params, tmp_path, mon
 def fake_slurm(tmp_path, monkeypatch):
     """``squeue`` and ``scontrol`` on PATH as scripts: a cluster without accounting whose squeue appends its
     arguments to ``tmp_path/squeue.args`` and prints ``tmp_path/squeue.txt`` (``squeue-names.txt`` when asked
-    by job name), or fails with the message of ``tmp_path/squeue.fail`` when that exists."""
+    by job name, ``squeue-reasons.txt`` when asked for reasons), or fails with the message of
+    ``tmp_path/squeue.fail`` when that exists."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     scripts = {
         "scontrol": "echo 'AccountingStorageType   = accounting_storage/none'",
         "squeue": f'echo "$*" >> {tmp_path}/squeue.args\n'
         f"if [ -e {tmp_path}/squeue.fail ]; then cat {tmp_path}/squeue.fail >&2; exit 1; fi\n"
-        f'case "$*" in *--name=*) cat {tmp_path}/squeue-names.txt;; *) cat {tmp_path}/squeue.txt;; esac',
+        f'case "$*" in *--name=*) cat {tmp_path}/squeue-names.txt;; *%r*) cat {tmp_path}/squeue-reasons.txt;; '
+        f"*) cat {tmp_path}/squeue.txt;; esac",
     }
     for name, body in scripts.items():
         (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
@@ -301,6 +303,24 @@ def test_slurm_states_come_from_one_squeue_call_naming_the_jobs(fake_slurm):
     assert slurm_jobs.slurm_states([]) == {}
     # The jobs by id, any user's (not --me): the arrays of the asked tasks.
     assert (fake_slurm / "squeue.args").read_text() == "--array --noheader --states=all --format=%i|%T|%N --jobs=5,9\n"
+
+
+def test_a_suspended_job_runs_without_an_eta_and_a_queued_one_shows_why_it_waits(params_file, fake_slurm, capsys):
+    params = load_params(params_file)
+    runs = grids.expand(params, "g")[:2]
+    grids.write_states(params, "g", [grids.CellState(run, "pending", f"7_{i}") for i, run in enumerate(runs)])
+    runs[0].run_dir.mkdir(parents=True)
+    (runs[0].run_dir / "train_log.csv").write_text("iteration,lr,loss,seconds\n1,0.1,2,30.0\n2,0.1,2,30.0\n")
+    (fake_slurm / "squeue.txt").write_text("7_0|SUSPENDED|vm\n7_1|PENDING|\n")
+    (fake_slurm / "squeue-reasons.txt").write_text("7_0|None\n7_1|ReqNodeNotAvail, UnavailableNodes:vm\n")
+    assert main(["grid", "status", "g", "--params", str(params_file)]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert rows[0].startswith("grid g: 6 runs: 5 pending, 1 running, 0 done, 0 failed")
+    assert rows[2].split("  ")[0:1] == ["fcn"] and " running " in rows[2]
+    assert "2/300 it, suspended " in rows[2] and "ETA" not in rows[2]
+    assert rows[2].endswith("suspended by SLURM: no progress until it is resumed")
+    assert " pending " in rows[3] and rows[3].endswith("queued: ReqNodeNotAvail, UnavailableNodes:vm")
+    assert "--format=%i|%r --jobs=7_1" in (fake_slurm / "squeue.args").read_text()  # only the waiting job
 
 
 def test_jobs_squeue_no_longer_knows_at_all_are_purged(fake_slurm):
