@@ -27,7 +27,10 @@ is trained once but counted in each grid's plan: the summary names those.
 
 from __future__ import annotations
 
+import csv
 import heapq
+import os
+import re
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +38,8 @@ from typing import Any
 
 import yaml
 
-from pipeline.config import Params
+from pipeline.config import YAML_MAX_DEPTH, Params, parse_generated_yaml
+from pipeline.errors import ConfigError
 from pipeline.paths import runs_dir
 from pipeline.rundir import CONFIG_FILE, LOG_FILE, finished_metrics, read_log
 
@@ -115,21 +119,134 @@ def rate_key(raw: dict[str, Any]) -> RateKey:
 
 
 def measured_seconds(root: Path) -> dict[RateKey, list[list[float]]]:
-    """Per rate key, the ``seconds`` column of every readable run folder's log under ``root`` (one list per log)."""
+    """Per rate key, the ``seconds`` column of every readable run folder's log under ``root`` (one list per log).
+
+    Thousands of run folders: each ``config.yaml`` is read only as far as its rate key (``config_rate_key``),
+    each log only for its ``seconds`` column (``logged_seconds``).
+    """
     found: dict[RateKey, list[list[float]]] = {}
-    folders = sorted(path for path in root.iterdir() if path.is_dir()) if root.is_dir() else []
-    for folder in folders:
-        config, log = folder / CONFIG_FILE, folder / LOG_FILE
-        if not (config.is_file() and log.is_file()):
+    try:
+        entries = sorted(os.scandir(root), key=lambda entry: entry.name) if root.is_dir() else []
+    except OSError:
+        entries = []
+    for entry in entries:
+        if not entry.is_dir():
             continue
-        try:
-            key = rate_key(yaml.safe_load(config.read_text(encoding="utf-8")))
-            seconds = [float(row["seconds"]) for row in read_log(log) if row.get("seconds")]
-        except (OSError, ValueError, KeyError, TypeError, IndexError, yaml.YAMLError):
-            continue  # not a run folder of this version: it measures nothing
+        folder = Path(entry.path)
+        key = config_rate_key(folder / CONFIG_FILE)
+        seconds = logged_seconds(folder / LOG_FILE) if key is not None else []
         if seconds:
             found.setdefault(key, []).append(seconds)
     return found
+
+
+RATE_PATHS = {("model", "backbone"): "backbone", ("train", "crop_size"): "crop", ("train", "device"): "device"}
+
+
+def config_rate_key(path: Path) -> RateKey | None:
+    """The rate key of a run's ``config.yaml`` from the YAML events up to the last of its three values (libyaml;
+    nothing else is built, aliases and anything unusual left to the full, bounded parser); ``None`` for a
+    folder that is no run folder of this version (it measures nothing)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    try:
+        values = dumped_rate_values(text) or rate_values(text)
+        if values is None:  # aliases, or an odd shape: the bounded parser, then the plain lookup
+            return rate_key(parse_generated_yaml(text, str(path)))
+        return values["backbone"], crop_of(values["crop"]), values["device"]
+    except (ConfigError, yaml.YAMLError, KeyError, TypeError, ValueError, IndexError):
+        return None
+
+
+DUMPED_SECTION = re.compile(r"^([a-z_]+):$")
+DUMPED_KEY = re.compile(r"^  (backbone|crop_size|device):(?: ([A-Za-z0-9_.-]+))?$")
+DUMPED_ITEM = re.compile(r"^  - ([0-9]+)$")
+
+
+def dumped_rate_values(text: str) -> dict[str, Any] | None:
+    """The rate values of a ``config.yaml`` exactly as grar dumps it (``yaml.safe_dump`` of the params, block
+    style: ``model:`` / ``  backbone: resnet101``, ``train:`` / ``  crop_size:`` / ``  - 32`` / ``  - 192``),
+    read line by line in microseconds; ``None`` at the first line of another shape (then ``rate_values``)."""
+    found: dict[str, Any] = {}
+    section, key = None, None
+    for line in text.splitlines():
+        if key == "crop_size" and (item := DUMPED_ITEM.match(line)):
+            found.setdefault("crop", []).append(int(item.group(1)))
+            continue
+        key = None
+        if (header := DUMPED_SECTION.match(line)) is not None:
+            if section in ("model", "train") and len(found) == len(RATE_PATHS):
+                break
+            section = header.group(1)
+        elif section in ("model", "train") and (match := DUMPED_KEY.match(line)):
+            name = RATE_PATHS.get((section, match.group(1)))
+            if name is None:
+                continue
+            if match.group(2) is None:
+                if name != "crop" or name in found:
+                    return None
+                key = "crop_size"
+                found["crop"] = []
+            else:
+                found[name] = int(match.group(2)) if name == "crop" else match.group(2)
+    crop = found.get("crop")
+    if len(found) != len(RATE_PATHS) or (isinstance(crop, list) and len(crop) != 2):
+        return None
+    return found
+
+
+def rate_values(text: str) -> dict[str, Any] | None:
+    """``backbone``, ``crop`` (an int or [h, w]) and ``device`` read from the YAML events of a config; ``None``
+    when one is missing or is not plain (an alias, a tag, a nested collection): then the caller parses it all."""
+    loader = yaml.CSafeLoader if getattr(yaml, "__with_libyaml__", False) else yaml.SafeLoader
+    found: dict[str, Any] = {}
+    frames: list[list[Any]] = []  # [is a mapping, path, current key (mappings), expecting a key]
+    for event in yaml.parse(text, Loader=loader):
+        if isinstance(event, yaml.CollectionEndEvent):
+            frames.pop()
+            if frames and frames[-1][0]:
+                frames[-1][3] = True
+            continue
+        if not isinstance(event, yaml.NodeEvent):
+            continue
+        if frames and frames[-1][0] and frames[-1][3]:  # a mapping's key
+            if not isinstance(event, yaml.ScalarEvent):
+                return None
+            frames[-1][2], frames[-1][3] = event.value, False
+            continue
+        path = (*frames[-1][1], frames[-1][2]) if frames and frames[-1][0] else (*frames[-1][1], "-") if frames else ()
+        name = RATE_PATHS.get(path)
+        if name is None and path[:2] == ("train", "crop_size") and isinstance(event, yaml.ScalarEvent):
+            found.setdefault("crop", []).append(int(event.value))
+        elif name is not None:
+            if isinstance(event, yaml.AliasEvent) or event.tag not in (None, "!"):
+                return None
+            if isinstance(event, yaml.ScalarEvent):
+                found[name] = int(event.value) if name == "crop" else event.value
+            elif not (name == "crop" and isinstance(event, yaml.SequenceStartEvent)):
+                return None
+        if isinstance(event, yaml.CollectionStartEvent):
+            if len(frames) >= YAML_MAX_DEPTH:
+                return None
+            frames.append([isinstance(event, yaml.MappingStartEvent), path, None, True])
+        elif frames and frames[-1][0]:
+            frames[-1][3] = True
+        if len(found) == len(RATE_PATHS) and not (path[:2] == ("train", "crop_size") and len(frames) > 2):
+            break
+    return found if len(found) == len(RATE_PATHS) else None
+
+
+def logged_seconds(path: Path) -> list[float]:
+    """The ``seconds`` column of a ``train_log.csv`` (empty cells skipped); ``[]`` without a readable log."""
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            rows = csv.reader(handle)
+            column = next(rows).index("seconds")
+            return [float(row[column]) for row in rows if len(row) > column and row[column]]
+    except (OSError, UnicodeDecodeError, StopIteration, ValueError, IndexError, csv.Error):
+        return []
 
 
 def last_iteration(rows: list[dict[str, str]]) -> int:
