@@ -197,3 +197,29 @@ def test_grid_status_shows_progress_and_eta_of_running_runs(planned):
     ]
     assert lines[2] == "ppm   0     running  100/300 it, ETA 2 min  -       7_1  logs/7_1_0_log.err"
     assert lines[3] == "grar  0     pending  -                      -       7_2  logs/7_2_0_log.err"
+
+
+def test_the_plan_reads_each_config_only_as_far_as_its_rate_key(planned, monkeypatch):
+    """Thousands of run folders (benchmarks/grid_plan.py): no YAML document is built for the configs grar
+    dumped; a config of another shape (hand-edited, with an alias) is still read, by the bounded parser."""
+    from pipeline.cluster import plan as plan_module
+
+    runs = Path(planned.grid.runs)
+    edited = runs / "edited-s0-1111111111"
+    edited.mkdir()
+    (edited / "config.yaml").write_text(
+        "crop: &crop [32, 192]\nmodel: {backbone: tiny_resnet}\ntrain: {crop_size: *crop, device: auto}\n"
+    )
+    (edited / "train_log.csv").write_text("iteration,seconds\n1,0.5\n")
+    built = []
+    real = plan_module.parse_generated_yaml
+    monkeypatch.setattr(
+        plan_module, "parse_generated_yaml", lambda text, source: built.append(source) or real(text, source)
+    )
+    monkeypatch.setattr(yaml, "safe_load", lambda *args: pytest.fail("a whole config.yaml was parsed"))
+    seconds = plan_module.measured_seconds(runs)
+    assert built == [str(edited / "config.yaml")]
+    assert sorted((key, len(logs)) for key, logs in seconds.items()) == [
+        (("tiny_resnet", (32, 192), "auto"), 3),
+        (("tiny_resnet", (64, 64), "auto"), 1),
+    ]
