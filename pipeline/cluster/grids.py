@@ -53,7 +53,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.cluster.index import grid_index_paths, index_lock, read_index, write_index
+from pipeline.cluster.index import grid_index_paths, index_lock, readable_entries, write_index
 from pipeline.cluster.slurm_jobs import (
     DOUBTFUL_STATES,
     LOST,
@@ -309,7 +309,7 @@ def recorded_jobs(params: Params, run_dirs: set[Path]) -> dict[Path, list[tuple[
     entries = [
         entry
         for path in (grid_index_paths(params) if run_dirs else [])
-        for entry in read_index(path)
+        for entry in readable_entries(path)
         if Path(str(entry.get("run_dir"))) in run_dirs
     ]
     tokens = {

@@ -8,16 +8,27 @@ SLURM array submitted for it, written before ``sbatch``) and ``metrics``.
 Written atomically by ``submit`` and ``wait`` under the indexes' lock
 ``<grid.runs>/grids/grar.lock``, so that concurrent writers lose nothing;
 ``status``, the evaluate stage and the report only read.
+
+An index is rebuilt from the run folders at every write (states, metrics,
+reasons are read afresh; only the job ids and submission tokens come from the
+indexes). So an unreadable index (truncated, edited by hand) is skipped by
+``status`` with a warning (the SLURM jobs it recorded are then not followed),
+named with the way out by the evaluate stage and the report, and replaced by
+the next ``wait`` or ``submit`` of its grid, which keeps the unreadable file
+beside it as ``<grid>.json.corrupt-<UTC time>``.
 """
 
 from __future__ import annotations
 
+import datetime
 import json
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
 from pipeline.config import Params
-from pipeline.errors import DataError
+from pipeline.errors import DataError, one_line
 from pipeline.io import write_text_atomic
 from pipeline.lock import acquire
 from pipeline.paths import grid_index, grid_indexes_dir
@@ -31,21 +42,59 @@ def grid_index_paths(params: Params) -> list[Path]:
     return sorted(folder.glob("*.json")) if folder.is_dir() else []
 
 
+class IndexUnreadable(DataError):
+    """A grid index that is not one (truncated, edited); the message names it and how to rebuild it."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        grid = path.name.removesuffix(".json")
+        super().__init__(
+            f"{path}: {problem}; `grar grid wait {grid}` (or submit) rebuilds it from the run folders, keeping "
+            "this file beside it"
+        )
+        self.path = path
+
+
 def read_index(path: Path) -> list[dict[str, Any]]:
-    """The cell entries of a grid index; ``DataError`` naming the file when it is not one."""
+    """The cell entries of a grid index; ``IndexUnreadable`` naming the file (and the way out) when it is not one."""
     try:
         index = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise DataError(f"{path}: cannot read the grid index ({err})") from None
+        raise IndexUnreadable(path, f"cannot read the grid index ({err})") from None
     cells = index.get("cells") if isinstance(index, dict) else None
     if not isinstance(cells, list) or not all(isinstance(entry, dict) for entry in cells):
-        raise DataError(f'{path}: not a grid index (expected {{"grid": ..., "cells": [{{...}}, ...]}})')
+        raise IndexUnreadable(path, 'not a grid index (expected {"grid": ..., "cells": [{...}, ...]})')
     return cells
 
 
+def readable_entries(path: Path) -> list[dict[str, Any]]:
+    """``read_index`` for a reader that can go on without it: an unreadable index is said once on stderr (its
+    jobs are then not followed) and read as empty."""
+    try:
+        return read_index(path)
+    except IndexUnreadable as err:
+        if path not in _warned:
+            _warned.add(path)
+            print(f"grar: warning: {one_line(str(err))}; the SLURM jobs it records are not followed", file=sys.stderr)
+        return []
+
+
+_warned: set[Path] = set()
+
+
 def write_index(params: Params, grid: str, entries: list[dict[str, Any]]) -> Path:
-    """Write ``<grid.runs>/grids/<grid>.json`` atomically (hold ``index_lock`` around reading and writing)."""
+    """Write ``<grid.runs>/grids/<grid>.json`` atomically (hold ``index_lock`` around reading and writing); an
+    unreadable index there is kept beside it as ``<grid>.json.corrupt-<UTC time>``, never overwritten."""
     path = grid_index(params, grid)
+    if path.exists():
+        try:
+            read_index(path)
+        except IndexUnreadable:
+            stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+            kept = path.with_name(f"{path.name}.corrupt-{stamp}")
+            os.replace(path, kept)
+            print(
+                f"grar: note: {path}: unreadable, rebuilt from the run folders; the old file is {kept}", file=sys.stderr
+            )
     write_text_atomic(path, json.dumps({"grid": grid, "cells": entries}, indent=2) + "\n")
     return path
 

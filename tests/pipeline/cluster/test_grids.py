@@ -875,3 +875,25 @@ def test_a_run_that_failed_on_a_full_disk_says_so_as_its_reason(tmp_path, monkey
     assert f"grar: error: {run.run_dir}/error.txt not written: {run.run_dir}/error.txt: No space left on device" in (
         log.read_text()
     )
+
+
+def test_an_unreadable_grid_index_is_skipped_by_status_and_rebuilt_by_the_next_wait(params_file, capsys):
+    params = load_params(params_file)
+    runs = grids.expand(params, "g")
+    FakeTrainer()(runs[0].params, runs[0].run_dir)  # fcn seed 0 is done
+    index = Path(params.grid.runs) / "grids" / "g.json"
+    index.parent.mkdir(parents=True)
+    index.write_text('{"grid": "g", "cells": [')  # truncated
+    assert main(["grid", "status", "g", "--params", str(params_file)]) == 0
+    out, err = capsys.readouterr()
+    assert err == (
+        f"grar: warning: {index}: cannot read the grid index (Expecting value: line 1 column 25 (char 24)); "
+        "`grar grid wait g` (or submit) rebuilds it from the run folders, keeping this file beside it; the SLURM "
+        "jobs it records are not followed\n"
+    )
+    assert out.splitlines()[2].split()[:3] == ["fcn", "0", "done"]
+    assert index.read_text() == '{"grid": "g", "cells": ['  # status writes nothing
+    grids.record(params, ["g"])  # what every poll of `grar grid wait` does
+    (kept,) = index.parent.glob("g.json.corrupt-*")
+    assert kept.read_text() == '{"grid": "g", "cells": [' and "rebuilt from the run folders" in capsys.readouterr().err
+    assert [entry["state"] for entry in json.loads(index.read_text())["cells"]] == ["done"] + ["pending"] * 5
