@@ -48,7 +48,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -355,10 +355,18 @@ def latest_job(
     return max(records, key=key)
 
 
-def record(params: Params, grids: list[str], patience: Patience | None = None) -> dict[str, list[CellState]]:
-    """Under the indexes' lock, read the states of ``grids`` afresh and write their indexes."""
+def record(
+    params: Params,
+    grids: list[str],
+    patience: Patience | None = None,
+    adopt: Callable[[dict[str, list[CellState]]], object] | None = None,
+) -> dict[str, list[CellState]]:
+    """Under the indexes' lock, read the states of ``grids`` afresh (``adopt`` them: ``submit.adopt_orphans``)
+    and write their indexes."""
     with index_lock(params):
         states = status_all(params, grids, patience)
+        if adopt is not None:
+            adopt(states)
         for grid, grid_states in states.items():
             write_states(params, grid, grid_states)
     return states

@@ -8,7 +8,9 @@ per grid (``pipeline.cluster.executors.make_executor``: partition, GPUs and task
 time limit, array parallelism, extra sbatch options from ``executor.slurm``;
 the array is named by a fresh submission token written into the index before
 ``sbatch``, so the jobs of a ``submit`` killed before it wrote their ids are
-found by name and never submitted twice); ``debug`` is submitit's debug
+found by name and never submitted twice, and those killed before submitit
+wrote their job files get them from the next ``submit`` or ``wait``:
+``adopt_orphans``); ``debug`` is submitit's debug
 executor (in-process, pdb on error). Submitting again runs only the missing
 and failed runs. ``wait`` ends in bounded time for every SLURM outcome (the
 states and the lost-polls rule: ``pipeline.cluster.grids``), and ``timeout_s``
@@ -245,6 +247,7 @@ def run_outcome(job: CellJob, params: Params, run_dir: Path) -> tuple[str, Any]:
 def submit_slurm(params: Params, grid: str, cell_fn: CellFn | None) -> Submission:
     """``submit`` with ``executor.kind`` slurm; the caller holds ``index_lock``."""
     states = status(params, grid)
+    adopt_orphans(params, {grid: states}, cell_fn)
     todo = runs_to_submit(states)
     if not todo:
         write_states(params, grid, states)
@@ -280,6 +283,46 @@ def submit_slurm(params: Params, grid: str, cell_fn: CellFn | None) -> Submissio
     return Submission(states, [j.job_id for j in jobs], len(todo))
 
 
+def adopt_orphans(params: Params, states: dict[str, list[CellState]], cell_fn: CellFn | None = None) -> list[str]:
+    """Give the jobs of a ``submit`` killed between ``sbatch`` and submitit's moving each job's pickle into place
+    (``<log_dir>/<job>_submitted.pkl``) the pickle they wait for; return their ids.
+
+    Such jobs are found by the array's name (``grids.recorded_jobs``) and are queued or running, but would wait
+    60 s for their pickle and fail. Each gets the call submitit would have written: ``CellJob(cell_fn)`` on
+    its run's params and folder, with submitit's time-out countdown, written atomically (the job polls for
+    it). Called under the indexes' lock (by ``submit`` and by every poll of ``wait``), so no submit is between
+    ``sbatch`` and its own pickles meanwhile; a job already given up is failed, and the next submit reruns it.
+    """
+    if params.executor.kind != "slurm":
+        return []
+    repaired: list[str] = []
+    for s in (s for grid_states in states.values() for s in grid_states):
+        folder = (s.submission or {}).get("log_dir")
+        if not (s.active and s.job_id and isinstance(folder, str)) or s.job_id in repaired:
+            continue
+        pickle = submitit.core.utils.JobPaths(folder, s.job_id).submitted_pickle
+        if pickle.exists():
+            continue
+        executor = make_executor(params.executor, Path(folder), str(s.submission["name"]))
+        delayed = submitit.helpers.DelayedSubmission(CellJob(cell_fn), s.run.params, s.run.run_dir)
+        delayed.set_timeout(executor.parameters.get("time", 5), executor.max_num_timeout)
+        temporary = pickle.with_name(f".{pickle.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            delayed.dump(temporary)
+            os.replace(temporary, pickle)
+        finally:
+            temporary.unlink(missing_ok=True)
+        repaired.append(s.job_id)
+    if repaired:
+        print(
+            f"grar: SLURM job(s) {', '.join(repaired)} of a submit killed after sbatch: their job files written, "
+            "they run",
+            file=sys.stderr,
+            flush=True,
+        )
+    return repaired
+
+
 def wait(
     params: Params, grids: list[str], poll_s: float = DEFAULT_POLL_S, timeout_s: float | None = None
 ) -> dict[str, list[CellState]]:
@@ -298,7 +341,9 @@ def wait(
     with tqdm(desc=name, unit="run", disable=None) as progress:
         while True:
             states = retried(
-                lambda: record(params, grids, patience), poll_s, lambda text: tqdm.write(text, file=sys.stderr)
+                lambda: record(params, grids, patience, adopt=lambda found: adopt_orphans(params, found)),
+                poll_s,
+                lambda text: tqdm.write(text, file=sys.stderr),
             )
             runs = {s.run.run_dir: s for grid_states in states.values() for s in grid_states}
             counts = {state: sum(s.state == state for s in runs.values()) for state in STATES}

@@ -129,6 +129,42 @@ def test_a_cancelled_job_ends_the_wait_with_its_run_failed_as_cancelled(slurm_cl
     assert (failed.state, failed.job_id, failed.reason, failed.active) == ("failed", job_id, "CANCELLED", False)
 
 
+KILLED_AFTER_SBATCH = """
+import os, sys, yaml
+import submitit.core.utils
+from pipeline.config import validate
+from pipeline.cluster import submit
+submitit.core.utils.JobPaths.move_temporary_file = lambda *args, **kwargs: os._exit(137)  # killed there
+submit.submit(validate(yaml.safe_load(sys.stdin.read())), "g")
+"""
+
+
+def test_a_submit_killed_between_sbatch_and_its_job_files_is_adopted_and_its_jobs_run(
+    slurm_cluster, by_value, tmp_path, capsys
+):
+    params = slurm_params(tmp_path)
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_AFTER_SBATCH],
+        input=yaml.safe_dump(params.model_dump(mode="json")),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert killed.returncode == 137, killed.stderr
+    found = grids.status(params, "g")  # by the array's name: queued, but without their job files
+    assert all(s.active and s.job_id for s in found) and not list((tmp_path / "logs" / "g").glob("*_submitted.pkl"))
+    again = submit.submit(params, "g", FakeTrainer())
+    assert (again.ran, again.job_ids) == (0, [])  # nothing submitted twice
+    jobs = [s.job_id for s in found]
+    assert f"grar: SLURM job(s) {', '.join(jobs)} of a submit killed after sbatch" in capsys.readouterr().err
+    states = submit.wait(params, ["g"], poll_s=0.5, timeout_s=240)["g"]
+    assert [(s.run.cell, s.state, s.job_id, s.metrics["miou"], calls(s)) for s in states] == [
+        ("fcn", "done", jobs[0], 0.5, 1),
+        ("ppm", "done", jobs[1], 0.25, 1),
+        ("grar", "done", jobs[2], 0.75, 1),
+    ]
+
+
 # --- requeue and resume, with real training -------------------------------------------------------
 
 
