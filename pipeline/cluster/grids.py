@@ -77,6 +77,7 @@ HASH_CHARS = 10  # of the config hash in a run folder's name
 FOLDERS = ".folders"  # <grid.runs>/.folders/<config hash>: the name of the config's run folder, set once
 ERROR_FILE = "error.txt"  # the traceback of a run that raised, then its one line (ERROR_PREFIX ...)
 ERROR_PREFIX = "grar: error: "
+SRUN_TASK_ERROR = re.compile(r"^srun: error: (?P<node>\S+): task (?P<task>\d+): (?P<what>.+)$")  # "...: Killed"
 
 
 @dataclass(frozen=True)
@@ -276,7 +277,8 @@ def cell_state(
 def failure_reason(run: Run, slurm_state: str | None, log: str | None = None) -> str:
     """One line: ``lost`` for a job SLURM does not know, the SLURM state unless the job merely FAILED (or
     there is none), else the last line of ``error.txt`` (the exception, ``grar: error: ...``), else the last
-    ``grar: error:`` line of the job's log (``log``: error.txt could not be written, on a full disk)."""
+    ``grar: error:`` line of the job's log (``log``: error.txt could not be written, on a full disk), else
+    srun's line there for a task killed outside Python (``FAILED (task 0 on node1: Killed)``)."""
     if slurm_state in LOST:
         return "lost (SLURM does not know the job)"
     if slurm_state not in (None, "FAILED"):
@@ -291,6 +293,10 @@ def failure_reason(run: Run, slurm_state: str | None, log: str | None = None) ->
         found = next((line for line in reversed(lines) if line and line.startswith(prefix)), None)
         if found is not None:
             return found.removeprefix(ERROR_PREFIX)
+        if prefix:  # the job's log: a task killed outside Python (SIGKILL, the kernel's OOM killer) is srun's line
+            killed = next((match for line in reversed(lines) if (match := SRUN_TASK_ERROR.match(line))), None)
+            if killed is not None:
+                return f"{slurm_state or 'failed'} (task {killed['task']} on {killed['node']}: {killed['what']})"
     return slurm_state or "failed"
 
 

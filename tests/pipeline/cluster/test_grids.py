@@ -897,3 +897,10 @@ def test_an_unreadable_grid_index_is_skipped_by_status_and_rebuilt_by_the_next_w
     (kept,) = index.parent.glob("g.json.corrupt-*")
     assert kept.read_text() == '{"grid": "g", "cells": [' and "rebuilt from the run folders" in capsys.readouterr().err
     assert [entry["state"] for entry in json.loads(index.read_text())["cells"]] == ["done"] + ["pending"] * 5
+
+
+def test_a_job_whose_trainer_was_killed_outside_python_says_so(params, tmp_path):
+    run = grids.expand(params, "g")[0]
+    log = tmp_path / "9_0_log.err"
+    log.write_text("iteration 20/200 loss 2.1\nsrun: error: vm: task 0: Killed\nsrun: Force Terminated StepId=9.0\n")
+    assert grids.failure_reason(run, "FAILED", str(log)) == "FAILED (task 0 on vm: Killed)"
