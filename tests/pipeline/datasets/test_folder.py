@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
@@ -394,3 +395,24 @@ def test_an_image_over_the_pixel_limit_is_one_line(params, tmp_path, capsys):
         "(pipeline.datasets.layout.MAX_IMAGE_PIXELS); scale it down or cut it into tiles first"
     )
     assert not (Path(params.data.root) / "mine").exists()
+
+
+def test_a_full_disk_while_preparing_is_one_line_naming_the_dataset_and_the_file(params, tmp_path, monkeypatch):
+    source = split_folders(tmp_path / "mine")
+    save = Image.Image.save
+
+    def full_disk(image, fp, *args, **kwargs):  # PIL opens the file, then the write fails, naming nothing
+        if "labels" in str(fp):
+            open(fp, "wb").close()
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return save(image, fp, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "save", full_disk)
+    target = Path(params.data.root) / "mine"
+    with pytest.raises(DataError) as info:
+        prepare_dataset(folder_params(params, "mine", str(source)), "mine")
+    assert str(info.value) == (
+        f"{target}: not prepared: No space left on device (writing train/labels/a.png); {target} is as it was: "
+        "free some space and run `grar prepare mine` again"
+    )
+    assert not target.exists() and list(Path(params.data.root).iterdir()) == []  # nothing half-written

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -287,3 +288,27 @@ def test_a_photo_is_predicted_as_displayed_its_exif_orientation_applied(trained,
     assert tagged.shape == (48, 35) and np.array_equal(tagged, upright)
     overlays = [np.array(Image.open(tmp_path / "out" / "overlays" / f"{n}.png")) for n in ("tagged", "upright")]
     assert np.array_equal(*overlays)  # the photo as displayed, its colours over it
+
+
+def test_a_full_disk_is_one_line_naming_the_label_map_being_written(trained, tmp_path, capsys, monkeypatch):
+    run_dir, _, val = trained
+    save = Image.Image.save
+    written = []
+
+    def full_disk_after_one(image, fp, *args, **kwargs):  # PIL opens the file, then the write fails, naming nothing
+        if written:
+            open(fp, "wb").close()
+            raise OSError(errno.ENOSPC, "No space left on device")
+        written.append(fp)
+        return save(image, fp, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "save", full_disk_after_one)
+    out = tmp_path / "out"
+    assert main(["predict", str(run_dir), str(val / "images"), "--out", str(out)]) == 1
+    second = sorted(val.joinpath("images").iterdir())[1].stem
+    err = [line.split("\r")[-1] for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert err == [f"grar: error: {out / second}.png: No space left on device"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        ".grar-predictions",
+        f"{sorted(val.joinpath('images').iterdir())[0].stem}.png",
+    ]
