@@ -3,7 +3,9 @@ evaluation split, the schedule and the model's width, and how wide the report's 
 
 Trains real runs (``pipeline.training.run.run_cell``, through the local executor,
 ``--parallel`` side by side) of the named grid cells into a cache folder
-(``--work``; a run is its config hash, so a rerun trains only what is missing),
+(``--work``; a run is its config hash, so a rerun trains only what is missing;
+run it in a project after ``make repro`` and the main job's runs are linked in,
+not trained again),
 for every protocol variant (``--variant NAME:KEY=VALUE,KEY=VALUE``; ``base`` is
 params.yaml as it is), then prints per variant and cell:
 
@@ -45,6 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipeline.cluster.grids import HASH_CHARS, Run  # noqa: E402
+from pipeline.cluster.reuse import adopt, finished_in  # noqa: E402
 from pipeline.cluster.submit import CellJob, run_locally  # noqa: E402
 from pipeline.config import Params, load_params, with_overrides  # noqa: E402
 from pipeline.rundir import config_hash, finished_metrics  # noqa: E402
@@ -84,17 +87,21 @@ def cell_overrides(params: Params, cell: str) -> dict:
 
 
 def prepared(params: Params, work: Path) -> Params:
-    """``params`` with data and statistics under ``work`` (one folder per data definition), prepared and counted."""
+    """``params`` with their dataset prepared and counted: the project's own (``data.root``, ``stats.root``, as
+    ``dvc repro`` leaves them) when there, else under ``work`` (one folder per data definition)."""
     from pipeline.datasets.prepare import prepare_dataset
     from pipeline.stats.compute import build_dataset_stats
 
+    name = params.train.dataset
+    if (Path(params.data.root) / name / ".grar-dataset").is_file() and (Path(params.stats.root) / name).is_dir():
+        return params
     key = hashlib.sha256(json.dumps(params.data.embedded.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
     root = work / f"data-{key[:8]}"
     params = with_overrides(params, {"data.root": str(root / "data"), "stats.root": str(root / "stats")})
-    if not (root / "data" / params.train.dataset / ".grar-dataset").is_file():
-        prepare_dataset(params, params.train.dataset)
-    if not (root / "stats" / params.train.dataset / "cooccurrence.parquet").is_file():
-        build_dataset_stats(params, params.train.dataset)
+    if not (root / "data" / name / ".grar-dataset").is_file():
+        prepare_dataset(params, name)
+    if not (root / "stats" / name / "cooccurrence.parquet").is_file():
+        build_dataset_stats(params, name)
     return params
 
 
@@ -119,11 +126,18 @@ class DecoupledTrainer:
         return run_cell(params, run_dir)
 
 
-def train(runs: list[Run], parallel: int, fn=None) -> None:
-    """Train the runs not finished yet, ``parallel`` side by side; stop naming a run that failed."""
+def train(params: Params, runs: list[Run], parallel: int, fn=None) -> None:
+    """Train the runs not finished yet, ``parallel`` side by side (a run the project's ``grid.runs`` finished is
+    linked in: ``pipeline.cluster.reuse``); stop naming a run that failed."""
     todo = [run for run in runs if finished_metrics(run.run_dir, run.config_hash) is None]
     for run in todo:
         run.run_dir.mkdir(parents=True, exist_ok=True)
+    if fn is None and Path(params.grid.runs).is_dir():
+        for run in todo:
+            source = finished_in(Path(params.grid.runs), run.config_hash)
+            if source is not None:
+                adopt(run, source)
+        todo = [run for run in todo if finished_metrics(run.run_dir, run.config_hash) is None]
     for run, outcome, detail in run_locally(CellJob(fn), todo, parallel):
         if outcome != "done":
             raise SystemExit(f"{run.label}: {outcome} ({detail})")
@@ -236,13 +250,13 @@ def main() -> None:
         params = prepared(with_overrides(base, overrides), args.work)
         folder = args.work / "runs"
         grid = {cell: runs_of(params, cell, range(args.seeds), folder) for cell in cells}
-        train([run for runs in grid.values() for run in runs], args.parallel)
+        train(params, [run for runs in grid.values() for run in runs], args.parallel)
         report_variant(name, grid, cells[0])
         if args.decouple:
             table = {}
             for data_seed in range(args.data):
                 runs = runs_of(params, args.decouple, range(args.init), args.work / "decoupled" / f"data{data_seed}")
-                train(runs, args.parallel, DecoupledTrainer(data_seed))
+                train(params, runs, args.parallel, DecoupledTrainer(data_seed))
                 table.update({(run.seed, data_seed): miou(run) for run in runs})
             report_decoupled(args.decouple, table)
 
