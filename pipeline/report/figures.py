@@ -25,7 +25,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from pipeline.datasets.colours import colourise, palette
+from pipeline.datasets.layout import colourise, palette
 from pipeline.stats.heatmaps import matrix_figure, short
 
 NOT_TERMS = ("iteration", "lr", "seconds", "lambda_pos", "lambda_neg")

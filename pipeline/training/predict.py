@@ -9,7 +9,7 @@ them with ``grar evaluate`` gives exactly the run's ``metrics.json``.
 Outputs in ``--out`` (each written atomically):
 
 - ``<stem>.png``: 8-bit mode ``P`` label map at the input's size, values = class
-  ids, palette = ``pipeline.datasets.colours.palette`` (the report's colours);
+  ids, palette = ``pipeline.datasets.layout.palette`` (the report's colours);
 - with ``overlay``: ``overlays/<stem>.png``, the image blended with the
   colours, and a legend of the classes present (largest first);
 - ``.grar-predictions``: the marker saying grar wrote the folder, so a later
@@ -31,7 +31,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from pipeline.config import hw
-from pipeline.datasets.colours import colourise, palette
+from pipeline.datasets.layout import colourise, palette
 from pipeline.errors import DataError
 from pipeline.io import atomic_path, check_new_output, has_marker
 

@@ -14,7 +14,7 @@ from PIL import Image
 from tiny_run import IMAGE_SIZE
 
 from pipeline.cli.main import main
-from pipeline.datasets.colours import palette
+from pipeline.datasets.layout import palette
 from pipeline.paths import dataset_dir
 from pipeline.training.predict import MARKER, RUN_WINDOW, PredictOptions, overlay_image, predict_images
 from pipeline.training.run import run_cell
