@@ -108,6 +108,7 @@ def submitted_jobs(project: Path) -> dict[str, str]:
     return jobs
 
 
+@pytest.mark.timeout(1500)  # ~210 s alone on 2 cores; a loaded machine more than pytest's 300 s default
 def test_the_paper_profile_runs_through_dvc_on_slurm_to_tables_1_to_6(slurm_cluster, project, tmp_path):
     datasets = build_all(tmp_path / "datasets", train=10, val=3, size=(48, 64))
     site = {
