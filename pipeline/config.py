@@ -37,9 +37,24 @@ NonNegativeFloat = Annotated[float, Field(ge=0)]
 Size = PositiveInt | tuple[PositiveInt, PositiveInt]
 
 BackboneName = Literal["tiny_resnet", "resnet50", "resnet101", "resnest101"]
-# Backbones with a published ImageNet weight file (``pipeline.weights.PUBLISHED``): the keys of ``weights.files``.
-PublishedBackbone = Literal["resnet50", "resnet101", "resnest101"]
-IMAGENET = "imagenet"  # model.pretrained: the backbone's file of weights.files
+StemName = Literal["standard", "deep", "deep_v1c"]
+# The published ImageNet weight files (``pipeline.weights.PUBLISHED``), by their publishers' model names: the
+# keys of ``weights.files``. torchvision's resnet50 / resnet101 (7x7 stem), PyTorch-Encoding's resnet50s /
+# resnet101s (deep stem 64-64-128), mmsegmentation's resnet50_v1c / resnet101_v1c (32-32-64), ResNeSt-101.
+WeightsName = Literal["resnet50", "resnet101", "resnest101", "resnet50s", "resnet101s", "resnet50_v1c", "resnet101_v1c"]
+# (model.backbone, model.stem) -> the key of weights.files that ``model.pretrained: imagenet`` loads. ResNeSt-101
+# has its own deep stem whatever model.stem says (``ModelConfig``), so both accepted stems name its one file.
+IMAGENET_FILES: dict[tuple[str, str], str] = {
+    ("resnet50", "standard"): "resnet50",
+    ("resnet101", "standard"): "resnet101",
+    ("resnet50", "deep"): "resnet50s",
+    ("resnet101", "deep"): "resnet101s",
+    ("resnet50", "deep_v1c"): "resnet50_v1c",
+    ("resnet101", "deep_v1c"): "resnet101_v1c",
+    ("resnest101", "standard"): "resnest101",
+    ("resnest101", "deep"): "resnest101",
+}
+IMAGENET = "imagenet"  # model.pretrained: the file of weights.files that IMAGENET_FILES names for backbone and stem
 HeadName = Literal["fcn", "ppm", "aspp", "danet", "ocr", "grar"]
 # The built-in datasets; a user's own folder datasets are named under ``data.folders``.
 BUILTIN_DATASETS = ("embedded", "ade20k", "pascal_context", "coco_stuff")
@@ -150,8 +165,8 @@ class ModelConfig(Section):
     """Backbone, head and their options."""
 
     backbone: BackboneName
-    stem: Literal["standard", "deep", "deep_v1c"]  # 7x7 | PyTorch-Encoding resnet50s 64-64-128 | mmseg V1c 32-32-64
-    pretrained: str | None  # "imagenet" (weights.files[backbone]) | a weight file of yours | null: random init
+    stem: StemName  # 7x7 | PyTorch-Encoding resnet50s 64-64-128 | mmseg V1c 32-32-64
+    pretrained: str | None  # "imagenet" (weights.files[IMAGENET_FILES[backbone, stem]]) | a file of yours | null
     head: HeadName
     width: Annotated[int, Field(ge=16, multiple_of=16)]  # every head derives its widths from it (paper: 512)
     aux: bool
@@ -160,9 +175,18 @@ class ModelConfig(Section):
 
     @model_validator(mode="after")
     def _stem_fits_the_backbone(self) -> ModelConfig:
-        if self.backbone == "resnest101" and self.stem != "standard":
-            raise ValueError(f"stem {self.stem!r}: resnest101 has its own deep stem; use standard")
+        if self.backbone == "resnest101" and self.stem == "deep_v1c":
+            raise ValueError(
+                "stem 'deep_v1c': resnest101 has its own deep stem (64-64-128, as 'deep'); use deep or standard "
+                "(both build it)"
+            )
         return self
+
+    @property
+    def imagenet_file(self) -> str | None:
+        """The key of ``weights.files`` that ``pretrained: imagenet`` loads for this backbone and stem (``None``:
+        nothing is published for them, e.g. ``tiny_resnet``)."""
+        return IMAGENET_FILES.get((self.backbone, self.stem))
 
 
 class LossConfig(Section):
@@ -389,14 +413,15 @@ class GridConfig(Section):
 class WeightsConfig(Section):
     """The backbones' ImageNet weight files (``pipeline.weights``): declared once, fetched by the weights stage.
 
-    ``files``: backbone -> the path of its file, inside ``root`` (the weights
-    stage's output); ``model.pretrained: imagenet`` loads it. ``mirror``: a base
-    URL or local folder replacing the official hosts (the file name is kept).
+    ``files``: published file (``WeightsName``) -> its path, inside ``root``
+    (the weights stage's output); ``model.pretrained: imagenet`` loads the one
+    ``IMAGENET_FILES`` names for the run's backbone and stem. ``mirror``: a
+    base URL or local folder replacing the official hosts (the file name is kept).
     """
 
     root: str = Field(min_length=1)
     mirror: str | None
-    files: dict[PublishedBackbone, Annotated[str, Field(min_length=1)]]
+    files: dict[WeightsName, Annotated[str, Field(min_length=1)]]
 
 
 class Params(Section):
@@ -457,7 +482,7 @@ class Params(Section):
 
     @model_validator(mode="after")
     def _weights_fit(self) -> Params:
-        """``weights.files`` lie in ``weights.root``; ``model.pretrained: imagenet`` has a file that fits the stem."""
+        """``weights.files`` lie in ``weights.root``; ``pretrained: imagenet`` has a file for the backbone and stem."""
         root = Path(os.path.abspath(self.weights.root))
         for name, path in self.weights.files.items():
             if root not in Path(os.path.abspath(path)).parents:
@@ -465,17 +490,8 @@ class Params(Section):
                     f"weights.files.{name}: {path} must lie inside weights.root ({self.weights.root}), where the "
                     f"weights stage writes; for a file kept elsewhere set model.pretrained to its path"
                 )
-        if self.model.pretrained == IMAGENET and self.model.stem != "standard":
-            raise ValueError(
-                f"model.pretrained: imagenet: the published ImageNet files have the standard stem, not "
-                f"{self.model.stem!r}; give the path of a file with that stem (PyTorch-Encoding, mmsegmentation) "
-                f"or use model.stem: standard"
-            )
-        if self.model.pretrained == IMAGENET and self.model.backbone not in self.weights.files:
-            raise ValueError(
-                f"model.pretrained: imagenet: weights.files has no file for backbone {self.model.backbone!r} "
-                f"(it has: {', '.join(self.weights.files) or 'none'}); set model.pretrained: null or a file's path"
-            )
+        if self.model.pretrained == IMAGENET:
+            imagenet_key(self.model, self.weights)
         return self
 
 
@@ -521,6 +537,25 @@ def read_yaml(path: Path) -> dict[str, Any]:
 
 class DuplicateKeyError(yaml.YAMLError):
     """A mapping names one key twice (YAML would silently keep the last)."""
+
+
+def imagenet_key(model: ModelConfig, weights: WeightsConfig | None) -> str:
+    """The key of ``weights.files`` that ``model.pretrained: imagenet`` loads; ``ValueError`` naming what is missing."""
+    key = model.imagenet_file
+    if key is None:
+        published = ", ".join(sorted({backbone for backbone, _ in IMAGENET_FILES}))
+        raise ValueError(
+            f"model.pretrained: imagenet: no ImageNet file is published for backbone {model.backbone!r} with stem "
+            f"{model.stem!r} (published for: {published}); set model.pretrained: null or a file's path"
+        )
+    files = {} if weights is None else weights.files
+    if key not in files:
+        raise ValueError(
+            f"model.pretrained: imagenet: weights.files has no {key!r} file for backbone {model.backbone!r} with stem "
+            f"{model.stem!r} (it has: {', '.join(files) or 'none'}); add weights.files.{key}, or set "
+            f"model.pretrained: null or a file's path"
+        )
+    return key
 
 
 class UniqueKeyLoader(yaml.SafeLoader):

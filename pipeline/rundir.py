@@ -86,7 +86,7 @@ def config_hash(params: Params) -> str:
     edited data never passes an old run off as done. Before the dataset is
     prepared the fingerprint is ``None``: run folders named then differ from
     the ones named after. ``model.pretrained: imagenet`` is hashed as the path
-    it resolves to (``pipeline.weights``: ``weights.files[backbone]``, so
+    it resolves to (``pipeline.weights``: the ``weights.files`` entry of the backbone and stem, so
     another backbone's file or a mirror leaves the hash alone), and a published
     ImageNet file with its published checksum (the content the weights stage
     verified). Null and a file of the user's are hashed as written.
@@ -95,7 +95,7 @@ def config_hash(params: Params) -> str:
     for section, key in UNHASHED_KEYS:
         del raw[section][key]
     if params.model.pretrained == IMAGENET:  # the path as weights.files writes it; a path of yours is kept as is
-        raw["model"]["pretrained"] = params.weights.files[params.model.backbone]
+        raw["model"]["pretrained"] = params.weights.files[params.model.imagenet_file]
     published = published_for(params.model, params.weights)
     if published is not None:  # null and files of yours add nothing: those runs keep their hash
         raw["model"]["pretrained_published"] = f"{published.filename} {published.algorithm} {published.checksum}"

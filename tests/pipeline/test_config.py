@@ -49,7 +49,7 @@ def test_paper_profile_holds_the_paper_setup():
 def test_paper_profile_grids_name_no_weight_file_and_cover_tables_1_to_6():
     text = (ROOT / "profiles" / "paper.yaml").read_text()
     params = load_params(ROOT / "profiles" / "paper.yaml")
-    assert text.count("weights/") == len(params.weights.files) == 3  # each backbone's file, once: weights.files
+    assert text.count("weights/") == len(params.weights.files) == 7  # each published file, once: weights.files
     assert params.model.pretrained == "imagenet"
     grids = params.grid.grids
     assert list(grids) == [f"table{n}" for n in range(1, 7)]
