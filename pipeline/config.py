@@ -55,6 +55,7 @@ IMAGENET_FILES: dict[tuple[str, str], str] = {
     ("resnest101", "deep"): "resnest101",
 }
 IMAGENET = "imagenet"  # model.pretrained: the file of weights.files that IMAGENET_FILES names for backbone and stem
+Precision = Literal["bf16", "fp32"]  # train.precision: the autocast of CUDA runs (pipeline.training.distributed.amp)
 HeadName = Literal["fcn", "ppm", "aspp", "danet", "ocr", "grar"]
 # The built-in datasets; a user's own folder datasets are named under ``data.folders``.
 BUILTIN_DATASETS = ("embedded", "ade20k", "pascal_context", "coco_stuff")
@@ -203,18 +204,44 @@ class LossConfig(Section):
 
 
 class ScheduleConfig(Section):
-    """Base learning rate and iterations of the poly schedule for one dataset (section 4.2)."""
+    """Base learning rate, head multiplier and iterations of the poly schedule for one dataset (section 4.2).
+
+    ``head_lr_mult``: the lr multiple of the heads on this dataset (docs/recipe.md says why per dataset);
+    absent or null: ``train.head_lr_mult``.
+    """
 
     lr: PositiveFloat
     iterations: PositiveInt
+    head_lr_mult: PositiveFloat | None = None
+
+    @model_serializer(mode="wrap")
+    def _as_written(self, handler: Any) -> dict[str, Any]:
+        """A schedule without its own multiplier dumps as written, ``{lr, iterations}`` (and hashes as before)."""
+        dumped = handler(self)
+        if dumped.get("head_lr_mult") is None:
+            dumped.pop("head_lr_mult", None)
+        return dumped
 
 
 class AugmentConfig(Section):
-    """Joint image/mask augmentation (section 4.1): flip, random scale, rotation, then crop."""
+    """Joint image/mask augmentation (section 4.1): flip, random scale, rotation, then crop.
+
+    ``base_size`` null: each image is scaled by a factor uniform in ``scale`` (of its own size); a number: its
+    long side is drawn uniformly from the integers of [base_size x scale[0], base_size x scale[1]], as
+    PyTorch-Encoding's ``_sync_transform`` (encoding/datasets/base.py), the size evaluation uses
+    (``eval.base_size``).
+    """
 
     hflip: bool
     scale: tuple[PositiveFloat, PositiveFloat]
     rotate: Annotated[float, Field(ge=0, le=180)]  # degrees, uniform in [-rotate, rotate]
+    base_size: PositiveInt | None = None  # long side = base_size x scale (PyTorch-Encoding); null = image size x scale
+
+    @model_validator(mode="after")
+    def _scale_is_a_range(self) -> AugmentConfig:
+        if self.scale[0] > self.scale[1]:
+            raise ValueError(f"scale: [{self.scale[0]}, {self.scale[1]}] must be [low, high] with low <= high")
+        return self
 
 
 class TrainConfig(Section):
@@ -234,6 +261,7 @@ class TrainConfig(Section):
     device: Device
     workers: NonNegativeInt
     threads: PositiveInt | None  # CPU threads of a run (torch.set_num_threads), part of its identity; null: torch's
+    precision: Precision = "bf16"  # CUDA runs, training and evaluation: bf16 autocast | fp32 (none); CPU: fp32 always
 
     @model_validator(mode="after")
     def _dataset_has_a_schedule(self) -> TrainConfig:  # names are checked against data.* by Params
@@ -248,15 +276,29 @@ class TrainConfig(Section):
         """The schedule of ``train.dataset``."""
         return self.schedules[self.dataset]
 
+    @property
+    def head_mult(self) -> float:
+        """The heads' lr multiple on ``train.dataset``: its schedule's ``head_lr_mult``, else ``head_lr_mult``."""
+        own = self.schedule.head_lr_mult
+        return self.head_lr_mult if own is None else own
+
 
 class EvalConfig(Section):
-    """Evaluation: always single scale (1.0, no flip); also multi-scale + flip, the "MS" column."""
+    """Evaluation: always single scale (1.0, no flip); also multi-scale + flip, the "MS" column.
+
+    ``fusion`` (``model.segmentor.FUSIONS``): ``softmax_mean`` averages the softmax of every (scale, flip) pass,
+    the flip being of the whole scaled image (mmsegmentation's ``aug_test``); ``exp_sum`` sums over the scales
+    the windows' exp(logits + logits of the flipped window), as PyTorch-Encoding's ``MultiEvalModule``.
+    ``align_corners``: of every bilinear resize of evaluation (Encoding: true; mmsegmentation: false).
+    """
 
     multi_scale: bool
     scales: tuple[PositiveFloat, ...] = Field(min_length=1)  # the MS scales
     flip: bool  # MS also averages horizontally flipped predictions
     base_size: PositiveInt | None  # long side = base_size x scale (PyTorch-Encoding); null = the image's size x scale
     window: PositiveInt | None  # sliding crop windows, stride 2/3 (PyTorch-Encoding); null = whole image
+    fusion: Literal["softmax_mean", "exp_sum"] = "softmax_mean"
+    align_corners: bool = False
 
 
 class BenchConfig(Section):
@@ -495,6 +537,44 @@ class Params(Section):
         return self
 
 
+# Keys added after runs were trained with grar: each defaults to the value that does what grar did before it
+# existed (so an older params file or checkpoint still validates, meaning what it meant), and at that value it is
+# left out of the run identity (``pipeline.rundir.config_hash``), so those runs keep their folders.
+ADDED_KEYS = (
+    ("train", "augment", "base_size"),
+    ("train", "precision"),
+    ("eval", "fusion"),
+    ("eval", "align_corners"),
+)
+
+
+def default_of(path: tuple[str, ...]) -> Any:
+    """The schema's default of the key at ``path`` (e.g. ``("train", "precision")``)."""
+    model: Any = Params
+    for part in path[:-1]:
+        model = model.model_fields[part].annotation
+    return model.model_fields[path[-1]].get_default()
+
+
+def imagenet_key(model: ModelConfig, weights: WeightsConfig | None) -> str:
+    """The key of ``weights.files`` that ``model.pretrained: imagenet`` loads; ``ValueError`` naming what is missing."""
+    key = model.imagenet_file
+    if key is None:
+        published = ", ".join(sorted({backbone for backbone, _ in IMAGENET_FILES}))
+        raise ValueError(
+            f"model.pretrained: imagenet: no ImageNet file is published for backbone {model.backbone!r} with stem "
+            f"{model.stem!r} (published for: {published}); set model.pretrained: null or a file's path"
+        )
+    files = {} if weights is None else weights.files
+    if key not in files:
+        raise ValueError(
+            f"model.pretrained: imagenet: weights.files has no {key!r} file for backbone {model.backbone!r} with stem "
+            f"{model.stem!r} (it has: {', '.join(files) or 'none'}); add weights.files.{key}, or set "
+            f"model.pretrained: null or a file's path"
+        )
+    return key
+
+
 def hw(size: int | tuple[int, int]) -> tuple[int, int]:
     """A ``Size`` as (height, width)."""
     return (size, size) if isinstance(size, int) else (size[0], size[1])
@@ -537,25 +617,6 @@ def read_yaml(path: Path) -> dict[str, Any]:
 
 class DuplicateKeyError(yaml.YAMLError):
     """A mapping names one key twice (YAML would silently keep the last)."""
-
-
-def imagenet_key(model: ModelConfig, weights: WeightsConfig | None) -> str:
-    """The key of ``weights.files`` that ``model.pretrained: imagenet`` loads; ``ValueError`` naming what is missing."""
-    key = model.imagenet_file
-    if key is None:
-        published = ", ".join(sorted({backbone for backbone, _ in IMAGENET_FILES}))
-        raise ValueError(
-            f"model.pretrained: imagenet: no ImageNet file is published for backbone {model.backbone!r} with stem "
-            f"{model.stem!r} (published for: {published}); set model.pretrained: null or a file's path"
-        )
-    files = {} if weights is None else weights.files
-    if key not in files:
-        raise ValueError(
-            f"model.pretrained: imagenet: weights.files has no {key!r} file for backbone {model.backbone!r} with stem "
-            f"{model.stem!r} (it has: {', '.join(files) or 'none'}); add weights.files.{key}, or set "
-            f"model.pretrained: null or a file's path"
-        )
-    return key
 
 
 class UniqueKeyLoader(yaml.SafeLoader):
@@ -601,11 +662,19 @@ def set_path(raw: dict[str, Any], key: str, value: Any) -> None:
 def allowed_keys_text(raw: dict[str, Any], parents: list[str]) -> str:
     """Describe the keys valid under ``parents`` in the schema."""
     model: type[BaseModel] = Params
-    for part in parents:
+    parts = iter(parents)
+    for part in parts:
         field = model.model_fields.get(part)
-        if field is None or not _is_section(field.annotation):
+        if field is None:
             break
-        model = field.annotation
+        annotation = field.annotation
+        if get_origin(annotation) is dict and _is_section(get_args(annotation)[1]):
+            if next(parts, None) is None:  # the mapping itself (train.schedules): its keys are names
+                break
+            annotation = get_args(annotation)[1]  # one of its values (train.schedules.ade20k): a section
+        if not _is_section(annotation):
+            break
+        model = annotation
     return "allowed keys: " + ", ".join(model.model_fields)
 
 

@@ -418,3 +418,47 @@ def test_config_is_frozen_and_with_overrides_returns_a_validated_copy():
 def test_round_trip_through_model_dump():
     params = load_params(PARAMS)
     assert Params.model_validate_json(params.model_dump_json()) == params
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.precision=fp16", "train.precision: unknown value 'fp16'; allowed: 'bf16' or 'fp32'"),
+        ("eval.fusion=mean", "eval.fusion: unknown value 'mean'; allowed: 'softmax_mean' or 'exp_sum'"),
+        ("eval.align_corners=maybe", "eval.align_corners: input should be a valid boolean"),
+        ("train.augment.base_size=0", "train.augment.base_size: must be > 0 (got 0)"),
+        ("train.augment.base_size=520.5", "train.augment.base_size: input should be a valid integer"),
+        ("train.augment.scale=[2.0, 0.5]", "train.augment: scale: [2.0, 0.5] must be [low, high] with low <= high"),
+        ("train.schedules.ade20k.head_lr_mult=0", "train.schedules.ade20k.head_lr_mult: must be > 0.0 (got 0)"),
+        (
+            "train.augment.base_sise=520",
+            "unknown key train.augment.base_sise; allowed keys: hflip, scale, rotate, base_size",
+        ),
+        ("train.precission=fp32", "unknown key train.precission; allowed keys: dataset, schedules,"),
+        ("eval.align_corner=true", "unknown key eval.align_corner; allowed keys: multi_scale, scales,"),
+        (
+            "train.schedules.ade20k={lr: 0.01, iterations: 5, head_lr: 1}",
+            "unknown key train.schedules.ade20k.head_lr; allowed keys: lr, iterations, head_lr_mult",
+        ),
+        ("weights.files.resnet50d=weights/x.pth", "weights.files.resnet50d"),
+    ],
+)
+def test_the_recipe_switches_are_validated_with_the_key_named(override, message):
+    with pytest.raises(ConfigError) as info:
+        load_params(PARAMS, (override,))
+    assert info.value.exit_code == 2
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_the_recipe_switches_default_to_what_grar_did_before_them():
+    """A params file without the added keys (an older one) means what it meant (pipeline.config.ADDED_KEYS)."""
+    raw = raw_params()
+    del raw["train"]["augment"]["base_size"], raw["train"]["precision"]
+    del raw["eval"]["fusion"], raw["eval"]["align_corners"]
+    older = validate(raw)
+    assert older == load_params(PARAMS)
+    assert (older.train.augment.base_size, older.train.precision) == (None, "bf16")
+    assert (older.eval.fusion, older.eval.align_corners) == ("softmax_mean", False)
+    assert older.train.schedule.head_lr_mult is None and older.train.head_mult == older.train.head_lr_mult
+    # a schedule without its own multiple prints as written: {lr, iterations}
+    assert older.train.schedules["embedded"].model_dump() == {"lr": 0.03, "iterations": 300}

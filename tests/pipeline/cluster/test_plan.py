@@ -98,7 +98,7 @@ def test_grid_plan_command(planned, tmp_path, capsys):
         "grid g: 6 runs (1 done, 5 pending); executor slurm: 2 run(s) at a time, 2 GPU(s) per job, time limit 2 min"
     )
     assert out[1] == "to go: 0:11:40 of run time, 0.39 GPU-hours, wall time 0:06:40 at 2 in parallel"
-    assert out[2].endswith("tiny_resnet 32x192 auto: 2 log(s); tiny_resnet 64x64 auto: 1 log(s)")
+    assert out[2].endswith("tiny_resnet 32x192 auto bf16: 2 log(s); tiny_resnet 64x64 auto bf16: 1 log(s)")
     assert out[3].split() == ["cell", "seed", "state", "iterations", "s/it", "remaining", "GPU-h", "time", "limit"]
     assert out[4].split() == ["fcn", "0", "done", "300/300", "0.500", "0:00:00", "0.00", "fits"]
     assert sum(line.startswith("warning: ") for line in out) == 4
