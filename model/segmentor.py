@@ -99,7 +99,8 @@ class Segmentor(nn.Module):
           are divided by their sum over the classes at the end (per pixel, so
           the argmax is Encoding's), to return what ``softmax_mean`` returns.
           With ``align_corners=True`` and a ``window`` this is
-          ``MultiEvalModule`` exactly (float32 sums, as there).
+          ``MultiEvalModule`` exactly (float32 sums, as there; so, as there, a
+          logit sum above ~88 overflows float32's exp).
         """
         if not scales or min(scales) <= 0:
             raise ValueError(f"scales must be positive, got {scales}")
