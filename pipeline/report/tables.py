@@ -724,7 +724,7 @@ def table3(inputs: Inputs) -> Table:
             "measured Memory (MB)",
             "paper Time (ms)",
             "measured Time (ms)",
-            "measured FLOPs (G)",
+            "measured GFLOPs (2 × MACs)",
         )
         + METRIC_COLUMNS,
     )
@@ -743,7 +743,8 @@ def table3(inputs: Inputs) -> Table:
         table.preamble.append(
             f"Parameters, memory, time and FLOPs: this project's module benchmark on "
             f"{bench['device']} in {bench['dtype']} [{marker}], beside the paper's GPU figures "
-            f"(the paper gives no FLOPs)."
+            f"(the paper gives no FLOPs). FLOPs count a multiply-add as 2: twice the figure fvcore and mmcv print "
+            f"as FLOPs, which are multiply-adds (MACs)."
         )
     grid = inputs.grids.get("table3")
     cells = list(grid.cells) if grid is not None else []

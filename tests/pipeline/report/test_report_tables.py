@@ -226,6 +226,8 @@ def test_table3_bench_and_miou(params, runs, tmp_path):
     ]
     assert grar[2].note == "m1" and "device cpu (x86_64, 2 threads, float32" in table.provenance[0][1]
     assert "FLOPs: FlopCounterMode" in table.provenance[0][1] and "on cpu in float32" in table.preamble[-1]
+    # the FLOPs column says how it counts: a multiply-add as 2, twice the MACs fvcore and mmcv print
+    assert "measured GFLOPs (2 × MACs)" in table.columns and "multiply-adds (MACs)" in table.preamble[-1]
     ppm = row(table, "PPM")
     assert texts(ppm[2:3]) == ["not run (not benchmarked)"] and ppm[9].text.startswith("not run")
     assert texts(row(table, "FCN (baseline, fcn)")[1:3]) == ["— (no paper row)", "9.44"]
