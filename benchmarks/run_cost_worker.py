@@ -114,10 +114,10 @@ def instrument() -> None:
     loop_module.train_loader = lambda *args, **kwargs: TimedIterator(loader(*args, **kwargs))
     infer = inference_module.infer
 
-    def timed_infer(model, images, config, multi=False):
+    def timed_infer(model, images, config, precision, multi=False):
         start = time.perf_counter()
         try:
-            return infer(model, images, config, multi)
+            return infer(model, images, config, precision, multi)
         finally:
             TIMES["eval_ms" if multi else "eval_single"] += time.perf_counter() - start
 

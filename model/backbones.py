@@ -133,10 +133,13 @@ def resnet101(stem: str = "standard") -> Backbone:
 def resnest101(stem: str = "standard") -> Backbone:
     """ResNeSt-101 (timm ``resnest101e``: deep stem of width 64, as in the ResNeSt paper), output stride 8.
 
-    Its stem is its own: ``stem`` must be ``standard`` (no replacement).
+    Its stem is its own (3x3 convs 64-64-128, the widths of ``deep``): ``standard`` and ``deep`` both build it
+    as it is (no replacement), ``deep_v1c`` is refused.
     """
-    if stem != "standard":
-        raise ValueError(f"stem {stem!r}: resnest101 has its own deep stem; use standard")
+    if stem not in ("standard", "deep"):
+        raise ValueError(
+            f"stem {stem!r}: resnest101 has its own deep stem (64-64-128, as 'deep'); use deep or standard"
+        )
     import timm  # imported here: timm's import is slow and only this backbone needs it
 
     body = timm.create_model(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 
@@ -12,13 +13,15 @@ from torch import Tensor, nn
 # Outputs holding class logits: upsampled to the input size (once, here). The
 # other outputs (e.g. "features" for the SR-Loss) stay at feature resolution.
 LOGITS = ("out", "coarse", "aux", "pam", "cam")
+# How ``Segmentor.predict`` fuses its passes (params ``eval.fusion``; see there).
+FUSIONS = ("softmax_mean", "exp_sum")
 
 
-def resize(x: Tensor, size: tuple[int, int]) -> Tensor:
-    """Bilinear resize of (B, C, h, w) to ``size`` (align_corners=False); a no-op at the same size."""
+def resize(x: Tensor, size: tuple[int, int], align_corners: bool = False) -> Tensor:
+    """Bilinear resize of (B, C, h, w) to ``size`` (training: align_corners=False); a no-op at the same size."""
     if tuple(x.shape[-2:]) == tuple(size):
         return x
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=align_corners)
 
 
 class Segmentor(nn.Module):
@@ -61,44 +64,90 @@ class Segmentor(nn.Module):
         stride: int | None = None,
         base_size: int | None = None,
         pad_value: tuple[float, ...] | float = 0.0,
+        fusion: str = "softmax_mean",
+        align_corners: bool = False,
     ) -> Tensor:
         """Class probabilities (B, K, H, W) at the input size; call ``eval()`` first.
 
         Single scale: ``scales=(1.0,)``, ``flip=False``. The "MS" column of
-        Table 1: ``scales=(0.5, 0.75, 1.0, 1.25, 1.5, 1.75)``, ``flip=True``: the
-        softmax of every scaled (and horizontally flipped) pass, averaged; a
-        pass's logits are resized once to the input size, and the auxiliary
-        head is not run. Each pass's size is ``scaled_size`` (``base_size``:
-        the long side becomes base_size x scale, as PyTorch-Encoding's
-        MultiEvalModule does; ``None``: the image's own size x scale). With
-        ``window`` set, each scaled image goes through ``window_logits``
-        (``window`` x ``window`` crops every ``stride`` pixels, default
-        int(2/3 window), padded with ``pad_value``).
+        Table 1: ``scales=(0.5, 0.75, 1.0, 1.25, 1.5, 1.75)``, ``flip=True``.
+        Each pass's size is ``scaled_size`` (``base_size``: the long side
+        becomes base_size x scale, as PyTorch-Encoding's MultiEvalModule does;
+        ``None``: the image's own size x scale). With ``window`` set, each
+        scaled image goes through ``window_logits`` (``window`` x ``window``
+        crops every ``stride`` pixels, default int(2/3 window), padded with
+        ``pad_value``). The auxiliary head is not run. ``align_corners``: of
+        every bilinear resize here (the image to each scale, a crop's logits
+        to the crop, a pass to the input size).
+
+        ``fusion`` (``FUSIONS``):
+
+        - ``softmax_mean`` (mmsegmentation's ``EncoderDecoder.aug_test``,
+          mmseg/models/segmentors/encoder_decoder.py): the logits of a pass
+          (windows averaged where they overlap) are resized once to the input
+          size and softmaxed; the softmax of every (scale, flip) pass is
+          averaged, the flip being of the whole scaled image.
+        - ``exp_sum`` (PyTorch-Encoding's ``MultiEvalModule.forward`` and
+          ``module_inference``, encoding/models/sseg/base.py): each window
+          gives exp(logits + the flipped window's logits flipped back) (just
+          exp(logits) without ``flip``), the logits first resized to the
+          window; windows are averaged where they overlap, each scale's map
+          resized to the input size, and the scales summed. Encoding pads every
+          window, and a scaled image smaller than the window, to the window;
+          so does ``window_logits``; without ``window`` the whole scaled image
+          is the one window. Sums of exponentials are not probabilities: they
+          are divided by their sum over the classes at the end (per pixel, so
+          the argmax is Encoding's), to return what ``softmax_mean`` returns.
+          With ``align_corners=True`` and a ``window`` this is
+          ``MultiEvalModule`` exactly (float32 sums, as there; so, as there, a
+          logit sum above ~88 overflows float32's exp).
         """
         if not scales or min(scales) <= 0:
             raise ValueError(f"scales must be positive, got {scales}")
+        if fusion not in FUSIONS:
+            raise ValueError(f"unknown fusion {fusion!r}; valid: {', '.join(FUSIONS)}")
         size = images.shape[-2:]
+        crop_logits = functools.partial(self._crop_logits, align_corners=align_corners)
+        if fusion == "exp_sum":
+            scores = None  # (B, K, H, W), float32
+            window_scores = functools.partial(self._window_exp, flip=flip, align_corners=align_corners)
+            for scale in scales:
+                scaled = resize(images, scaled_size((size[0], size[1]), scale, base_size), align_corners)
+                if window is None:  # the scaled image is the one window
+                    out = window_scores(scaled)  # (B, K, h, w)
+                else:
+                    out = window_logits(window_scores, scaled, window, stride, pad_value)  # (B, K, h, w)
+                out = resize(out.float(), size, align_corners)  # (B, K, H, W)
+                scores = out if scores is None else scores.add_(out)
+            return scores / scores.sum(dim=1, keepdim=True)  # (B, K, H, W)
         total = None  # (B, H, W, K): classes last, so the softmax and the sums read contiguous rows
         passes = 0
         for scale in scales:
-            scaled = resize(images, scaled_size((size[0], size[1]), scale, base_size))
+            scaled = resize(images, scaled_size((size[0], size[1]), scale, base_size), align_corners)
             for flipped in (False, True) if flip else (False,):
                 inputs = scaled.flip(-1) if flipped else scaled
                 if window is None:  # logits at 1/8 of the scaled image
                     logits = self.outputs(inputs, aux=False)["out"]  # (B, K, h, w)
                 else:  # logits at the scaled image's size
-                    logits = window_logits(self._crop_logits, inputs, window, stride, pad_value)
+                    logits = window_logits(crop_logits, inputs, window, stride, pad_value)
                 if flipped:  # flipping commutes with the resize: flip the smaller tensor
                     logits = logits.flip(-1)
-                logits = resize(logits, size).float().permute(0, 2, 3, 1)  # (B, H, W, K)
+                logits = resize(logits, size, align_corners).float().permute(0, 2, 3, 1)  # (B, H, W, K)
                 probabilities = torch.softmax(logits, dim=-1)
                 total = probabilities if total is None else total.add_(probabilities)
                 passes += 1
         return (total / passes).permute(0, 3, 1, 2)  # (B, K, H, W)
 
-    def _crop_logits(self, crop: Tensor) -> Tensor:
+    def _crop_logits(self, crop: Tensor, align_corners: bool = False) -> Tensor:
         """Logits (B, K, h, w) of a crop at its own size, without the auxiliary head."""
-        return resize(self.outputs(crop, aux=False)["out"], crop.shape[-2:])
+        return resize(self.outputs(crop, aux=False)["out"], crop.shape[-2:], align_corners)
+
+    def _window_exp(self, crop: Tensor, flip: bool, align_corners: bool) -> Tensor:
+        """Encoding's ``module_inference``: exp(logits (+ the flipped crop's logits, flipped back)), float32."""
+        logits = self._crop_logits(crop, align_corners).float()  # (B, K, h, w)
+        if flip:
+            logits = logits + self._crop_logits(crop.flip(-1), align_corners).float().flip(-1)
+        return logits.exp()
 
 
 def scaled_size(size: tuple[int, int], scale: float, base_size: int | None = None) -> tuple[int, int]:

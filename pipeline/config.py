@@ -37,9 +37,25 @@ NonNegativeFloat = Annotated[float, Field(ge=0)]
 Size = PositiveInt | tuple[PositiveInt, PositiveInt]
 
 BackboneName = Literal["tiny_resnet", "resnet50", "resnet101", "resnest101"]
-# Backbones with a published ImageNet weight file (``pipeline.weights.PUBLISHED``): the keys of ``weights.files``.
-PublishedBackbone = Literal["resnet50", "resnet101", "resnest101"]
-IMAGENET = "imagenet"  # model.pretrained: the backbone's file of weights.files
+StemName = Literal["standard", "deep", "deep_v1c"]
+# The published ImageNet weight files (``pipeline.weights.PUBLISHED``), by their publishers' model names: the
+# keys of ``weights.files``. torchvision's resnet50 / resnet101 (7x7 stem), PyTorch-Encoding's resnet50s /
+# resnet101s (deep stem 64-64-128), mmsegmentation's resnet50_v1c / resnet101_v1c (32-32-64), ResNeSt-101.
+WeightsName = Literal["resnet50", "resnet101", "resnest101", "resnet50s", "resnet101s", "resnet50_v1c", "resnet101_v1c"]
+# (model.backbone, model.stem) -> the key of weights.files that ``model.pretrained: imagenet`` loads. ResNeSt-101
+# has its own deep stem whatever model.stem says (``ModelConfig``), so both accepted stems name its one file.
+IMAGENET_FILES: dict[tuple[str, str], str] = {
+    ("resnet50", "standard"): "resnet50",
+    ("resnet101", "standard"): "resnet101",
+    ("resnet50", "deep"): "resnet50s",
+    ("resnet101", "deep"): "resnet101s",
+    ("resnet50", "deep_v1c"): "resnet50_v1c",
+    ("resnet101", "deep_v1c"): "resnet101_v1c",
+    ("resnest101", "standard"): "resnest101",
+    ("resnest101", "deep"): "resnest101",
+}
+IMAGENET = "imagenet"  # model.pretrained: the file of weights.files that IMAGENET_FILES names for backbone and stem
+Precision = Literal["bf16", "fp32"]  # train.precision: the autocast of CUDA runs (pipeline.training.distributed.amp)
 HeadName = Literal["fcn", "ppm", "aspp", "danet", "ocr", "grar"]
 # The built-in datasets; a user's own folder datasets are named under ``data.folders``.
 BUILTIN_DATASETS = ("embedded", "ade20k", "pascal_context", "coco_stuff")
@@ -150,8 +166,8 @@ class ModelConfig(Section):
     """Backbone, head and their options."""
 
     backbone: BackboneName
-    stem: Literal["standard", "deep", "deep_v1c"]  # 7x7 | PyTorch-Encoding resnet50s 64-64-128 | mmseg V1c 32-32-64
-    pretrained: str | None  # "imagenet" (weights.files[backbone]) | a weight file of yours | null: random init
+    stem: StemName  # 7x7 | PyTorch-Encoding resnet50s 64-64-128 | mmseg V1c 32-32-64
+    pretrained: str | None  # "imagenet" (weights.files[IMAGENET_FILES[backbone, stem]]) | a file of yours | null
     head: HeadName
     width: Annotated[int, Field(ge=16, multiple_of=16)]  # every head derives its widths from it (paper: 512)
     aux: bool
@@ -160,9 +176,18 @@ class ModelConfig(Section):
 
     @model_validator(mode="after")
     def _stem_fits_the_backbone(self) -> ModelConfig:
-        if self.backbone == "resnest101" and self.stem != "standard":
-            raise ValueError(f"stem {self.stem!r}: resnest101 has its own deep stem; use standard")
+        if self.backbone == "resnest101" and self.stem == "deep_v1c":
+            raise ValueError(
+                "stem 'deep_v1c': resnest101 has its own deep stem (64-64-128, as 'deep'); use deep or standard "
+                "(both build it)"
+            )
         return self
+
+    @property
+    def imagenet_file(self) -> str | None:
+        """The key of ``weights.files`` that ``pretrained: imagenet`` loads for this backbone and stem (``None``:
+        nothing is published for them, e.g. ``tiny_resnet``)."""
+        return IMAGENET_FILES.get((self.backbone, self.stem))
 
 
 class LossConfig(Section):
@@ -179,18 +204,44 @@ class LossConfig(Section):
 
 
 class ScheduleConfig(Section):
-    """Base learning rate and iterations of the poly schedule for one dataset (section 4.2)."""
+    """Base learning rate, head multiplier and iterations of the poly schedule for one dataset (section 4.2).
+
+    ``head_lr_mult``: the lr multiple of the heads on this dataset (docs/recipe.md says why per dataset);
+    absent or null: ``train.head_lr_mult``.
+    """
 
     lr: PositiveFloat
     iterations: PositiveInt
+    head_lr_mult: PositiveFloat | None = None
+
+    @model_serializer(mode="wrap")
+    def _as_written(self, handler: Any) -> dict[str, Any]:
+        """A schedule without its own multiplier dumps as written, ``{lr, iterations}`` (and hashes as before)."""
+        dumped = handler(self)
+        if dumped.get("head_lr_mult") is None:
+            dumped.pop("head_lr_mult", None)
+        return dumped
 
 
 class AugmentConfig(Section):
-    """Joint image/mask augmentation (section 4.1): flip, random scale, rotation, then crop."""
+    """Joint image/mask augmentation (section 4.1): flip, random scale, rotation, then crop.
+
+    ``base_size`` null: each image is scaled by a factor uniform in ``scale`` (of its own size); a number: its
+    long side is drawn uniformly from the integers of [base_size x scale[0], base_size x scale[1]], as
+    PyTorch-Encoding's ``_sync_transform`` (encoding/datasets/base.py), the size evaluation uses
+    (``eval.base_size``).
+    """
 
     hflip: bool
     scale: tuple[PositiveFloat, PositiveFloat]
     rotate: Annotated[float, Field(ge=0, le=180)]  # degrees, uniform in [-rotate, rotate]
+    base_size: PositiveInt | None = None  # long side = base_size x scale (PyTorch-Encoding); null = image size x scale
+
+    @model_validator(mode="after")
+    def _scale_is_a_range(self) -> AugmentConfig:
+        if self.scale[0] > self.scale[1]:
+            raise ValueError(f"scale: [{self.scale[0]}, {self.scale[1]}] must be [low, high] with low <= high")
+        return self
 
 
 class TrainConfig(Section):
@@ -210,6 +261,7 @@ class TrainConfig(Section):
     device: Device
     workers: NonNegativeInt
     threads: PositiveInt | None  # CPU threads of a run (torch.set_num_threads), part of its identity; null: torch's
+    precision: Precision = "bf16"  # CUDA runs, training and evaluation: bf16 autocast | fp32 (none); CPU: fp32 always
 
     @model_validator(mode="after")
     def _dataset_has_a_schedule(self) -> TrainConfig:  # names are checked against data.* by Params
@@ -224,15 +276,29 @@ class TrainConfig(Section):
         """The schedule of ``train.dataset``."""
         return self.schedules[self.dataset]
 
+    @property
+    def head_mult(self) -> float:
+        """The heads' lr multiple on ``train.dataset``: its schedule's ``head_lr_mult``, else ``head_lr_mult``."""
+        own = self.schedule.head_lr_mult
+        return self.head_lr_mult if own is None else own
+
 
 class EvalConfig(Section):
-    """Evaluation: always single scale (1.0, no flip); also multi-scale + flip, the "MS" column."""
+    """Evaluation: always single scale (1.0, no flip); also multi-scale + flip, the "MS" column.
+
+    ``fusion`` (``model.segmentor.FUSIONS``): ``softmax_mean`` averages the softmax of every (scale, flip) pass,
+    the flip being of the whole scaled image (mmsegmentation's ``aug_test``); ``exp_sum`` sums over the scales
+    the windows' exp(logits + logits of the flipped window), as PyTorch-Encoding's ``MultiEvalModule``.
+    ``align_corners``: of every bilinear resize of evaluation (Encoding: true; mmsegmentation: false).
+    """
 
     multi_scale: bool
     scales: tuple[PositiveFloat, ...] = Field(min_length=1)  # the MS scales
     flip: bool  # MS also averages horizontally flipped predictions
     base_size: PositiveInt | None  # long side = base_size x scale (PyTorch-Encoding); null = the image's size x scale
     window: PositiveInt | None  # sliding crop windows, stride 2/3 (PyTorch-Encoding); null = whole image
+    fusion: Literal["softmax_mean", "exp_sum"] = "softmax_mean"
+    align_corners: bool = False
 
 
 class BenchConfig(Section):
@@ -389,14 +455,15 @@ class GridConfig(Section):
 class WeightsConfig(Section):
     """The backbones' ImageNet weight files (``pipeline.weights``): declared once, fetched by the weights stage.
 
-    ``files``: backbone -> the path of its file, inside ``root`` (the weights
-    stage's output); ``model.pretrained: imagenet`` loads it. ``mirror``: a base
-    URL or local folder replacing the official hosts (the file name is kept).
+    ``files``: published file (``WeightsName``) -> its path, inside ``root``
+    (the weights stage's output); ``model.pretrained: imagenet`` loads the one
+    ``IMAGENET_FILES`` names for the run's backbone and stem. ``mirror``: a
+    base URL or local folder replacing the official hosts (the file name is kept).
     """
 
     root: str = Field(min_length=1)
     mirror: str | None
-    files: dict[PublishedBackbone, Annotated[str, Field(min_length=1)]]
+    files: dict[WeightsName, Annotated[str, Field(min_length=1)]]
 
 
 class Params(Section):
@@ -457,7 +524,7 @@ class Params(Section):
 
     @model_validator(mode="after")
     def _weights_fit(self) -> Params:
-        """``weights.files`` lie in ``weights.root``; ``model.pretrained: imagenet`` has a file that fits the stem."""
+        """``weights.files`` lie in ``weights.root``; ``pretrained: imagenet`` has a file for the backbone and stem."""
         root = Path(os.path.abspath(self.weights.root))
         for name, path in self.weights.files.items():
             if root not in Path(os.path.abspath(path)).parents:
@@ -465,18 +532,47 @@ class Params(Section):
                     f"weights.files.{name}: {path} must lie inside weights.root ({self.weights.root}), where the "
                     f"weights stage writes; for a file kept elsewhere set model.pretrained to its path"
                 )
-        if self.model.pretrained == IMAGENET and self.model.stem != "standard":
-            raise ValueError(
-                f"model.pretrained: imagenet: the published ImageNet files have the standard stem, not "
-                f"{self.model.stem!r}; give the path of a file with that stem (PyTorch-Encoding, mmsegmentation) "
-                f"or use model.stem: standard"
-            )
-        if self.model.pretrained == IMAGENET and self.model.backbone not in self.weights.files:
-            raise ValueError(
-                f"model.pretrained: imagenet: weights.files has no file for backbone {self.model.backbone!r} "
-                f"(it has: {', '.join(self.weights.files) or 'none'}); set model.pretrained: null or a file's path"
-            )
+        if self.model.pretrained == IMAGENET:
+            imagenet_key(self.model, self.weights)
         return self
+
+
+# Keys added after runs were trained with grar: each defaults to the value that does what grar did before it
+# existed (so an older params file or checkpoint still validates, meaning what it meant), and at that value it is
+# left out of the run identity (``pipeline.rundir.config_hash``), so those runs keep their folders.
+ADDED_KEYS = (
+    ("train", "augment", "base_size"),
+    ("train", "precision"),
+    ("eval", "fusion"),
+    ("eval", "align_corners"),
+)
+
+
+def default_of(path: tuple[str, ...]) -> Any:
+    """The schema's default of the key at ``path`` (e.g. ``("train", "precision")``)."""
+    model: Any = Params
+    for part in path[:-1]:
+        model = model.model_fields[part].annotation
+    return model.model_fields[path[-1]].get_default()
+
+
+def imagenet_key(model: ModelConfig, weights: WeightsConfig | None) -> str:
+    """The key of ``weights.files`` that ``model.pretrained: imagenet`` loads; ``ValueError`` naming what is missing."""
+    key = model.imagenet_file
+    if key is None:
+        published = ", ".join(sorted({backbone for backbone, _ in IMAGENET_FILES}))
+        raise ValueError(
+            f"model.pretrained: imagenet: no ImageNet file is published for backbone {model.backbone!r} with stem "
+            f"{model.stem!r} (published for: {published}); set model.pretrained: null or a file's path"
+        )
+    files = {} if weights is None else weights.files
+    if key not in files:
+        raise ValueError(
+            f"model.pretrained: imagenet: weights.files has no {key!r} file for backbone {model.backbone!r} with stem "
+            f"{model.stem!r} (it has: {', '.join(files) or 'none'}); add weights.files.{key}, or set "
+            f"model.pretrained: null or a file's path"
+        )
+    return key
 
 
 def hw(size: int | tuple[int, int]) -> tuple[int, int]:
@@ -701,11 +797,19 @@ def set_path(raw: dict[str, Any], key: str, value: Any) -> None:
 def allowed_keys_text(raw: dict[str, Any], parents: list[str]) -> str:
     """Describe the keys valid under ``parents`` in the schema."""
     model: type[BaseModel] = Params
-    for part in parents:
+    parts = iter(parents)
+    for part in parts:
         field = model.model_fields.get(part)
-        if field is None or not _is_section(field.annotation):
+        if field is None:
             break
-        model = field.annotation
+        annotation = field.annotation
+        if get_origin(annotation) is dict and _is_section(get_args(annotation)[1]):
+            if next(parts, None) is None:  # the mapping itself (train.schedules): its keys are names
+                break
+            annotation = get_args(annotation)[1]  # one of its values (train.schedules.ade20k): a section
+        if not _is_section(annotation):
+            break
+        model = annotation
     return "allowed keys: " + ", ".join(model.model_fields)
 
 

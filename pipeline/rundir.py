@@ -42,7 +42,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import IMAGENET, Params
+from pipeline.config import ADDED_KEYS, IMAGENET, Params, default_of
 from pipeline.errors import DataError
 from pipeline.fingerprint import Entry, content_sha256, listing_sha256, walk
 from pipeline.io import write_text_atomic
@@ -79,10 +79,20 @@ UNHASHED_KEYS = (
     ("data", "folders"),
     ("data", "local"),
 )
+# Keys added after runs were trained (``pipeline.config.ADDED_KEYS``), each at its default, the value that does
+# what grar did before the key existed: at that value a key is left out of the hash, so the runs trained before
+# it keep their identity (their folders are collected, never retrained); any other value is hashed. (A
+# schedule's optional ``head_lr_mult`` is left out of the dump itself when unset: ``ScheduleConfig``.)
+NEUTRAL: dict[tuple[str, ...], Any] = {path: default_of(path) for path in ADDED_KEYS}
 
 
 def config_hash(params: Params) -> str:
-    """SHA-256 (hex) of the canonical JSON of ``params`` without ``UNHASHED`` / ``UNHASHED_KEYS``: a run's identity.
+    """SHA-256 (hex) of the canonical JSON of ``run_identity(params)``: a run's identity."""
+    return hashlib.sha256(json.dumps(run_identity(params), sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def run_identity(params: Params) -> dict[str, Any]:
+    """What ``config_hash`` digests: ``params`` as JSON types without ``UNHASHED`` / ``UNHASHED_KEYS``.
 
     A folder dataset's definition (path, ignore, remap) is part of the identity
     of the runs that train on it, as ``data.train_folder``, and so is the content
@@ -92,16 +102,22 @@ def config_hash(params: Params) -> str:
     the hash it had. Before the dataset is
     prepared the fingerprint is ``None``: run folders named then differ from
     the ones named after. ``model.pretrained: imagenet`` is hashed as the path
-    it resolves to (``pipeline.weights``: ``weights.files[backbone]``, so
+    it resolves to (``pipeline.weights``: the ``weights.files`` entry of the backbone and stem, so
     another backbone's file or a mirror leaves the hash alone), and a published
     ImageNet file with its published checksum (the content the weights stage
-    verified). Null and a file of the user's are hashed as written.
+    verified). Null and a file of the user's are hashed as written. Keys added
+    after runs existed are left out at their ``NEUTRAL`` value.
     """
     raw = {key: value for key, value in params.model_dump(mode="json").items() if key not in UNHASHED}
     for section, key in UNHASHED_KEYS:
         del raw[section][key]
+    for path, neutral in NEUTRAL.items():
+        *parents, last = path
+        node = functools.reduce(lambda section, name: section[name], parents, raw)
+        if node[last] == neutral and type(node[last]) is type(neutral):
+            del node[last]
     if params.model.pretrained == IMAGENET:  # the path as weights.files writes it; a path of yours is kept as is
-        raw["model"]["pretrained"] = params.weights.files[params.model.backbone]
+        raw["model"]["pretrained"] = params.weights.files[params.model.imagenet_file]
     published = published_for(params.model, params.weights)
     if published is not None:  # null and files of yours add nothing: those runs keep their hash
         raw["model"]["pretrained_published"] = f"{published.filename} {published.algorithm} {published.checksum}"
@@ -109,7 +125,7 @@ def config_hash(params: Params) -> str:
     if folder is not None:
         raw["data"]["train_folder"] = folder.model_dump(mode="json")
     raw["data"]["train_data_sha256"] = data_fingerprint(Path(params.data.root) / params.train.dataset)
-    return hashlib.sha256(json.dumps(raw, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return raw
 
 
 LISTING_TTL_S = 60.0  # a process lists a dataset's files again at most this often (data_fingerprint)

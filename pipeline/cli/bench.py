@@ -91,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
     params = with_overrides(params, {key: value for key, value in overrides.items() if value is not None})
     report = benchmark_modules(params.bench, params.model.grar, tuple(args.heads), params.model.danet)
     print(format_table(report))
+    print("GFLOPs: a multiply-add counts 2 (twice what fvcore and mmcv print as FLOPs, which are MACs)")
     fastest = lowest_latency(report)
     if fastest is not None:
         print(f"lowest latency of the context modules measured: {fastest}")

@@ -35,9 +35,10 @@ when that folder holds metrics.json.
                  --timeout bounds the wait
   plan NAME      before or during a grid: each run's state and expected cost
                  (iterations x seconds per iteration measured from the
-                 train_log.csv of runs with the same backbone, crop and
-                 train.device, else "unknown"), GPU-hours (gpus_per_node x
-                 nodes), the wall time at executor.slurm.array_parallelism,
+                 train_log.csv of runs with the same backbone, crop,
+                 train.device and train.precision, else "unknown"),
+                 GPU-hours (gpus_per_node x nodes), the wall time at
+                 executor.slurm.array_parallelism,
                  and a warning for runs that cannot finish within
                  executor.slurm.timeout_min without requeues
 

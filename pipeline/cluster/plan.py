@@ -9,7 +9,9 @@ within ``executor.slurm.timeout_min`` without a requeue.
 ``seconds`` column (wall time per iteration, data loading included) of every
 ``train_log.csv`` under ``grid.runs`` (finished and running runs, any grid)
 whose ``config.yaml`` has the same backbone (``model.backbone``), crop
-(``train.crop_size``) and device (``train.device`` as configured). Without such
+(``train.crop_size``), device (``train.device`` as configured) and precision
+(``train.precision``; a config written before that key: ``bf16``, what grar
+then did). Without such
 a log the rate, and everything computed from it, is "unknown": train one run
 first (or let the grid start) and plan again.
 
@@ -44,7 +46,7 @@ from pipeline.paths import runs_dir
 from pipeline.rundir import CONFIG_FILE, LOG_FILE, finished_metrics, read_log
 
 NODES = 1  # grar's SLURM jobs use one node (pipeline.cluster.executors)
-RateKey = tuple[str, tuple[int, int], str]  # backbone, crop (H, W), train.device
+RateKey = tuple[str, tuple[int, int], str, str]  # backbone, crop (H, W), train.device, train.precision
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,7 @@ class RunCost:
     state: str
     iterations: int  # of the schedule
     done: int  # iterations logged so far
-    seconds_per_iteration: float | None  # None: no measured run of the same backbone, crop and device
+    seconds_per_iteration: float | None  # None: no measured run of the same backbone, crop, device and precision
     remaining_s: float | None
     gpu_hours: float | None
     over_limit: bool  # remaining time > executor.slurm.timeout_min: needs requeues
@@ -115,7 +117,9 @@ def crop_of(value: Any) -> tuple[int, int]:
 
 def rate_key(raw: dict[str, Any]) -> RateKey:
     """The rate key of resolved params as a plain mapping (``Params.model_dump`` or a run's ``config.yaml``)."""
-    return str(raw["model"]["backbone"]), crop_of(raw["train"]["crop_size"]), str(raw["train"]["device"])
+    train = raw["train"]
+    precision = str(train.get("precision", "bf16"))  # runs from before train.precision: bf16 (on CUDA), as grar did
+    return str(raw["model"]["backbone"]), crop_of(train["crop_size"]), str(train["device"]), precision
 
 
 def measured_seconds(root: Path) -> dict[RateKey, list[list[float]]]:
@@ -395,12 +399,12 @@ def plan_summary(plan: Plan) -> list[str]:
         f"time limit {plan.timeout_min} min",
         f"to go: {duration(plan.remaining_s)} of run time, {gpu} GPU-hours, wall time {duration(plan.wall_s)} "
         f"at {plan.slots} in parallel" + (f" ({unknown} run(s) without a measured rate)" if unknown else ""),
-        "s/it: median of train_log.csv 'seconds' of the runs under grid.runs with the same backbone, crop and "
-        "train.device: "
+        "s/it: median of train_log.csv 'seconds' of the runs under grid.runs with the same backbone, crop, "
+        "train.device and train.precision: "
         + (
             "; ".join(
-                f"{backbone} {crop[0]}x{crop[1]} {device}: {n} log(s)"
-                for (backbone, crop, device), n in plan.sources.items()
+                f"{backbone} {crop[0]}x{crop[1]} {device} {precision}: {n} log(s)"
+                for (backbone, crop, device, precision), n in plan.sources.items()
             )
             or "none yet"
         ),

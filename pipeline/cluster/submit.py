@@ -12,7 +12,9 @@ found by name and never submitted twice, and those killed before submitit
 wrote their job files get them from the next ``submit`` or ``wait``:
 ``adopt_orphans``); ``debug`` is submitit's debug
 executor (in-process, pdb on error). Submitting again runs only the missing
-and failed runs. ``wait`` ends in bounded time for every SLURM outcome (the
+and failed runs; a run finished in another runs folder (a DVC experiment's
+workspace, ``GRAR_REUSE_RUNS``) is linked in instead of trained
+(``pipeline.cluster.reuse``). ``wait`` ends in bounded time for every SLURM outcome (the
 states and the lost-polls rule: ``pipeline.cluster.grids``), and ``timeout_s``
 bounds the whole wait. ``train_grids`` is the DVC stage ``train``.
 """
@@ -39,6 +41,7 @@ from tqdm import tqdm
 from pipeline.cluster.executors import make_executor
 from pipeline.cluster.grids import ERROR_FILE, STATES, CellState, Run, record, runs_to_submit, status, write_states
 from pipeline.cluster.index import index_lock
+from pipeline.cluster.reuse import adopt_finished
 from pipeline.cluster.slurm_jobs import DEFAULT_POLL_S, Patience, retried
 from pipeline.config import Params
 from pipeline.errors import GrarError, describe_os_error, one_line
@@ -175,8 +178,7 @@ def submit(params: Params, grid: str, cell_fn: CellFn | None = None) -> Submissi
     if params.executor.kind == "slurm":
         with index_lock(params):
             return submit_slurm(params, grid, cell_fn)
-    states = status(params, grid)
-    todo = runs_to_submit(states)
+    states, todo = runs_to_train(params, grid)
     for s in states:
         if s.active and s.job_id is None:
             print(f"{s.run.label}: skipped, {s.reason}", file=sys.stderr, flush=True)
@@ -204,6 +206,17 @@ def submit(params: Params, grid: str, cell_fn: CellFn | None = None) -> Submissi
             except Exception as err:
                 print(f"{run.label}: failed ({type(err).__name__}: {err})", file=sys.stderr)
     return Submission(record(params, [grid])[grid], [], started)
+
+
+def runs_to_train(params: Params, grid: str) -> tuple[list[CellState], list[Run]]:
+    """The states of ``grid`` and its runs that nobody runs (``runs_to_submit``), after reusing the finished
+    runs of other runs folders (``pipeline.cluster.reuse``): those are done, not trained."""
+    states = status(params, grid)
+    todo = runs_to_submit(states)
+    if adopt_finished(params, todo):
+        states = status(params, grid)
+        todo = runs_to_submit(states)
+    return states, todo
 
 
 def run_locally(job: CellJob, runs: list[Run], parallel: int) -> Iterator[tuple[Run, str, Any]]:
@@ -246,9 +259,8 @@ def run_outcome(job: CellJob, params: Params, run_dir: Path) -> tuple[str, Any]:
 
 def submit_slurm(params: Params, grid: str, cell_fn: CellFn | None) -> Submission:
     """``submit`` with ``executor.kind`` slurm; the caller holds ``index_lock``."""
-    states = status(params, grid)
+    states, todo = runs_to_train(params, grid)
     adopt_orphans(params, {grid: states}, cell_fn)
-    todo = runs_to_submit(states)
     if not todo:
         write_states(params, grid, states)
         return Submission(states, [], 0)

@@ -62,6 +62,7 @@ def predict(run: Run, images: Sequence[np.ndarray]) -> list[np.ndarray]:
     with torch.inference_mode():
         for image in images:
             batch = image_tensor(image).unsqueeze(0)  # (1, 3, H, W)
-            probabilities = infer(model, batch.to(next(model.parameters()).device), params.eval)  # (1, K, H, W)
+            device = next(model.parameters()).device
+            probabilities = infer(model, batch.to(device), params.eval, params.train.precision)  # (1, K, H, W)
             predictions.append(probabilities.argmax(1)[0].cpu().numpy().astype(np.uint8))  # (H, W)
     return predictions

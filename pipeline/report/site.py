@@ -661,6 +661,8 @@ def write_index(
             "page": layout.table_page(table.number),
             "markdown": layout.table_page(table.number, "md"),
             "counts": table_counts(table),
+            "verdicts": table.verdicts() if table.orderings else None,
+            "resolution": table.resolution,
         }
         for table in tables
     ]

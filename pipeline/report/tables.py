@@ -113,6 +113,42 @@ class Cell:
     note: str | None = None  # provenance footnote marker of a measured number
 
 
+VERDICTS = ("agrees", "disagrees", "unresolved", "beyond the paper", "no interval")
+
+
+@dataclass(frozen=True)
+class Ordering:
+    """One comparison a table makes: measured A − B (mean over seeds, 95 % paired-bootstrap interval) beside
+    the paper's A − B, and a verdict: ``agrees`` / ``disagrees`` (the interval excludes 0, with the paper's
+    sign / the other one), ``unresolved`` (it contains 0), ``beyond the paper`` (resolved, no printed
+    counterpart), ``no interval`` (why: ``measured`` is the reason)."""
+
+    label: str
+    measured: Interval | str
+    paper: float | None
+
+    @property
+    def interval(self) -> Interval | None:
+        return self.measured if isinstance(self.measured, Interval) else None
+
+    @property
+    def verdict(self) -> str:
+        interval = self.interval
+        if interval is None:
+            return "no interval"
+        if interval.within_noise:
+            return "unresolved"
+        if self.paper is None:
+            return "beyond the paper"
+        return "agrees" if (interval.diff > 0) == (self.paper > 0) and self.paper != 0 else "disagrees"
+
+    def measured_text(self) -> str:
+        return self.interval.text().replace(", within noise", "") if self.interval else self.measured
+
+    def paper_text(self) -> str:
+        return "— (not in the paper)" if self.paper is None else f"{self.paper:+.1f}"
+
+
 @dataclass
 class Table:
     """A rendered table: header, rows of cells, findings in words and provenance footnotes."""
@@ -128,6 +164,32 @@ class Table:
     provenance: list[tuple[str, str]] = field(default_factory=list)  # (marker, text)
     synthetic: bool = False
     preamble: list[str] = field(default_factory=list)  # what the measured columns are
+    orderings: list[Ordering] = field(default_factory=list)  # the comparisons the table makes, each with a verdict
+
+    @property
+    def resolution(self) -> str | None:
+        """The smallest difference this table's intervals resolve, in words (``None`` without an interval).
+
+        An interval excludes 0, and so resolves a difference, when the difference is larger than the
+        interval's half-width: the half-widths are the table's power.
+        """
+        widths = sorted((o.measured.high - o.measured.low) / 2 for o in self.orderings if o.interval is not None)
+        if not widths:
+            return None
+        seeds = sorted({len(o.measured.seeds) for o in self.orderings if o.interval is not None})
+        return (
+            f"Resolution: a difference resolves (its 95 % interval excludes 0) when it is larger than its "
+            f"interval's half-width: here from ±{widths[0]:.1f} to ±{widths[-1]:.1f} mIoU points (median "
+            f"±{statistics.median(widths):.1f}) over {len(widths)} comparisons, "
+            f"{' or '.join(map(str, seeds))} seeds each; smaller differences cannot be told from noise."
+        )
+
+    def verdicts(self) -> dict[str, int]:
+        """How many orderings agree with the paper's, disagree, are unresolved, or have no counterpart/interval."""
+        counts = dict.fromkeys(VERDICTS, 0)
+        for ordering in self.orderings:
+            counts[ordering.verdict] += 1
+        return counts
 
     def footnote(self, text: str) -> str:
         """The marker of provenance ``text`` (``m1``, ``m2``, ... ; an identical text reuses its marker)."""
@@ -184,6 +246,24 @@ def difference_text(result: Interval | str, fallback: float | None = None) -> st
     if isinstance(result, Interval):
         return result.text()
     return (f"{fallback:+.2f} " if fallback is not None else "") + f"({result})"
+
+
+def ordering(
+    label: str, grid: Grid | None, a: str | None, b: str | None, score: str, paper: float | None, replicates: int
+) -> Ordering:
+    """The ordering ``a`` − ``b`` of ``grid`` (cell names; ``None``: the grid has no such cell)."""
+    if a is None or b is None:
+        return Ordering(label, "no interval: cell not in the grid", paper)
+    return Ordering(label, difference(grid, a, b, score, replicates), paper)
+
+
+def cell_named(grid: Grid | None, mapping: Mapping[str, dict[str, Any]], match: dict[str, Any]) -> str | None:
+    """The first cell of ``grid`` whose ``mapping`` entry has the values of ``match`` (the profile's name for a
+    printed row: ``grar`` in the embedded profile, ``r50-grar`` in the paper's)."""
+    for cells in grid.cells if grid is not None else ():
+        if cells.cell in mapping and _matches(mapping[cells.cell], match):
+            return cells.cell
+    return None
 
 
 def provenance_text(measure: Measure, score: str) -> str:
@@ -331,8 +411,53 @@ def table1(inputs: Inputs) -> Table:
     def pairs(cell: str) -> list[tuple[dict, str]]:
         return [(TABLE1_CELLS[cell] | {"ms": False}, "miou"), (TABLE1_CELLS[cell] | {"ms": True}, "ms")]
 
-    compare_rows(table, paper, inputs.grids.get("table1"), TABLE1_CELLS, describe, pairs, inputs.profile)
-    table.findings = context_findings(inputs.grids.get("table1"), inputs.replicates)
+    grid = inputs.grids.get("table1")
+    compare_rows(table, paper, grid, TABLE1_CELLS, describe, pairs, inputs.profile)
+    table.findings = context_findings(grid, inputs.replicates)
+    r50 = {"backbone": "ResNet-50"}
+    fcn, grar, grar_sr = (
+        cell_named(grid, TABLE1_CELLS, r50 | {"grar": g, "sr_loss": s})
+        for g, s in ((False, False), (True, False), (True, True))
+    )
+
+    def printed(grar_on: bool, sr_on: bool) -> float | None:
+        rows = [row for row in paper.rows if _matches(row, r50 | {"grar": grar_on, "sr_loss": sr_on, "ms": False})]
+        return rows[0]["miou"] if len(rows) == 1 else None
+
+    def paper_diff(a: tuple[bool, bool], b: tuple[bool, bool]) -> float | None:
+        x, y = printed(*a), printed(*b)
+        return None if x is None or y is None else round(x - y, 1)
+
+    table.orderings = [
+        ordering(
+            "GRAr − FCN, single scale",
+            grid,
+            grar,
+            fcn,
+            "miou",
+            paper_diff((True, False), (False, False)),
+            inputs.replicates,
+        ),
+        ordering("GRAr − FCN, multi-scale + flip", grid, grar, fcn, "ms", None, inputs.replicates),
+        ordering(
+            "SR-Loss: GRAr + SR-Loss − GRAr, single scale",
+            grid,
+            grar_sr,
+            grar,
+            "miou",
+            paper_diff((True, True), (True, False)),
+            inputs.replicates,
+        ),
+        ordering(
+            "GRAr + SR-Loss − FCN, single scale",
+            grid,
+            grar_sr,
+            fcn,
+            "miou",
+            paper_diff((True, True), (False, False)),
+            inputs.replicates,
+        ),
+    ]
     return table
 
 
@@ -405,6 +530,35 @@ def table2(inputs: Inputs) -> Table:
         table, paper, grid, TABLE2_CELLS, describe, lambda cell: [(TABLE2_CELLS[cell], "miou")], inputs.profile
     )
     table.findings = table2_findings(grid, paper, inputs.replicates)
+    comparisons = [
+        ("Graph − Conv, positive only", "pos-graph", "pos-conv"),
+        ("Graph − Conv, negative only", "neg-graph", "neg-conv"),
+        ("Graph − Conv, positive + negative", "posneg-graph", "posneg-conv"),
+        ("positive − negative only, Graph", "pos-graph", "neg-graph"),
+        ("positive − negative only, Conv", "pos-conv", "neg-conv"),
+        ("positive + negative − positive only, Graph", "posneg-graph", "pos-graph"),
+        ("positive + negative − positive only, Conv", "posneg-conv", "pos-conv"),
+        ("Eq. 1 conditional P(j|i) − as printed", EQ1_CONDITIONAL, EQ1_PRINTED),
+        ("Eq. 1 over row i − as printed", EQ1_ROW, EQ1_PRINTED),
+    ]
+
+    def paper_diff(a: str, b: str) -> float | None:
+        x, y = _paper_mean(paper, a), _paper_mean(paper, b)
+        return None if x is None or y is None or a in (EQ1_CONDITIONAL, EQ1_ROW) else round(x - y, 1)
+
+    present = {cells.cell for cells in grid.cells} if grid is not None else set()
+    table.orderings = [
+        ordering(
+            label,
+            grid,
+            a if a in present else None,
+            b if b in present else None,
+            "miou",
+            paper_diff(a, b),
+            inputs.replicates,
+        )
+        for label, a, b in comparisons
+    ]
     return table
 
 
@@ -570,7 +724,7 @@ def table3(inputs: Inputs) -> Table:
             "measured Memory (MB)",
             "paper Time (ms)",
             "measured Time (ms)",
-            "measured FLOPs (G)",
+            "measured GFLOPs (2 × MACs)",
         )
         + METRIC_COLUMNS,
     )
@@ -589,7 +743,8 @@ def table3(inputs: Inputs) -> Table:
         table.preamble.append(
             f"Parameters, memory, time and FLOPs: this project's module benchmark on "
             f"{bench['device']} in {bench['dtype']} [{marker}], beside the paper's GPU figures "
-            f"(the paper gives no FLOPs)."
+            f"(the paper gives no FLOPs). FLOPs count a multiply-add as 2: twice the figure fvcore and mmcv print "
+            f"as FLOPs, which are multiply-adds (MACs)."
         )
     grid = inputs.grids.get("table3")
     cells = list(grid.cells) if grid is not None else []
@@ -648,6 +803,26 @@ def table3(inputs: Inputs) -> Table:
             + measured(table, cells_of, "miou", miou, why_missing)
         )
     table.findings = table3_findings(grid, inputs.replicates)
+    fcn_printed = next((row["miou"] for row in inputs.paper[1].rows if not row["grar"] and not row["sr_loss"]), None)
+    printed = {
+        head: row["miou"] for row in paper.rows for head, method in TABLE3_METHODS.items() if method == row["method"]
+    }
+    fcn = next((c.cell for c in cells if TABLE3_CELLS.get(c.cell) == "fcn"), None)
+    table.orderings = [
+        ordering(
+            f"{c.cell} − FCN, single scale",
+            grid,
+            c.cell,
+            fcn,
+            "miou",
+            None
+            if fcn_printed is None or TABLE3_CELLS.get(c.cell) not in printed
+            else round(printed[TABLE3_CELLS[c.cell]] - fcn_printed, 1),
+            inputs.replicates,
+        )
+        for c in cells
+        if TABLE3_CELLS.get(c.cell) != "fcn"
+    ]
     return table
 
 
@@ -775,6 +950,14 @@ def to_markdown(table: Table) -> str:
     lines.append("| " + " | ".join(_md(column) for column in table.columns) + " |")
     lines.append("|" + "---|" * len(table.columns))
     lines += ["| " + " | ".join(markdown_cell(cell, page) for cell in row) + " |" for row in table.rows]
+    if table.orderings:
+        lines += ["", "## Orderings: measured beside the paper", ""]
+        if table.resolution:
+            lines += [table.resolution, ""]
+        lines += ["| comparison | measured, 95 % CI | paper | verdict |", "|---|---|---|---|"]
+        lines += [
+            f"| {_md(o.label)} | {_md(o.measured_text())} | {o.paper_text()} | {o.verdict} |" for o in table.orderings
+        ]
     if table.findings:
         lines += ["", "## Findings", ""] + [f"- {finding}" for finding in table.findings]
     if table.provenance:

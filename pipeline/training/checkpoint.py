@@ -334,7 +334,7 @@ LATER_KEYS: dict[str, Any] = {
     "train.threads": None,
     "train.loss.resolution": "full",
     "executor.parallel": 1,
-}
+}  # later keys with a schema default (pipeline.config.ADDED_KEYS) need no entry here
 
 
 def with_later_keys(raw: dict[str, Any]) -> dict[str, Any]:

@@ -8,10 +8,12 @@ images ImageNet-normalised float32 (3, H, W), labels int64 (H, W) with class ids
 Training augmentation (section 4.1) is ``torchvision.transforms.v2`` applied to
 the image and its mask together (``tv_tensors.Image`` + ``tv_tensors.Mask``:
 the mask is resized and rotated by nearest neighbour, filled with 255):
-horizontal flip, random scale in ``train.augment.scale``, rotation uniform in
+horizontal flip, random scale in ``train.augment.scale`` (of the image's own
+size, or with ``train.augment.base_size`` of that base size, as
+PyTorch-Encoding: ``RandomScale``), rotation uniform in
 ±``train.augment.rotate`` degrees, pad to the crop (mask 255), random crop of
 ``train.crop_size``, normalisation. Steps that cannot change anything (scale
-[1, 1], rotation 0) are left out.
+[1, 1] of the image's own size, rotation 0) are left out.
 
 Determinism. Training batches come from ``EpochBatchSampler``: per epoch a
 permutation of the split seeded by ``seed + epoch``, cut into consecutive global
@@ -144,25 +146,50 @@ def image_tensor(image: np.ndarray) -> torch.Tensor:
 
 
 class RandomScale(v2.Transform):
-    """Resize by a factor uniform in [low, high] (section 4.1: "resize the images between 0.5 and 2").
+    """Resize by a random scale in [low, high] (section 4.1: "resize the images between 0.5 and 2").
 
-    Bilinear (antialiased) for images; ``tv_tensors.Mask`` is resized by nearest
-    neighbour by torchvision's mask kernel.
+    ``base_size`` None: the image's own size times a factor uniform in [low,
+    high]. A number: the size reference is ``base_size``, as PyTorch-Encoding's
+    ``BaseDataset._sync_transform`` (encoding/datasets/base.py): the long side
+    is an integer uniform in [int(base_size x low), int(base_size x high)]
+    (both ends included, its ``random.randint``), the short side
+    int(short x long / old long + 0.5), the width taking the long side when
+    the image is square (``long_side_size``). Bilinear (antialiased) for
+    images; ``tv_tensors.Mask`` is resized by nearest neighbour by
+    torchvision's mask kernel.
     """
 
-    def __init__(self, low: float, high: float) -> None:
+    def __init__(self, low: float, high: float, base_size: int | None = None) -> None:
         super().__init__()
         if not 0 < low <= high:
             raise ValueError(f"scale range must satisfy 0 < low <= high, got [{low}, {high}]")
-        self.low, self.high = low, high
+        if base_size is not None and int(base_size * low) < 1:
+            raise ValueError(f"base size {base_size} x scale {low} is under one pixel")
+        self.low, self.high, self.base_size = low, high, base_size
 
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
         height, width = query_size(flat_inputs)
+        if self.base_size is not None:
+            low, high = int(self.base_size * self.low), int(self.base_size * self.high)
+            long = int(torch.randint(low, high + 1, ()))
+            return {"size": list(long_side_size((height, width), long))}
         factor = float(torch.empty(()).uniform_(self.low, self.high))
         return {"size": [max(1, round(height * factor)), max(1, round(width * factor))]}
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         return self._call_kernel(TF.resize, inpt, params["size"], antialias=True)
+
+
+def long_side_size(size: tuple[int, int], long: int) -> tuple[int, int]:
+    """(height, width) of an image of ``size`` whose long side becomes ``long``, as PyTorch-Encoding rounds it.
+
+    encoding/datasets/base.py ``_sync_transform``: height > width: (long, int(width x long / height + 0.5)),
+    otherwise (square included) (int(height x long / width + 0.5), long); at least 1 pixel.
+    """
+    height, width = size
+    if height > width:
+        return long, max(1, int(width * long / height + 0.5))
+    return max(1, int(height * long / width + 0.5)), long
 
 
 def train_transform(augment: AugmentConfig, crop_size: int | tuple[int, int]) -> v2.Compose:
@@ -172,8 +199,8 @@ def train_transform(augment: AugmentConfig, crop_size: int | tuple[int, int]) ->
     if augment.hflip:
         steps.append(v2.RandomHorizontalFlip())
     low, high = augment.scale
-    if (low, high) != (1.0, 1.0):
-        steps.append(RandomScale(low, high))
+    if augment.base_size is not None or (low, high) != (1.0, 1.0):
+        steps.append(RandomScale(low, high, augment.base_size))
     if augment.rotate > 0:
         steps.append(v2.RandomRotation(augment.rotate, interpolation=v2.InterpolationMode.BILINEAR, fill=fill))
     steps.append(v2.RandomCrop(hw(crop_size), pad_if_needed=True, fill=fill))

@@ -1,7 +1,8 @@
 """Devices and processes: the device of a run, and data-parallel training across the tasks of a SLURM job.
 
-``resolve_device(train.device)`` picks the device; ``amp(device)`` is the
-autocast of a forward pass (bf16 on CUDA, nothing on CPU) and ``MEMORY_FORMAT``
+``resolve_device(train.device)`` picks the device; ``amp(device, precision)``
+is the autocast of a forward pass (``train.precision``: bf16 on CUDA, or none;
+nothing on CPU) and ``MEMORY_FORMAT``
 the layout of images and weights: channels_last, faster for convolutions on
 CUDA and on our CPU runs too (embedded profile, 2 cores, one training step of
 batch 8 at 64 x 64: fcn 52 -> 45 ms, grar 59 -> 45 ms, aspp 78 -> 51 ms).
@@ -49,11 +50,21 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def amp(device: torch.device) -> contextlib.AbstractContextManager:
-    """bfloat16 autocast on CUDA (the losses cast logits to float32); plain float32 on CPU."""
-    if device.type == "cuda":
+def amp(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """The forward's autocast of ``train.precision``: ``bf16``, bfloat16 autocast on CUDA (the losses cast logits to
+    float32); ``fp32``, none. CPU runs are always float32 (they never used autocast, whatever the precision).
+
+    ``fp32`` leaves PyTorch's math defaults as they are: on Ampere and later GPUs cuDNN may run convolutions
+    in TF32 (``torch.backends.cudnn.allow_tf32``, true by default), matrix products stay float32.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
+    if device.type == "cuda" and precision == "bf16":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+PRECISIONS = ("bf16", "fp32")
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,12 @@
 """Run-level evaluation: a trained model over the val split, single scale and multi-scale + flip.
 
 Every run is scored single scale (scale 1.0, no flip: the plain columns of the
-tables); with ``eval.multi_scale`` also at ``eval.scales`` averaging the
-softmax of every scale (and of the horizontally flipped image with
-``eval.flip``): the "MS" column of Table 1. ``eval.base_size`` sets each
-scale's size from the long side, ``eval.window`` processes each (scaled) image
-in sliding crops. ``infer`` is the one inference function (evaluation, the
+tables); with ``eval.multi_scale`` also at ``eval.scales`` fusing every scale
+(and the horizontally flipped image with ``eval.flip``) as ``eval.fusion``
+says: the "MS" column of Table 1. ``eval.base_size`` sets each scale's size
+from the long side, ``eval.window`` processes each (scaled) image in sliding
+crops, ``eval.align_corners`` is that of every resize, ``train.precision`` the
+autocast on CUDA. ``infer`` is the one inference function (evaluation, the
 report's qualitative figure and ``grar predict`` call it); it calls
 ``Segmentor.predict``, which holds the modes. Scores come from one dataset-level
 confusion matrix per mode (``pipeline.scores.metrics``: ignore 255, mIoU over the
@@ -79,18 +80,29 @@ def batches_by_size(sizes: list[tuple[int, int]], max_pixels: int = EVAL_PIXELS)
 
 
 @torch.no_grad()
-def infer(model: Segmentor, images: Tensor, config: EvalConfig, multi: bool = False) -> Tensor:
+def infer(model: Segmentor, images: Tensor, config: EvalConfig, precision: str, multi: bool = False) -> Tensor:
     """Class probabilities (B, K, H, W) of normalised ``images`` (B, 3, H, W), as evaluation computes them.
 
     ``multi`` False: single scale (1.0, no flip); True: ``config.scales`` and
-    ``config.flip``. Both with ``config.base_size`` and ``config.window``
-    (windows padded with black, as the reference), under the training's
-    autocast (bfloat16 on CUDA). ``model`` must be in eval mode and on the
-    images' device; labels are ``infer(...).argmax(1)``.
+    ``config.flip``. Both with ``config.base_size``, ``config.window``
+    (windows padded with black, as the reference), ``config.fusion`` and
+    ``config.align_corners`` (``Segmentor.predict``), under the autocast of
+    ``precision``, the run's ``train.precision`` (bfloat16 on CUDA for
+    ``bf16``). ``model`` must be in eval mode and on the images' device;
+    labels are ``infer(...).argmax(1)``.
     """
     scales, flip = (config.scales, config.flip) if multi else ((1.0,), False)
-    with amp(images.device):
-        return model.predict(images, scales, flip, window=config.window, base_size=config.base_size, pad_value=BLACK)
+    with amp(images.device, precision):
+        return model.predict(
+            images,
+            scales,
+            flip,
+            window=config.window,
+            base_size=config.base_size,
+            pad_value=BLACK,
+            fusion=config.fusion,
+            align_corners=config.align_corners,
+        )
 
 
 @torch.no_grad()
@@ -99,10 +111,12 @@ def evaluate_model(
     dataset: SegmentationDataset,
     config: EvalConfig,
     device: torch.device,
+    precision: str,
     ranks: Ranks = Ranks(),
     desc: str = "eval",
 ) -> Evaluation:
-    """Score ``model`` on every sample of ``dataset`` (unaugmented) as described in the module docstring."""
+    """Score ``model`` on every sample of ``dataset`` (unaugmented) as described in the module docstring;
+    ``precision``: the run's ``train.precision``."""
     start = time.perf_counter()
     was_training = model.training
     model.eval()
@@ -118,7 +132,7 @@ def evaluate_model(
         labels = torch.stack(labels).to(device)  # (B, H, W)
         for mode, matrix in (("single", single), ("multi", multi)):
             if matrix is not None:
-                predicted = infer(model, images, config, multi=mode == "multi").argmax(dim=1)  # (B, H, W)
+                predicted = infer(model, images, config, precision, multi=mode == "multi").argmax(dim=1)  # (B, H, W)
                 matrix.update(labels, predicted)
                 entries[mode].append(image_entries(indices, labels, predicted, k))
     model.train(was_training)

@@ -5,11 +5,13 @@ Optimisation (section 4.1): SGD with ``train.momentum`` and
 classifier's), the poly schedule lr = base (1 - it / total)^power with base lr
 and total iterations from ``train.schedules[train.dataset]``, in two named
 parameter groups (``optimizer_groups``): ``backbone`` at lr, ``head`` (heads,
-auxiliary head, SR-Loss classifier) at ``train.head_lr_mult`` x lr, as
+auxiliary head, SR-Loss classifier) at the dataset's head multiple x lr
+(``train.schedules[train.dataset].head_lr_mult``, else ``train.head_lr_mult``), as
 PyTorch-Encoding's trainers do (``lr * 10`` for ``model.head``); the loss of
 ``pipeline.training.losses.Criterion`` (pixel CE + w_aux aux CE + w_coarse coarse CE +
-w_sr SR-Loss, Eq. 6). On CUDA the forward runs under bf16 autocast; images and
-weights are channels_last on every device (``pipeline.training.distributed``).
+w_sr SR-Loss, Eq. 6). On CUDA the forward runs under bf16 autocast
+(``train.precision: bf16``) or in float32 (``fp32``); images and weights are
+channels_last on every device (``pipeline.training.distributed``).
 
 Data parallel (``pipeline.training.distributed``): in a job of W processes each rank
 trains on batch_size / W samples of the global batch with BatchNorm over the
@@ -124,7 +126,7 @@ def train(params: Params, run_dir: Path, ranks: Ranks = Ranks(), stop_after: int
     )
     step = TrainingStep(model, criterion).to(device, memory_format=MEMORY_FORMAT)
     optimizer = torch.optim.SGD(
-        optimizer_groups(step, config.head_lr_mult),
+        optimizer_groups(step, config.head_mult),
         lr=schedule.lr,
         momentum=config.momentum,
         weight_decay=config.weight_decay,
@@ -189,7 +191,7 @@ def run_iterations(
             lr = poly_lr(schedule.lr, iteration, schedule.iterations, config.poly_power)
             for group in optimizer.param_groups:
                 group["lr"] = lr * group["lr_mult"]
-            with amp(device):
+            with amp(device, config.precision):
                 terms = module(images, target)
             optimizer.zero_grad(set_to_none=True)
             terms["total"].backward()

@@ -222,7 +222,8 @@ def predict_images(
             try:
                 tensors = torch.stack([image_tensor(array) for _, array in decoded])  # (B, 3, H, W)
                 tensors = tensors.to(device, memory_format=MEMORY_FORMAT)
-                labels = infer(model, tensors, config, options.multi_scale).argmax(dim=1).cpu().numpy()  # (B, H, W)
+                labels = infer(model, tensors, config, run.params.train.precision, options.multi_scale)  # (B, K, H, W)
+                labels = labels.argmax(dim=1).cpu().numpy()  # (B, H, W)
             except RuntimeError as err:  # torch.OutOfMemoryError (CUDA) is one too
                 if not out_of_memory(err):
                     raise

@@ -95,7 +95,9 @@ def train_and_evaluate(params: Params, run_dir: Path, digest: str) -> dict[str, 
         model = train(params, run_dir, ranks)
         device = current_device(params)
         val = SegmentationDataset(dataset_dir(params, params.train.dataset), "val")
-        evaluation = evaluate_model(model, val, params.eval, device, ranks, desc=f"eval {params.model.head}")
+        evaluation = evaluate_model(
+            model, val, params.eval, device, params.train.precision, ranks, desc=f"eval {params.model.head}"
+        )
         metrics = {
             **scores(evaluation.single, val.class_names),
             "ms": scores(evaluation.multi, val.class_names) if evaluation.multi is not None else None,

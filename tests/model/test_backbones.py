@@ -79,3 +79,12 @@ def test_resnet50_deep_stem_widths_are_those_of_resnet50s_and_v1c():
     assert v1c.layer1[0].conv1.in_channels == 64
     with pytest.raises(ValueError, match="unknown stem 'wide'"):
         BACKBONES["resnet50"]("wide")
+
+
+def test_resnest101_stem_is_its_own_deep_stem_of_the_deep_widths():
+    with torch.device("meta"):
+        standard, deep = BACKBONES["resnest101"]("standard").body, BACKBONES["resnest101"]("deep").body
+    widths = [m.out_channels for m in deep.conv1 if isinstance(m, torch.nn.Conv2d)]
+    assert widths == [m.out_channels for m in standard.conv1 if isinstance(m, torch.nn.Conv2d)] == [64, 64, 128]
+    with pytest.raises(ValueError, match="stem 'deep_v1c': resnest101 has its own deep stem"):
+        BACKBONES["resnest101"]("deep_v1c")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -192,3 +194,150 @@ def test_bad_window_is_a_clear_error(window, stride):
 def test_bad_scales_are_a_clear_error():
     with pytest.raises(ValueError, match="scales must be positive"):
         Segmentor(Pointwise(), PointwiseHead()).predict(torch.randn(1, 3, 8, 8), scales=(0.0,))
+
+
+# eval.fusion and eval.align_corners: softmax_mean (mmsegmentation's aug_test) and exp_sum (PyTorch-Encoding's
+# MultiEvalModule, encoding/models/sseg/base.py), by hand and against that module's procedure written out.
+
+
+class FirstChannel(nn.Module):
+    """Logits [0, x] per pixel, x the image's first channel, at output stride 1: values computable by hand."""
+
+    def forward(self, x):
+        return {"layer3": x, "layer4": x}
+
+
+class ZeroAndFirst(nn.Module):
+    def forward(self, x):
+        return {"out": torch.cat([torch.zeros_like(x[:, :1]), x[:, :1]], dim=1)}  # (B, 2, H, W)
+
+
+def test_exp_sum_and_softmax_mean_by_hand_scale_by_scale():
+    model = Segmentor(FirstChannel(), ZeroAndFirst()).eval()
+    images = torch.tensor([0.0, 1.0, 2.0, 3.0]).view(1, 1, 1, 4).expand(1, 3, 1, 4)  # one row, x = 0, 1, 2, 3
+    sigmoid = torch.sigmoid
+    x = torch.tensor([0.0, 1.0, 2.0, 3.0])
+
+    def p1(**kwargs):  # the probability of class 1 along the row
+        return model.predict(images, flip=True, align_corners=True, **kwargs)[0, 1, 0]
+
+    # scale 1: no resize. The model is pointwise, so a flipped pass is the plain one: softmax_mean averages two
+    # softmax([0, x]) = sigmoid(x); exp_sum takes exp([0, x + x]): sigmoid(2x) once normalised.
+    torch.testing.assert_close(p1(scales=(1.0,), fusion="softmax_mean"), sigmoid(x))
+    torch.testing.assert_close(p1(scales=(1.0,), fusion="exp_sum"), sigmoid(2 * x))
+    # scale 2 (align_corners=True): the 1 x 4 row becomes 2 x 8 rows of x' = 3j/7, j = 0..7; back at 1 x 4, pixel i
+    # reads position 7i/3 of the 8: i = 0 -> j 0; i = 1 -> 2/3 of j 2 + 1/3 of j 3; i = 2 -> 1/3 of j 4 + 2/3 of
+    # j 5; i = 3 -> j 7. softmax_mean resizes the logits, linear in x: back to x exactly, sigmoid(x) again.
+    torch.testing.assert_close(p1(scales=(2.0,), fusion="softmax_mean"), sigmoid(x))
+    # exp_sum resizes exp(2x') per class: class 0 stays exp(0) = 1; class 1 mixes exponentials.
+    e = [float(torch.exp(torch.tensor(2 * 3 * j / 7))) for j in range(8)]
+    class1 = torch.tensor([e[0], 2 / 3 * e[2] + 1 / 3 * e[3], 1 / 3 * e[4] + 2 / 3 * e[5], e[7]])
+    torch.testing.assert_close(p1(scales=(2.0,), fusion="exp_sum"), class1 / (1 + class1))
+    # both scales: softmax_mean averages the two passes' softmaxes, exp_sum sums the two scales' exponentials
+    torch.testing.assert_close(p1(scales=(1.0, 2.0), fusion="softmax_mean"), sigmoid(x))
+    both = torch.exp(2 * x) + class1
+    torch.testing.assert_close(p1(scales=(1.0, 2.0), fusion="exp_sum"), both / (2 + both))
+
+
+class Strided(nn.Module):
+    """A 'backbone' of one 3x3 conv of stride 2: logits at half resolution, each from a 3 x 3 neighbourhood, so
+    windows, padding, flips and the upsampling of logits all change the result."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 6, 3, stride=2, padding=1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return {"layer3": y, "layer4": y}
+
+
+def test_exp_sum_without_flip_at_one_scale_is_the_softmax():
+    torch.manual_seed(2)
+    model = Segmentor(Strided(), PointwiseHead()).eval()
+    images = torch.randn(1, 3, 21, 30)
+    torch.testing.assert_close(model.predict(images, fusion="exp_sum"), model.predict(images))
+    # with windows, exp_sum averages the windows' exponentials where they overlap, softmax_mean their logits
+    overlapping = model.predict(images, window=16, fusion="exp_sum"), model.predict(images, window=16)
+    assert not torch.allclose(*overlapping)
+    torch.testing.assert_close(overlapping[0][..., :10, :10], overlapping[1][..., :10, :10])  # in one window only
+
+
+def encoding_multi_eval(model, image, scales, base_size, crop_size, pad_value):
+    """PyTorch-Encoding's MultiEvalModule.forward with flip (encoding/models/sseg/base.py), step by step, for the
+    one image of ``image`` (1, 3, h, w): resizes bilinear with align_corners=True (its up_kwargs), padding with
+    ``pad_value`` at the bottom and right, windows of ``crop_size`` every int(2/3 crop_size), each window
+    (padded to the crop) giving exp(logits + flipped logits), averaged where windows overlap, the scales summed."""
+    up = {"mode": "bilinear", "align_corners": True}
+    _, _, h, w = image.shape
+    stride = int(crop_size * 2 / 3)
+
+    def evaluate(x):  # the network: logits resized to its input (its heads' interpolate with up_kwargs)
+        return nn.functional.interpolate(model.outputs(x, aux=False)["out"], x.shape[-2:], **up)
+
+    def inference(x):  # module_inference(module, x, flip=True)
+        return (evaluate(x) + evaluate(x.flip(-1)).flip(-1)).exp()
+
+    def pad(x):  # pad_image: bottom and right up to crop_size, one value per channel
+        padh, padw = max(crop_size - x.shape[2], 0), max(crop_size - x.shape[3], 0)
+        out = torch.empty(1, 3, x.shape[2] + padh, x.shape[3] + padw)
+        for c in range(3):
+            out[:, c] = nn.functional.pad(x[:, c], (0, padw, 0, padh), value=pad_value[c])
+        return out
+
+    scores = 0
+    for scale in scales:
+        long_size = math.ceil(base_size * scale)
+        if h > w:
+            height, width, short_size = long_size, int(w * long_size / h + 0.5), int(w * long_size / h + 0.5)
+        else:
+            width, height, short_size = long_size, int(h * long_size / w + 0.5), int(h * long_size / w + 0.5)
+        current = nn.functional.interpolate(image, (height, width), **up)
+        if long_size <= crop_size:
+            outputs = inference(pad(current))[:, :, :height, :width]
+        else:
+            padded = pad(current) if short_size < crop_size else current
+            ph, pw = padded.shape[-2:]
+            outputs = torch.zeros(1, K, ph, pw)
+            count = torch.zeros(1, 1, ph, pw)
+            for row in range(math.ceil((ph - crop_size) / stride) + 1):
+                for col in range(math.ceil((pw - crop_size) / stride) + 1):
+                    h0, w0 = row * stride, col * stride
+                    h1, w1 = min(h0 + crop_size, ph), min(w0 + crop_size, pw)
+                    window = inference(pad(padded[:, :, h0:h1, w0:w1]))
+                    outputs[:, :, h0:h1, w0:w1] += window[:, :, : h1 - h0, : w1 - w0]
+                    count[:, :, h0:h1, w0:w1] += 1
+            outputs = (outputs / count)[:, :, :height, :width]
+        scores = scores + nn.functional.interpolate(outputs, (h, w), **up)
+    return scores
+
+
+def test_exp_sum_with_align_corners_is_pytorch_encoding_multi_eval_scale_by_scale():
+    torch.manual_seed(1)
+    model = Segmentor(Strided(), PointwiseHead()).eval()
+    image = torch.randn(1, 3, 21, 30)
+    black = (-2.1, -2.0, -1.8)
+    # base 32, crop 24: scale 0.5 -> 11 x 16, one padded window; 1.0 -> 22 x 32 padded to 24 x 32, two windows;
+    # 1.25 -> 28 x 40, 2 x 2 windows, the last ones cut and padded back
+    scales = (0.5, 1.0, 1.25)
+    options = {"flip": True, "window": 24, "base_size": 32, "pad_value": black, "fusion": "exp_sum"}
+    with torch.no_grad():
+        for scale in scales:
+            expected = encoding_multi_eval(model, image, (scale,), 32, 24, black)
+            torch.testing.assert_close(
+                model.predict(image, scales=(scale,), align_corners=True, **options),
+                expected / expected.sum(dim=1, keepdim=True),
+            )
+        expected = encoding_multi_eval(model, image, scales, 32, 24, black)
+        ours = model.predict(image, scales=scales, align_corners=True, **options)
+        torch.testing.assert_close(ours, expected / expected.sum(dim=1, keepdim=True))
+        assert torch.equal(ours.argmax(1), expected.argmax(1))
+        # the other conventions give other numbers on the same model: the switches switch something
+        assert not torch.allclose(model.predict(image, scales=scales, align_corners=False, **options), ours)
+        options["fusion"] = "softmax_mean"
+        assert not torch.allclose(model.predict(image, scales=scales, align_corners=True, **options), ours)
+
+
+def test_an_unknown_fusion_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown fusion 'mean'; valid: softmax_mean, exp_sum"):
+        Segmentor(Pointwise(), PointwiseHead()).predict(torch.randn(1, 3, 8, 8), fusion="mean")

@@ -37,6 +37,15 @@ def test_default_params_is_the_embedded_profile():
 def test_paper_profile_holds_the_paper_setup():
     params = load_params(ROOT / "profiles" / "paper.yaml")
     assert params.model.backbone == "resnet101"
+    assert (params.model.stem, params.model.imagenet_file) == ("deep", "resnet101s")  # PyTorch-Encoding's resnet101s
+    # trains and evaluates at one size reference, PyTorch-Encoding's base size
+    assert params.train.augment.base_size == params.eval.base_size == 520
+    assert (params.eval.fusion, params.eval.align_corners, params.train.precision) == ("exp_sum", True, "fp32")
+    assert {name: (s.lr, s.head_lr_mult) for name, s in params.train.schedules.items() if name != "embedded"} == {
+        "pascal_context": (0.001, 10.0),
+        "ade20k": (0.01, 10.0),
+        "coco_stuff": (0.001, 10.0),
+    }
     assert params.train.crop_size == 544
     assert params.train.batch_size == 16
     assert params.train.momentum == 0.9
@@ -49,10 +58,10 @@ def test_paper_profile_holds_the_paper_setup():
 def test_paper_profile_grids_name_no_weight_file_and_cover_tables_1_to_6():
     text = (ROOT / "profiles" / "paper.yaml").read_text()
     params = load_params(ROOT / "profiles" / "paper.yaml")
-    assert text.count("weights/") == len(params.weights.files) == 3  # each backbone's file, once: weights.files
+    assert text.count("weights/") == len(params.weights.files) == 7  # each published file, once: weights.files
     assert params.model.pretrained == "imagenet"
     grids = params.grid.grids
-    assert list(grids) == [f"table{n}" for n in range(1, 7)]
+    assert list(grids) == [f"table{n}" for n in range(1, 7)] + ["sr-weight"]
     assert not any(
         "model.pretrained" in overrides for spec in grids.values() for overrides in spec.overrides().values()
     )
@@ -67,12 +76,22 @@ def test_paper_profile_grids_name_no_weight_file_and_cover_tables_1_to_6():
         cells = {
             cell: with_overrides(params, overrides) for cell, overrides in grids[f"table{number}"].overrides().items()
         }
-        assert list(cells) == ["r101-grar-sr", "resnest101-grar-sr"]
+        assert list(cells)[:2] == ["r101-grar-sr", "resnest101-grar-sr"]
         assert [
             (p.train.dataset, p.model.backbone, p.model.head, p.train.loss.sr, p.eval.multi_scale)
-            for p in cells.values()
+            for p in list(cells.values())[:2]
         ] == [(dataset, "resnet101", "grar", 0.2, True), (dataset, "resnest101", "grar", 0.2, True)]
         assert cells["r101-grar-sr"].train.schedule == params.train.schedules[dataset]
+        assert cells["r101-grar-sr"].train.head_mult == 10.0  # PyTorch-Encoding's trainer, every dataset
+    # Table 5's third cell: ADE20K's lr as mmsegmentation uses it, no head multiplier; otherwise its r101 cell
+    other = with_overrides(params, grids["table5"].overrides()["r101-grar-sr-head-x1"])
+    assert (other.train.dataset, other.train.schedule.lr, other.train.head_mult) == ("ade20k", 0.01, 1.0)
+    same = with_overrides(params, grids["table5"].overrides()["r101-grar-sr"])
+    assert other.model_copy(update={"train": same.train}) == same
+    # the w_sr sweep: Table 1's R50 GRAr + SR-Loss row at three weights, 0.2 being that row itself
+    sweep = {cell: with_overrides(params, o) for cell, o in grids["sr-weight"].overrides().items()}
+    assert {cell: p.train.loss.sr for cell, p in sweep.items()} == {"w-sr-0.1": 0.1, "w-sr-0.2": 0.2, "w-sr-0.4": 0.4}
+    assert sweep["w-sr-0.2"] == with_overrides(params, grids["table1"].overrides()["r50-grar-sr"])
 
 
 def test_unknown_top_level_key_names_it_and_lists_sections():
@@ -348,7 +367,7 @@ def test_a_base_override_reaches_every_cell_that_does_not_set_the_key(tmp_path):
         for grid, spec in params.grid.grids.items()
         for cell, overrides in spec.overrides().items()
     }
-    assert len(resolved) == 27
+    assert len(resolved) == 5 + 9 + 7 + 2 + 3 + 2 + 3  # tables 1-6, sr-weight
     assert all(p.model.pretrained is None and p.executor.slurm.partition == "other" for p in resolved.values())
     datasets = {key: p.train.dataset for key, p in resolved.items()}
     assert {d for (grid, _), d in datasets.items() if grid in ("table1", "table2", "table3")} == {"ade20k"}
@@ -481,3 +500,47 @@ def test_a_params_file_over_a_mebibyte_is_refused_unread(tmp_path):
     with pytest.raises(ConfigError) as info:
         load_params(big)
     assert str(info.value) == f"{big}: {big.stat().st_size:,} bytes; a parameters file may hold at most 1,048,576"
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.precision=fp16", "train.precision: unknown value 'fp16'; allowed: 'bf16' or 'fp32'"),
+        ("eval.fusion=mean", "eval.fusion: unknown value 'mean'; allowed: 'softmax_mean' or 'exp_sum'"),
+        ("eval.align_corners=maybe", "eval.align_corners: input should be a valid boolean"),
+        ("train.augment.base_size=0", "train.augment.base_size: must be > 0 (got 0)"),
+        ("train.augment.base_size=520.5", "train.augment.base_size: input should be a valid integer"),
+        ("train.augment.scale=[2.0, 0.5]", "train.augment: scale: [2.0, 0.5] must be [low, high] with low <= high"),
+        ("train.schedules.ade20k.head_lr_mult=0", "train.schedules.ade20k.head_lr_mult: must be > 0.0 (got 0)"),
+        (
+            "train.augment.base_sise=520",
+            "unknown key train.augment.base_sise; allowed keys: hflip, scale, rotate, base_size",
+        ),
+        ("train.precission=fp32", "unknown key train.precission; allowed keys: dataset, schedules,"),
+        ("eval.align_corner=true", "unknown key eval.align_corner; allowed keys: multi_scale, scales,"),
+        (
+            "train.schedules.ade20k={lr: 0.01, iterations: 5, head_lr: 1}",
+            "unknown key train.schedules.ade20k.head_lr; allowed keys: lr, iterations, head_lr_mult",
+        ),
+        ("weights.files.resnet50d=weights/x.pth", "weights.files.resnet50d"),
+    ],
+)
+def test_the_recipe_switches_are_validated_with_the_key_named(override, message):
+    with pytest.raises(ConfigError) as info:
+        load_params(PARAMS, (override,))
+    assert info.value.exit_code == 2
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_the_recipe_switches_default_to_what_grar_did_before_them():
+    """A params file without the added keys (an older one) means what it meant (pipeline.config.ADDED_KEYS)."""
+    raw = raw_params()
+    del raw["train"]["augment"]["base_size"], raw["train"]["precision"]
+    del raw["eval"]["fusion"], raw["eval"]["align_corners"]
+    older = validate(raw)
+    assert older == load_params(PARAMS)
+    assert (older.train.augment.base_size, older.train.precision) == (None, "bf16")
+    assert (older.eval.fusion, older.eval.align_corners) == ("softmax_mean", False)
+    assert older.train.schedule.head_lr_mult is None and older.train.head_mult == older.train.head_lr_mult
+    # a schedule without its own multiple prints as written: {lr, iterations}
+    assert older.train.schedules["embedded"].model_dump() == {"lr": 0.03, "iterations": 300}

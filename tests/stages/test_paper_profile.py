@@ -5,8 +5,9 @@ The profile is ``profiles/paper.yaml`` changed by the documented override file
 CPU jobs without GPUs), plus the site's own file (``local.yaml`` below): the
 miniature copies of the three datasets this test builds in their official
 layouts (``data.local``) and the ImageNet weight files it makes (random, in the
-published files' format, under their published names in a local mirror
-folder that the ``weights`` stage fetches from). Every training run and the
+layout of the files the profile loads: PyTorch-Encoding's deep-stem ResNets
+and ResNeSt-101), declared as files of its own in ``weights.files``, which the
+``weights`` stage checks and the runs load. Every training run and the
 module benchmark must run as a SLURM job; the report must hold measured rows
 from the real backbones in all six tables.
 """
@@ -52,7 +53,8 @@ def project(tmp_path) -> Path:
 
 
 def make_weights(root: Path) -> dict[str, str]:
-    """Random ImageNet-format weight files of the three real backbones (``Backbone.body``'s state dict)."""
+    """Random ImageNet-format weight files of the files the paper profile loads (``Backbone.body``'s state dict):
+    its deep stem (``model.stem: deep``) takes PyTorch-Encoding's resnet50s / resnet101s, and ResNeSt-101's."""
     import torch
 
     from model.backbones import BACKBONES
@@ -60,9 +62,13 @@ def make_weights(root: Path) -> dict[str, str]:
     root.mkdir(parents=True)
     files = {}
     torch.manual_seed(0)
-    for name in ("resnet50", "resnet101", "resnest101"):
+    for name, backbone, stem in (
+        ("resnet50s", "resnet50", "deep"),
+        ("resnet101s", "resnet101", "deep"),
+        ("resnest101", "resnest101", "deep"),
+    ):
         path = root / f"{name}-smoke.pth"  # not the published name: files of the test's own (pipeline.weights)
-        torch.save(BACKBONES[name]().body.state_dict(), path)
+        torch.save(BACKBONES[backbone](stem).body.state_dict(), path)
         files[name] = str(path.relative_to(root.parent))
     return files
 
@@ -100,7 +106,7 @@ MEASURED = {
 def submitted_jobs(project: Path) -> dict[str, str]:
     """Every run of every grid and every stage job: what ran it (its SLURM job id)."""
     jobs = {}
-    for index in sorted((project / "runs" / "grids").glob("table*.json")):
+    for index in sorted((project / "runs" / "grids").glob("*.json")):
         for entry in json.loads(index.read_text())["cells"]:
             jobs[f"{index.stem}/{entry['cell']} seed {entry['seed']} ({entry['state']})"] = str(entry.get("job_id"))
     for record in sorted((project / "runs" / "slurm-logs" / "stages").glob("*.json")):
@@ -108,6 +114,7 @@ def submitted_jobs(project: Path) -> dict[str, str]:
     return jobs
 
 
+@pytest.mark.timeout(1500)  # ~210 s alone on 2 cores; a loaded machine more than pytest's 300 s default
 def test_the_paper_profile_runs_through_dvc_on_slurm_to_tables_1_to_6(slurm_cluster, project, tmp_path):
     datasets = build_all(tmp_path / "datasets", train=10, val=3, size=(48, 64))
     site = {
@@ -136,9 +143,9 @@ def test_the_paper_profile_runs_through_dvc_on_slurm_to_tables_1_to_6(slurm_clus
 
     # Every training run and the module benchmark ran as a SLURM job; the data stages ran in place (the profile's).
     runs = {what: job for what, job in jobs.items() if not what.startswith("stage ")}
-    assert len(runs) == 5 + 9 + 7 + 2 + 2 + 2 and all("(done)" in what for what in runs), runs
+    assert len(runs) == 5 + 9 + 7 + 2 + 3 + 2 + 3 and all("(done)" in what for what in runs), runs  # + sr-weight
     assert all(SLURM_JOB.fullmatch(job) for job in runs.values()), runs
-    assert len(set(runs.values())) == 21  # 27 grid runs, 21 configs: shared runs trained once
+    assert len(set(runs.values())) == 24  # 31 grid runs, 24 configs: shared runs trained once
     assert SLURM_JOB.fullmatch(jobs["stage bench"])
     for number, rows in MEASURED.items():
         text = (project / "reports" / "tables" / f"table{number}.md").read_text()
@@ -148,4 +155,5 @@ def test_the_paper_profile_runs_through_dvc_on_slurm_to_tables_1_to_6(slurm_clus
     table3 = (project / "reports" / "tables" / "table3.md").read_text()
     assert "not benchmarked" not in table3 and "missing)" not in table3
     assert "profile paper-smoke;" in (project / "reports" / "tables" / "table1.md").read_text()  # numbers say whence
+    assert "table5/r101-grar-sr-head-x1 · resnet101" in (project / "reports" / "tables" / "table5.md").read_text()
     assert sorted(p.name for p in (project / "data" / "downloads").iterdir()) == ["manifest.json"]  # nothing fetched

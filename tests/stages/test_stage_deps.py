@@ -72,6 +72,21 @@ def imported_by(path: Path) -> frozenset[Path]:
     return frozenset(files)
 
 
+def missing_modules(path: Path) -> list[str]:
+    """The project modules ``path`` imports (``import a.b``, ``from a.b import c``) that do not exist."""
+    missing = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module]
+        missing += [
+            f"{name} (line {node.lineno})"
+            for name in names
+            if name.split(".")[0] in PACKAGES and module_file(name) is None
+        ]
+    return missing
+
+
 def reached(module: str) -> set[str]:
     """Every project file (repository-relative) that ``python -m <module>`` runs, and the data files they read."""
     parts = module.split(".")
@@ -145,6 +160,17 @@ def exact_deps(files: set[str]) -> list[str]:
 
 
 STAGES = stages()
+
+
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_a_stage_imports_only_modules_that_exist(stage):
+    """An import the follower could not resolve would drop out of the stage's files unseen: it fails here."""
+    broken = {
+        f: missing
+        for f in sorted(reached(STAGES[stage][0]))
+        if f.endswith(".py") and (missing := missing_modules(REPO / f))
+    }
+    assert not broken, f"stage {stage}: imports of modules that do not exist: {broken}"
 
 
 @pytest.mark.parametrize("stage", sorted(STAGES))

@@ -167,3 +167,19 @@ def test_a_reader_that_closes_early_ends_grar_quietly_with_sigpipes_status(proje
     grar.stdout.close()  # the reader went away
     err = grar.stderr.read().decode()
     assert (grar.wait(timeout=60), err) == (141, "")
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.precision=fp16", "train.precision: unknown value 'fp16'; allowed: 'bf16' or 'fp32'"),
+        ("eval.fusion=sum", "eval.fusion: unknown value 'sum'; allowed: 'softmax_mean' or 'exp_sum'"),
+        ("train.augment.base_size=-1", "train.augment.base_size: must be > 0 (got -1)"),
+        ("model.stem=deep", "model.pretrained: imagenet: no ImageNet file is published for backbone 'tiny_resnet'"),
+    ],
+)
+def test_a_bad_recipe_switch_is_one_line_and_exit_2(project, capsys, override, message):
+    extra = ("--set", "model.pretrained=imagenet") if override.startswith("model.") else ()
+    assert main(["config", "--set", override, *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err

@@ -98,7 +98,7 @@ def test_grid_plan_command(planned, tmp_path, capsys):
         "grid g: 6 runs (1 done, 5 pending); executor slurm: 2 run(s) at a time, 2 GPU(s) per job, time limit 2 min"
     )
     assert out[1] == "to go: 0:11:40 of run time, 0.39 GPU-hours, wall time 0:06:40 at 2 in parallel"
-    assert out[2].endswith("tiny_resnet 32x192 auto: 2 log(s); tiny_resnet 64x64 auto: 1 log(s)")
+    assert out[2].endswith("tiny_resnet 32x192 auto bf16: 2 log(s); tiny_resnet 64x64 auto bf16: 1 log(s)")
     assert out[3].split() == ["cell", "seed", "state", "iterations", "s/it", "remaining", "GPU-h", "time", "limit"]
     assert out[4].split() == ["fcn", "0", "done", "300/300", "0.500", "0:00:00", "0.00", "fits"]
     assert sum(line.startswith("warning: ") for line in out) == 4
@@ -116,21 +116,23 @@ def test_paper_profile_plans_tables_1_to_6_with_table4_sharing_table1s_runs(tmp_
     r101 = next(run for run in grids.expand(params, "table1") if run.cell == "r101-grar-sr")
     write_run(r101, [2.0] * 10, finished=True)
     counts = {}
-    for number in range(1, 7):
-        plan = grid_plan(params, f"table{number}")
-        counts[number] = (
+    for grid in [f"table{number}" for number in range(1, 7)] + ["sr-weight"]:
+        plan = grid_plan(params, grid)
+        counts[grid] = (
             len(plan.runs),
             sorted({run.iterations for run in plan.runs}),
             sum(run.state == "done" for run in plan.runs),
         )
     assert counts == {
-        1: (5, [50000], 1),
-        2: (9, [50000], 0),
-        3: (7, [50000], 0),
-        4: (2, [50000], 1),
-        5: (2, [200000], 0),
-        6: (2, [100000], 0),
+        "table1": (5, [50000], 1),
+        "table2": (9, [50000], 0),
+        "table3": (7, [50000], 0),
+        "table4": (2, [50000], 1),
+        "table5": (3, [200000], 0),  # + ADE20K's lr without the head multiplier
+        "table6": (2, [100000], 0),
+        "sr-weight": (3, [50000], 0),
     }
+    assert grid_plan(params, "sr-weight").shared == {("w-sr-0.2", 0): ("table1/r50-grar-sr",)}
     assert grid_plan(params, "table4").shared == {
         ("r101-grar-sr", 0): ("table1/r101-grar-sr",),
         ("resnest101-grar-sr", 0): ("table1/resnest101-grar-sr",),
@@ -148,12 +150,16 @@ def test_paper_profile_plans_tables_1_to_6_with_table4_sharing_table1s_runs(tmp_
     assert main(["grid", "plan", "table5", "--params", paper, "--set", "executor.slurm.partition=other"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0] == (
-        "grid table5: 2 runs (2 pending); executor slurm: 8 run(s) at a time, 4 GPU(s) per job, time limit 1440 min"
+        "grid table5: 3 runs (3 pending); executor slurm: 8 run(s) at a time, 4 GPU(s) per job, time limit 1440 min"
     )
-    assert [line.split()[:5] for line in out[4:6]] == [
+    assert [line.split()[:5] for line in out[4:7]] == [
         ["r101-grar-sr", "0", "pending", "0/200000", "2.000"],
         ["resnest101-grar-sr", "0", "pending", "0/200000", "unknown"],
+        ["r101-grar-sr-head-x1", "0", "pending", "0/200000", "2.000"],  # the same backbone, crop, device, precision
     ]
+    # the measured run is fp32 (the paper profile's train.precision): a bf16 run does not borrow its rate
+    bf16 = grid_plan(with_overrides(params, {"train.precision": "bf16"}), "table5")
+    assert [run.seconds_per_iteration for run in bf16.runs] == [None, None, None]
 
 
 def test_progress_of_a_running_run_from_its_log(planned, tmp_path):

@@ -226,6 +226,8 @@ def test_table3_bench_and_miou(params, runs, tmp_path):
     ]
     assert grar[2].note == "m1" and "device cpu (x86_64, 2 threads, float32" in table.provenance[0][1]
     assert "FLOPs: FlopCounterMode" in table.provenance[0][1] and "on cpu in float32" in table.preamble[-1]
+    # the FLOPs column says how it counts: a multiply-add as 2, twice the MACs fvcore and mmcv print
+    assert "measured GFLOPs (2 × MACs)" in table.columns and "multiply-adds (MACs)" in table.preamble[-1]
     ppm = row(table, "PPM")
     assert texts(ppm[2:3]) == ["not run (not benchmarked)"] and ppm[9].text.startswith("not run")
     assert texts(row(table, "FCN (baseline, fcn)")[1:3]) == ["— (no paper row)", "9.44"]
@@ -361,3 +363,62 @@ def test_markdown_rendering(params, runs):
 )
 def test_relative_links(page, target, expected):
     assert layout.href_from(page, target) == expected
+
+
+def test_orderings_give_a_verdict_against_the_paper_and_the_resolution(params, runs):
+    all_class_zero = np.zeros((5, 5), np.int64)
+    all_class_zero[:, 0] = 4  # IoU of class 0: 4 / 20, of the others 0: mIoU 4.00
+    for seed in (0, 1):
+        runs.done("table3", "fcn", seed, 0.25 / 0.3, head="fcn", images=[HALF_WRONG])
+        runs.done("table3", "ppm", seed, 0.25 / 0.3, head="ppm", images=[HALF_WRONG])  # = FCN: [0, 0]
+        runs.done("table3", "grar", seed, 1.0, images=[PERFECT])  # +16.67 on the one image, every replicate
+        runs.done("table3", "ocr", seed, 0.04, head="ocr", images=[all_class_zero])
+    table = tables_of(params)[2]
+    rows = {o.label: (o.measured_text(), o.paper_text(), o.verdict) for o in table.orderings}
+    assert rows == {
+        "ppm − FCN, single scale": ("+0.00 [95 % CI +0.00, +0.00]", "+6.9", "unresolved"),  # paper 49.2 − 42.3
+        "aspp − FCN, single scale": ("no interval: no seed finished in both cells", "+7.6", "no interval"),
+        "danet − FCN, single scale": ("no interval: no seed finished in both cells", "+8.3", "no interval"),
+        "ocr − FCN, single scale": ("-79.33 [95 % CI -79.33, -79.33]", "+8.1", "disagrees"),  # 4.00 − 83.33
+        "grar − FCN, single scale": ("+16.67 [95 % CI +16.67, +16.67]", "+9.4", "agrees"),  # paper 51.7 − 42.3
+    }
+    assert table.verdicts() == {"agrees": 1, "disagrees": 1, "unresolved": 1, "beyond the paper": 0, "no interval": 2}
+    assert table.resolution.startswith(
+        "Resolution: a difference resolves (its 95 % interval excludes 0) when it "
+        "is larger than its interval's half-width: here from ±0.0 to ±0.0 mIoU "
+        "points (median ±0.0) over 3 comparisons, 2 seeds each;"
+    )
+    markdown = to_markdown(table)
+    assert "| grar − FCN, single scale | +16.67 [95 % CI +16.67, +16.67] | +9.4 | agrees |" in markdown
+
+
+def test_table2_orderings_take_the_papers_differences_and_say_unresolved(params, runs):
+    for cell in TABLE2:
+        for seed in (0, 1):  # graph cells: perfect on seed 0, half wrong on seed 1; conv cells the other way round
+            graph = cell.endswith("graph") or cell == "fcn"
+            image = PERFECT if (seed == 0) == graph else HALF_WRONG
+            runs.done("table2", cell, seed, 1.0 if image is PERFECT else 0.25 / 0.3, images=[image])
+    orderings = {o.label: o for o in tables_of(params)[1].orderings}
+    assert [(label, o.paper_text(), o.verdict) for label, o in orderings.items()] == [
+        ("Graph − Conv, positive only", "+1.6", "unresolved"),  # 49.7 − 48.1
+        ("Graph − Conv, negative only", "+1.4", "unresolved"),  # 49.3 − 47.9
+        ("Graph − Conv, positive + negative", "+3.5", "unresolved"),  # 51.7 − 48.2
+        ("positive − negative only, Graph", "+0.4", "unresolved"),
+        ("positive − negative only, Conv", "+0.2", "unresolved"),
+        ("positive + negative − positive only, Graph", "+2.0", "unresolved"),
+        ("positive + negative − positive only, Conv", "+0.1", "unresolved"),
+        ("Eq. 1 conditional P(j|i) − as printed", "— (not in the paper)", "unresolved"),
+        ("Eq. 1 over row i − as printed", "— (not in the paper)", "unresolved"),
+    ]
+    assert orderings["Graph − Conv, positive only"].measured_text() == "+0.00 [95 % CI -16.67, +16.67]"
+
+
+def test_table1_orderings_without_runs_have_no_interval(params):
+    table = tables_of(params)[0]
+    assert [(o.label, o.verdict, o.paper_text()) for o in table.orderings] == [
+        ("GRAr − FCN, single scale", "no interval", "+9.4"),
+        ("GRAr − FCN, multi-scale + flip", "no interval", "— (not in the paper)"),
+        ("SR-Loss: GRAr + SR-Loss − GRAr, single scale", "no interval", "+1.3"),
+        ("GRAr + SR-Loss − FCN, single scale", "no interval", "+10.7"),
+    ]
+    assert table.resolution is None

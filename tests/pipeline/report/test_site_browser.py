@@ -199,8 +199,28 @@ def test_affinity_explorer_hover_click_search_and_switch(chromium, params, tmp_p
         # the cell size control zooms: names stay legible at 150 classes
         assert (
             page.evaluate("explorer.state.cell") == 12
-            and page.evaluate("document.getElementById('heatmap').width") > 150 * 12
+            and page.evaluate("document.getElementById('heatmap').width") == 150 * 12
         )
+        # the legend maps value to colour under the chosen normalisation: 0 to the largest f off the diagonal
+        top = float(np.max(conditional[~np.eye(len(conditional), dtype=bool)]))
+        assert page.evaluate("document.getElementById('legend-text').textContent") == (
+            f"Colour scale: f[i, j] under conditional, linear from 0 (dark blue) to {top:.4f} (yellow), the largest "
+            "value off the diagonal; the diagonal is grey."
+        )
+        assert page.evaluate("Array.from(document.querySelectorAll('#legend-ticks span'), s => s.textContent)") == [
+            "0.0000",
+            f"{top / 2:.4f}",
+            f"{top:.4f}",
+        ]
+        # scrolled to the last cell, the class names still stand beside its row and above its column
+        last = page.evaluate("explorer.data.order[explorer.data.order.length - 1]")
+        point = page.evaluate(f"explorer.reveal({last}, {last})")
+        boxes = page.evaluate("""(() => Object.fromEntries(['scroller', 'row-labels', 'col-labels', 'heatmap'].map(
+            id => [id, document.getElementById(id).getBoundingClientRect().toJSON()])))()""")
+        assert page.evaluate("document.getElementById('scroller').scrollLeft") > 0
+        assert abs(boxes["row-labels"]["left"] - boxes["scroller"]["left"]) <= 1  # stuck to the left edge
+        assert abs(boxes["col-labels"]["top"] - boxes["scroller"]["top"]) <= 1  # stuck to the top edge
+        assert boxes["row-labels"]["right"] < point["x"] and boxes["col-labels"]["bottom"] < point["y"]
         problems = [problem for problem in map(problem_of, browser.events) if problem]
         assert not problems, problems
         page.screenshot(tmp_path / "explorer.png")

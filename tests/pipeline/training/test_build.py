@@ -216,5 +216,11 @@ def test_weights_of_a_standard_stem_do_not_fit_a_deep_one(tmp_path):
 
 
 def test_resnest_keeps_its_own_stem(params):
-    with pytest.raises(ConfigError, match=r"model: stem 'deep': resnest101 has its own deep stem; use standard$"):
-        with_overrides(params, {"model.backbone": "resnest101", "model.stem": "deep"})
+    with pytest.raises(
+        ConfigError,
+        match=r"model: stem 'deep_v1c': resnest101 has its own deep stem \(64-64-128, as 'deep'\); use deep or "
+        r"standard \(both build it\)$",
+    ):
+        with_overrides(params, {"model.backbone": "resnest101", "model.stem": "deep_v1c"})
+    # its stem is 'deep' (64-64-128): both names build timm's resnest101e as it is
+    assert with_overrides(params, {"model.backbone": "resnest101", "model.stem": "deep"}).model.stem == "deep"

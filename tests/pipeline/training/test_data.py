@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import pydantic
 import pytest
 import torch
 from PIL import Image
@@ -18,13 +19,15 @@ from pipeline.training.data import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     EpochBatchSampler,
+    RandomScale,
     SegmentationDataset,
     list_split,
+    long_side_size,
     train_loader,
     train_transform,
 )
 
-NO_AUGMENT = AugmentConfig(hflip=False, scale=(1.0, 1.0), rotate=0.0)
+NO_AUGMENT = AugmentConfig(hflip=False, scale=(1.0, 1.0), rotate=0.0, base_size=None)
 
 
 def write_split(root, labels: dict[str, np.ndarray], names=("a", "b", "c"), image_suffix=".png") -> None:
@@ -104,7 +107,7 @@ def red_label(image: torch.Tensor) -> torch.Tensor:
 
 def test_flip_and_crop_move_image_and_mask_together(tmp_path):
     write_split(tmp_path, {"x": stripes()})
-    augment = AugmentConfig(hflip=True, scale=(1.0, 1.0), rotate=0.0)
+    augment = AugmentConfig(hflip=True, scale=(1.0, 1.0), rotate=0.0, base_size=None)
     dataset = SegmentationDataset(tmp_path, "train", train_transform(augment, 11), seed=3)
     flipped = 0
     for epoch in range(8):
@@ -120,7 +123,7 @@ def test_flip_and_crop_move_image_and_mask_together(tmp_path):
 
 def test_scale_and_rotation_keep_mask_values_and_fill_255(tmp_path):
     write_split(tmp_path, {"x": stripes(15, 17)})
-    augment = AugmentConfig(hflip=True, scale=(0.5, 2.0), rotate=30.0)
+    augment = AugmentConfig(hflip=True, scale=(0.5, 2.0), rotate=30.0, base_size=None)
     dataset = SegmentationDataset(tmp_path, "train", train_transform(augment, 13), seed=0)
     ignored = []
     for epoch in range(6):
@@ -133,7 +136,7 @@ def test_scale_and_rotation_keep_mask_values_and_fill_255(tmp_path):
 
 def test_augmentation_depends_on_seed_epoch_index_only(tmp_path):
     write_split(tmp_path, {"x": stripes(15, 17), "y": stripes(15, 17)})
-    augment = AugmentConfig(hflip=True, scale=(0.5, 2.0), rotate=10.0)
+    augment = AugmentConfig(hflip=True, scale=(0.5, 2.0), rotate=10.0, base_size=None)
     dataset = SegmentationDataset(tmp_path, "train", train_transform(augment, 13), seed=5)
     torch.manual_seed(123)
     state = torch.get_rng_state()
@@ -160,6 +163,48 @@ def test_a_height_width_crop_takes_the_whole_strip(tmp_path):
     assert image.shape == (3, 7, 9) and torch.equal(label, torch.from_numpy(stripes()).long())
     _, padded = SegmentationDataset(tmp_path, "train", train_transform(NO_AUGMENT, (8, 9)), seed=0)[(0, 0)]
     assert padded.shape == (8, 9) and int((padded == 255).sum()) == 9  # one padded row, no column
+
+
+def test_long_side_size_rounds_as_pytorch_encoding():
+    # encoding/datasets/base.py _sync_transform: the long side given, the short one int(short x long / long' + 0.5)
+    assert long_side_size((375, 500), 520) == (390, 520)  # int(375 x 520 / 500 + 0.5) = int(390.5)
+    assert long_side_size((500, 333), 260) == (260, 173)  # portrait: int(333 x 260 / 500 + 0.5) = int(173.66)
+    assert long_side_size((7, 9), 10) == (8, 10)  # int(7 x 10 / 9 + 0.5) = int(8.28)
+    assert long_side_size((5, 5), 8) == (8, 8)  # square: the width takes the long side
+    assert long_side_size((1, 100), 10) == (1, 10)  # int(0.6) = 0: at least one pixel
+
+
+def test_a_base_size_draws_the_long_side_from_base_size_times_scale(tmp_path):
+    """train.augment.base_size: the long side uniform over the integers [int(10 x 0.5), int(10 x 2)] = [5, 20],
+    both ends included (Encoding's random.randint), whatever the image's own size."""
+    scale = RandomScale(0.5, 2.0, base_size=10)
+    torch.manual_seed(0)
+    sizes = {tuple(scale.make_params([torch.zeros(3, 7, 9)])["size"]) for _ in range(2000)}
+    assert {width for _, width in sizes} == set(range(5, 21))  # the long side: the width of a 7 x 9 image
+    assert all((height, width) == long_side_size((7, 9), width) for height, width in sizes)
+    # the same draws for an image of another size: only the aspect ratio of the image counts
+    torch.manual_seed(0)
+    tall = {tuple(scale.make_params([torch.zeros(3, 90, 30)])["size"]) for _ in range(2000)}
+    assert {height for height, _ in tall} == set(range(5, 21)) and (20, 7) in tall  # int(30 x 20 / 90 + 0.5)
+
+
+def test_a_base_size_with_scale_one_still_resizes_to_the_base_size(tmp_path):
+    write_split(tmp_path, {"x": stripes()})  # 7 x 9
+    augment = AugmentConfig(hflip=False, scale=(1.0, 1.0), rotate=0.0, base_size=10)
+    # long side 10: 8 x 10 (long_side_size above), exactly the crop: nothing padded, the stripes stretched
+    image, label = SegmentationDataset(tmp_path, "train", train_transform(augment, (8, 10)), seed=0)[(0, 0)]
+    assert label.shape == (8, 10) and int((label == 255).sum()) == 0
+    assert set(label.unique().tolist()) == {0, 1, 2}
+    # without a base size the same crop pads the 7 x 9 image: one row and one column of 255
+    _, padded = SegmentationDataset(tmp_path, "train", train_transform(NO_AUGMENT, (8, 10)), seed=0)[(0, 0)]
+    assert int((padded == 255).sum()) == 8 + 10 - 1
+
+
+def test_scale_range_and_base_size_are_checked():
+    with pytest.raises(ValueError, match=r"base size 3 x scale 0.2 is under one pixel"):
+        RandomScale(0.2, 1.0, base_size=3)
+    with pytest.raises(pydantic.ValidationError, match=r"scale: \[2.0, 0.5\] must be \[low, high\]"):
+        AugmentConfig(hflip=False, scale=(2.0, 0.5), rotate=0.0)
 
 
 @pytest.mark.parametrize("world_size", [1, 2, 3])

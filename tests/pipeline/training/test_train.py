@@ -23,7 +23,7 @@ from tiny_run import IMAGE_SIZE, VAL_IMAGES
 
 from pipeline import lock, rundir
 from pipeline.cli.main import main
-from pipeline.config import with_overrides
+from pipeline.config import ADDED_KEYS, with_overrides
 from pipeline.errors import DataError, GrarError
 from pipeline.paths import dataset_dir, stats_dir
 from pipeline.rundir import config_hash, read_log
@@ -221,6 +221,59 @@ def test_backbone_and_head_groups_follow_the_schedule_at_their_multiples(tiny_pr
     assert len(saved[0]["params"]) == len(backbone) and len(saved[1]["params"]) == len(others)
 
 
+def test_a_dataset_schedule_sets_its_own_head_multiple(tiny_project, tmp_path):
+    """train.schedules[dataset].head_lr_mult wins over train.head_lr_mult for that dataset (the paper profile's
+    per-dataset lr), and only for it."""
+    params = with_overrides(
+        tiny_project,
+        {
+            "train.head_lr_mult": 3.0,
+            "train.schedules.embedded": {"lr": 0.02, "iterations": 2, "head_lr_mult": 5.0},
+            "train.schedules.ade20k": {"lr": 0.01, "iterations": 9, "head_lr_mult": 1.0},
+        },
+    )
+    assert params.train.head_mult == 5.0
+    assert with_overrides(params, {"train.schedules.embedded.head_lr_mult": None}).train.head_mult == 3.0
+    train(params, tmp_path)
+    saved = load_checkpoint(tmp_path / "checkpoint.pt")["optimizer"]["param_groups"]
+    assert [(g["name"], g["lr_mult"]) for g in saved] == [("backbone", 1.0), ("head", 5.0)]
+    assert [g["lr"] for g in saved] == pytest.approx([poly_lr(0.02, 1, 2, 0.9), 5 * poly_lr(0.02, 1, 2, 0.9)])
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+def test_train_precision_reaches_training_and_evaluation(tiny_project, tmp_path, monkeypatch, precision):
+    """train.precision is the autocast of the training forward and of every evaluation pass."""
+    from pipeline.training import distributed, inference
+
+    seen = []
+
+    def recording(device, wanted):
+        seen.append((device.type, wanted))
+        return distributed.amp(device, wanted)
+
+    monkeypatch.setattr(loop, "amp", recording)
+    monkeypatch.setattr(inference, "amp", recording)
+    params = with_overrides(tiny_project, {"train.precision": precision, "train.schedules.embedded.iterations": 2})
+    run_cell(params, tmp_path / "run")
+    assert set(seen) == {("cpu", precision)} and len(seen) > 2  # 2 training steps + the evaluation passes
+
+
+def test_autocast_is_bf16_on_cuda_only_for_bf16():
+    from pipeline.training.distributed import amp
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    for precision in ("bf16", "fp32"):
+        with amp(cpu, precision):  # CPU runs never autocast: float32 as before train.precision existed
+            assert not torch.is_autocast_enabled("cpu")
+            assert torch.ones(2, 2).matmul(torch.ones(2, 2)).dtype == torch.float32
+    assert not isinstance(amp(cuda, "fp32"), torch.autocast)
+    with pytest.warns(UserWarning, match="CUDA is not available"):  # built only: no GPU here
+        bf16 = amp(cuda, "bf16")
+    assert isinstance(bf16, torch.autocast) and (bf16.device, bf16.fast_dtype) == ("cuda", torch.bfloat16)
+    with pytest.raises(ValueError, match="unknown precision 'fp16'; valid: bf16, fp32"):
+        amp(cpu, "fp16")
+
+
 def test_stopped_and_resumed_run_ends_identical(tiny_project, straight, tmp_path):
     train(tiny_project, tmp_path, stop_after=3)
     assert load_checkpoint(tmp_path / "checkpoint.pt")["iteration"] == 3
@@ -375,7 +428,7 @@ def test_load_run_model_rebuilds_the_evaluated_model(tiny_project, tmp_path):
     model, loaded = load_run_model(tmp_path)
     assert loaded == params and not model.training
     val = SegmentationDataset(dataset_dir(params, "embedded"), "val")
-    evaluation = evaluate_model(model, val, params.eval, torch.device("cpu"))
+    evaluation = evaluate_model(model, val, params.eval, torch.device("cpu"), params.train.precision)
     assert np.array_equal(evaluation.single, np.load(tmp_path / "confusion.npy"))
     with pytest.raises(DataError, match="no checkpoint"):
         load_run_model(tmp_path / "missing")
@@ -558,10 +611,20 @@ def test_a_checkpoint_from_before_the_later_keys_still_loads(tiny_project, tmp_p
         for part in parents:
             node = node[part]
         del node[last]
+    for path in ADDED_KEYS:  # and none of the keys added with a default (train.precision, eval.fusion...)
+        node = state["params"]
+        for part in path[:-1]:
+            node = node[part]
+        del node[path[-1]]
     torch.save(state, run_dir / "checkpoint.pt")
     run = load_run(run_dir)
     assert (
         run.params.data.folders == {} and run.params.train.head_lr_mult == 1.0 and run.params.model.stem == "standard"
+    )
+    assert (run.params.train.precision, run.params.eval.fusion, run.params.eval.align_corners) == (
+        "bf16",
+        "softmax_mean",
+        False,
     )
 
 
