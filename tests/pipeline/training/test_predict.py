@@ -252,13 +252,13 @@ def test_an_image_whose_inference_does_not_fit_in_memory_is_named_and_the_others
     Image.fromarray(np.zeros((40, 52, 3), np.uint8)).save(images / "wide.png")
     real = inference.infer
 
-    def infer(model, tensors, config, multi=False):
+    def infer(model, tensors, *args):
         if tensors.shape[-1] == 52:  # (B, 3, H, W)
             raise RuntimeError(
                 "[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory: you tried to "
                 "allocate 5408000000 bytes. Error code 12 (Cannot allocate memory)"
             )
-        return real(model, tensors, config, multi)
+        return real(model, tensors, *args)
 
     monkeypatch.setattr(inference, "infer", infer)
     assert main(["predict", str(run_dir), str(images), "--out", str(tmp_path / "out")]) == 1
