@@ -144,11 +144,17 @@ def measured_seconds(root: Path) -> dict[RateKey, list[list[float]]]:
     return found
 
 
-RATE_PATHS = {("model", "backbone"): "backbone", ("train", "crop_size"): "crop", ("train", "device"): "device"}
+RATE_PATHS = {
+    ("model", "backbone"): "backbone",
+    ("train", "crop_size"): "crop",
+    ("train", "device"): "device",
+    ("train", "precision"): "precision",  # absent from runs of before train.precision: bf16, as rate_key reads it
+}
+REQUIRED = ("backbone", "crop", "device")
 
 
 def config_rate_key(path: Path) -> RateKey | None:
-    """The rate key of a run's ``config.yaml`` from the YAML events up to the last of its three values (libyaml;
+    """The rate key of a run's ``config.yaml`` from the YAML events up to the last of its values (libyaml;
     nothing else is built, aliases and anything unusual left to the full, bounded parser); ``None`` for a
     folder that is no run folder of this version (it measures nothing)."""
     try:
@@ -159,13 +165,13 @@ def config_rate_key(path: Path) -> RateKey | None:
         values = dumped_rate_values(text) or rate_values(text)
         if values is None:  # aliases, or an odd shape: the bounded parser, then the plain lookup
             return rate_key(parse_generated_yaml(text, str(path)))
-        return values["backbone"], crop_of(values["crop"]), values["device"]
+        return values["backbone"], crop_of(values["crop"]), values["device"], values.get("precision", "bf16")
     except (ConfigError, yaml.YAMLError, KeyError, TypeError, ValueError, IndexError):
         return None
 
 
 DUMPED_SECTION = re.compile(r"^([a-z_]+):$")
-DUMPED_KEY = re.compile(r"^  (backbone|crop_size|device):(?: ([A-Za-z0-9_.-]+))?$")
+DUMPED_KEY = re.compile(r"^  (backbone|crop_size|device|precision):(?: ([A-Za-z0-9_.-]+))?$")
 DUMPED_ITEM = re.compile(r"^  - ([0-9]+)$")
 
 
@@ -181,7 +187,7 @@ def dumped_rate_values(text: str) -> dict[str, Any] | None:
             continue
         key = None
         if (header := DUMPED_SECTION.match(line)) is not None:
-            if section in ("model", "train") and len(found) == len(RATE_PATHS):
+            if section == "train" and all(name in found for name in REQUIRED):  # the train section is read
                 break
             section = header.group(1)
         elif section in ("model", "train") and (match := DUMPED_KEY.match(line)):
@@ -196,14 +202,15 @@ def dumped_rate_values(text: str) -> dict[str, Any] | None:
             else:
                 found[name] = int(match.group(2)) if name == "crop" else match.group(2)
     crop = found.get("crop")
-    if len(found) != len(RATE_PATHS) or (isinstance(crop, list) and len(crop) != 2):
+    if not all(name in found for name in REQUIRED) or (isinstance(crop, list) and len(crop) != 2):
         return None
     return found
 
 
 def rate_values(text: str) -> dict[str, Any] | None:
-    """``backbone``, ``crop`` (an int or [h, w]) and ``device`` read from the YAML events of a config; ``None``
-    when one is missing or is not plain (an alias, a tag, a nested collection): then the caller parses it all."""
+    """``backbone``, ``crop`` (an int or [h, w]), ``device`` and, when there, ``precision`` read from the YAML
+    events of a config; ``None`` when one of the first three is missing or one is not plain (an alias, a tag,
+    a nested collection): then the caller parses it all."""
     loader = yaml.CSafeLoader if getattr(yaml, "__with_libyaml__", False) else yaml.SafeLoader
     found: dict[str, Any] = {}
     frames: list[list[Any]] = []  # [is a mapping, path, current key (mappings), expecting a key]
@@ -239,7 +246,7 @@ def rate_values(text: str) -> dict[str, Any] | None:
             frames[-1][3] = True
         if len(found) == len(RATE_PATHS) and not (path[:2] == ("train", "crop_size") and len(frames) > 2):
             break
-    return found if len(found) == len(RATE_PATHS) else None
+    return found if all(name in found for name in REQUIRED) else None
 
 
 def logged_seconds(path: Path) -> list[float]:

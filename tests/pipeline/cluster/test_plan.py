@@ -229,6 +229,6 @@ def test_the_plan_reads_each_config_only_as_far_as_its_rate_key(planned, monkeyp
     seconds = plan_module.measured_seconds(runs)
     assert built == [str(edited / "config.yaml")]
     assert sorted((key, len(logs)) for key, logs in seconds.items()) == [
-        (("tiny_resnet", (32, 192), "auto"), 3),
-        (("tiny_resnet", (64, 64), "auto"), 1),
+        (("tiny_resnet", (32, 192), "auto", "bf16"), 3),
+        (("tiny_resnet", (64, 64), "auto", "bf16"), 1),
     ]
