@@ -84,13 +84,20 @@ def undisturbed(data, tmp_path_factory) -> dict[int, dict]:
 # --- what the test looks at -----------------------------------------------------------------------
 
 
-def until(condition: Callable[[], object], what: str, follower: subprocess.Popen, timeout_s: float = 240.0):
-    """Poll ``condition`` until true; fail naming ``what`` when time runs out or the follower ended first."""
+def until(
+    condition: Callable[[], object],
+    what: str,
+    follower: subprocess.Popen,
+    timeout_s: float = 240.0,
+    seen: Callable[[], object] = lambda: None,
+):
+    """Poll ``condition`` until true; fail naming ``what`` (and ``seen()``, what there is instead) when time
+    runs out or the follower ended first."""
     deadline = time.monotonic() + timeout_s
     while not (value := condition()):
         if follower.poll() is not None:
             pytest.fail(f"the follower ended (exit {follower.returncode}) before {what}: {follower.communicate()}")
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}; instead: {seen()}"
         time.sleep(0.05)
     return value
 
@@ -162,12 +169,7 @@ def inject_faults(params: Params, follower: subprocess.Popen) -> list[str]:
         done.append(f"scancel {jobs[0]} (seed 0, at iteration {logged(runs[0])})")
         scontrol("requeue", jobs[1])
         done.append(f"scontrol requeue {jobs[1]} (seed 1, running, at iteration {logged(runs[1])})")
-        waiting = until(
-            lambda: (state := run_state(params, 2)).reason == f"queued: {DRAINED}" and state,
-            "seed 2 to wait for the drained node, saying so",
-            follower,
-        )
-        assert (waiting.state, waiting.active) == ("pending", True)
+        waiting = wait_for_the_drained_node(params, jobs[2])
         scontrol("update", f"NodeName={node}", "State=RESUME")
         drained = False
         done.append(f"node {node} resumed (seed 2 had waited: {waiting.reason})")
@@ -201,6 +203,22 @@ def inject_faults(params: Params, follower: subprocess.Popen) -> list[str]:
         if suspended:
             scontrol("resume", jobs[3])
     return done
+
+
+def wait_for_the_drained_node(params: Params, job: str, timeout_s: float = 30.0) -> grids.CellState:
+    """Seed 2's state while the node is drained: pending, its reason SLURM's for the drained node. The node is
+    shared (other users' jobs wait too), so at most ``timeout_s`` is waited for it; a job queued behind someone
+    else's shows SLURM's reason for that instead (``Priority``), which must then be the one squeue gives."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        state = run_state(params, 2)
+        why = subprocess.run(["squeue", "-h", "-j", job, "-o", "%r"], capture_output=True, text=True).stdout.strip()
+        if state.reason == f"queued: {DRAINED}" or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert (state.state, state.active) == ("pending", True)
+    assert state.reason in (f"queued: {DRAINED}", f"queued: {why}"), (state.reason, why)
+    return state
 
 
 def check_failed_as_their_faults(params: Params, states: list[grids.CellState]) -> None:
