@@ -10,6 +10,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from types import SimpleNamespace
 
@@ -723,3 +724,50 @@ def test_a_full_disk_at_a_checkpoint_is_one_line_keeps_the_last_and_resumes_iden
     assert main(argv) == 0
     assert_same(load_checkpoint(run_dir / "checkpoint.pt"), load_checkpoint(straight / "checkpoint.pt"))
     assert log_without_times(run_dir) == log_without_times(straight)
+
+
+FROZEN_TRAINER = """
+import sys
+from pathlib import Path
+import yaml
+from pipeline import lock
+lock.STALE_S, lock.HEARTBEAT_S = 2.0, 0.2  # the 60 s / 10 s of a real lock, scaled down
+from pipeline.config import validate
+from pipeline.errors import run_guarded
+from pipeline.training.run import run_cell
+params = validate(yaml.safe_load(Path(sys.argv[1]).read_text()))
+sys.exit(run_guarded(lambda: run_cell(params, Path(sys.argv[2])) and None, "grar"))
+"""
+
+
+def test_a_frozen_trainer_woken_after_another_took_its_run_over_writes_nothing(tiny_project, tmp_path, monkeypatch):
+    """The issue's case: SIGSTOP a trainer past the heartbeat timeout, let another process take the run over and
+    finish it, SIGCONT the first: it says it lost the lock and stops, the other's files untouched."""
+    params_file = tmp_path / "params.yaml"
+    long_run = with_overrides(tiny_project, {"train.schedules.embedded.iterations": 400, "eval.multi_scale": False})
+    params_file.write_text(yaml.safe_dump(long_run.model_dump(mode="json")))
+    run_dir = tmp_path / "run"
+    trainer = subprocess.Popen(
+        [sys.executable, "-c", FROZEN_TRAINER, str(params_file), str(run_dir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (run_dir / "train_log.csv").is_file() or len(read_log(run_dir / "train_log.csv")) < 5:
+            assert trainer.poll() is None and time.monotonic() < deadline, trainer.communicate()
+            time.sleep(0.05)
+        trainer.send_signal(signal.SIGSTOP)  # frozen past the heartbeat timeout...
+        monkeypatch.setattr(lock, "STALE_S", 2.0)
+        with lock.run_lock(run_dir, wait=True):  # ...another process takes the run over and finishes it
+            (run_dir / "metrics.json").write_text('{"finished": "by the other process"}\n')
+            taken_over = {p.name: p.read_bytes() for p in run_dir.iterdir() if not p.name.startswith("grar.lock")}
+        trainer.send_signal(signal.SIGCONT)
+        out, err = trainer.communicate(timeout=120)
+    finally:
+        trainer.kill()
+    assert trainer.returncode == 1, err
+    lines = [line for line in err.splitlines() if line.startswith("grar: error:")]
+    assert len(lines) == 1 and f"{run_dir}: lost the lock {run_dir}/grar.lock.0" in lines[0], err
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir() if not p.name.startswith("grar.lock")} == taken_over
