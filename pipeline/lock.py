@@ -33,10 +33,11 @@ finished); what remains is the instant between a check and the rename that
 follows it.
 
 Limits: the clocks of the hosts sharing a folder (NFS sets mtimes from the
-server's clock) must agree to well within ``STALE_S``; a pid reused on the same host keeps a dead
-holder's lock until its heartbeat times out; in a job of several tasks only
-rank 0 takes a run's lock (``locked_run``), so when it finds the run locked
-the other tasks wait at the rendezvous until the job's time limit.
+server's clock) must agree to well within ``STALE_S``; a pid reused on the
+same host keeps a dead holder's lock until its heartbeat times out; in a job
+of several tasks only rank 0 takes a run's lock (``locked_run``), so when it
+finds the run locked the other tasks wait at the rendezvous until the job's
+time limit.
 """
 
 from __future__ import annotations
