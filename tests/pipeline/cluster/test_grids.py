@@ -531,7 +531,9 @@ def test_paper_table4_is_table1s_r101_and_resnest101_runs(tmp_path):
     ]
     assert table1["r101-grar-sr"].params == table4[0].params
     others = {run.config_hash for name in ("table5", "table6") for run in grids.expand(paper, name, claimed)}
-    assert len(others) == 4 and not others & {run.config_hash for run in table1.values()}
+    assert len(others) == 5 and not others & {run.config_hash for run in table1.values()}  # table5: + head x1
+    sweep = {run.cell: run for run in grids.expand(paper, "sr-weight", claimed)}
+    assert sweep["w-sr-0.2"].run_dir == table1["r50-grar-sr"].run_dir  # the sweep's 0.2 is Table 1's run
 
 
 GATED_TRAINER = """
@@ -781,11 +783,13 @@ def test_grid_list_shows_each_cells_effective_overrides(tmp_path, capsys):
         "table2: 9 cells x 1 seed(s) [0]",
         "table3: 7 cells x 1 seed(s) [0]",
         "table4: 2 cells x 1 seed(s) [0]",
-        "table5: 2 cells x 1 seed(s) [0]",
+        "table5: 3 cells x 1 seed(s) [0]",
         "table6: 2 cells x 1 seed(s) [0]",
+        "sr-weight: 3 cells x 1 seed(s) [0]",
     ]
     assert out[1] == "  r50-fcn             model.head=fcn model.backbone=resnet50 train.loss.sr=0.0"
-    assert out[-1] == "  resnest101-grar-sr  train.dataset=coco_stuff model.head=grar model.backbone=resnest101"
+    assert out[-5] == "  resnest101-grar-sr  train.dataset=coco_stuff model.head=grar model.backbone=resnest101"
+    assert out[-1] == "  w-sr-0.4  model.backbone=resnet50 model.head=grar train.loss.sr=0.4"
 
 
 def test_grid_submit_and_wait_exit_codes(params_file, tmp_path, monkeypatch, capsys):
