@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import BUILTIN_DATASETS, read_yaml
+from pipeline.config import BUILTIN_DATASETS
 from pipeline.errors import DataError
+from pipeline.safe_yaml import read_yaml
 
 PAPER_TABLES = Path(__file__).resolve().parents[1] / "reports" / "paper_tables.yaml"
 CITATION = "Ding et al., ICCV 2021, Table {number}"

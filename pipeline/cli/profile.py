@@ -9,9 +9,10 @@ from typing import Any
 
 import yaml
 
-from pipeline.config import DEFAULT_PARAMS, load_params, read_yaml, validate
+from pipeline.config import DEFAULT_PARAMS, load_params, validate
 from pipeline.errors import ConfigError
 from pipeline.io import write_text_atomic
+from pipeline.safe_yaml import read_yaml
 
 HELP = "list profiles (embedded, paper) or switch params.yaml to one"
 DESCRIPTION = """\

@@ -40,10 +40,11 @@ from typing import Any
 
 import yaml
 
-from pipeline.config import YAML_MAX_DEPTH, Params, parse_generated_yaml
+from pipeline.config import Params
 from pipeline.errors import ConfigError
 from pipeline.paths import runs_dir
 from pipeline.rundir import CONFIG_FILE, LOG_FILE, finished_metrics, read_log
+from pipeline.safe_yaml import YAML_MAX_DEPTH, parse_generated_yaml
 
 NODES = 1  # grar's SLURM jobs use one node (pipeline.cluster.executors)
 RateKey = tuple[str, tuple[int, int], str, str]  # backbone, crop (H, W), train.device, train.precision

@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import spearmanr
 
-from pipeline.config import parse_yaml
 from pipeline.errors import ConfigError, DataError
 from pipeline.rundir import CHECKPOINT_FILE, CONFIG_FILE
+from pipeline.safe_yaml import parse_yaml
 from pipeline.stats.affinity import cluster_order, frequency
 from pipeline.stats.files import load_counts
 

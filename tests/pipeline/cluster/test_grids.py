@@ -317,7 +317,7 @@ def test_a_suspended_job_runs_without_an_eta_and_a_queued_one_shows_why_it_waits
     rows = capsys.readouterr().out.splitlines()
     assert rows[0].startswith("grid g: 6 runs: 5 pending, 1 running, 0 done, 0 failed")
     assert rows[2].split("  ")[0:1] == ["fcn"] and " running " in rows[2]
-    assert "2/300 it, suspended " in rows[2] and "ETA" not in rows[2]
+    assert "2/600 it, suspended " in rows[2] and "ETA" not in rows[2]
     assert rows[2].endswith("suspended by SLURM: no progress until it is resumed")
     assert " pending " in rows[3] and rows[3].endswith("queued: ReqNodeNotAvail, UnavailableNodes:vm")
     assert "--format=%i|%r --jobs=7_1" in (fake_slurm / "squeue.args").read_text()  # only the waiting job

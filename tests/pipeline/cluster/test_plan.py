@@ -23,6 +23,7 @@ SLURM = {
     "executor.slurm.gpus_per_node": 2,
     "executor.slurm.timeout_min": 2,
     "grid.grids": {"g": GRIDS["g"]},
+    "train.schedules.embedded.iterations": 300,  # the figures below are worked out by hand for 300
 }
 
 

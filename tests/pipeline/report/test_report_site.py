@@ -157,11 +157,11 @@ def test_grid_pages_show_cost_lambdas_and_learned_edges(params, runs, tmp_path):
     assert (out / "figures/edges" / f"{run_name('pos-conv', 0)}.png").is_file()
     assert (out / "figures/lambdas/table2/pos-graph.png").is_file()
     assert not (out / "figures/lambdas/table2/pos-conv.png").exists()  # its log has no λ columns
-    # cost: 0.4 s per iteration (median of the pos-conv logs, the runs with a config.yaml), 300 iterations a run;
+    # cost: 0.4 s per iteration (median of the pos-conv logs, the runs with a config.yaml), 600 iterations a run;
     # table1 has grar-sr seeds 0 (failed) and 1 (running) to go, side by side (executor local, parallel 2)
     table1 = (out / "grids/table1.html").read_text()
-    assert "to go: 0:04:00 of run time, 0.00 GPU-hours, wall time 0:02:00 at 2 in parallel" in table1
-    assert "<td>grar-sr</td><td>0</td><td>failed</td><td>0/300</td><td>0.400</td><td>0:02:00</td>" in table1
+    assert "to go: 0:08:00 of run time, 0.00 GPU-hours, wall time 0:04:00 at 2 in parallel" in table1
+    assert "<td>grar-sr</td><td>0</td><td>failed</td><td>0/600</td><td>0.400</td><td>0:04:00</td>" in table1
     check_site(out)
 
 
