@@ -254,6 +254,23 @@ def environment() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(REPO), "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
 
 
+def follow_under_faults(params: Params, project: Path, command: list[str]) -> tuple[subprocess.Popen, str, str]:
+    """Run ``command`` in ``project`` (it follows the chaos grid), inject the faults while it runs, print them;
+    the finished process, its stdout and stderr."""
+    started = time.monotonic()
+    follower = subprocess.Popen(
+        command, cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment()
+    )
+    try:
+        faults = inject_faults(params, follower)
+        out, err = follower.communicate(timeout=600)
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+    print(f"faults, in {time.monotonic() - started:.0f} s:", *faults, sep="\n  ")
+    return follower, out, err
+
+
 # --- the tests ------------------------------------------------------------------------------------
 
 
@@ -265,21 +282,9 @@ def test_chaos_while_grar_grid_wait_follows_the_grid(slurm_cluster, data, undist
     submitted = grar(project, "grid", "submit", "chaos")
     assert submitted.returncode == 0, submitted.stderr
     started = time.monotonic()
-    follower = subprocess.Popen(
-        [str(BIN / "grar"), "grid", "wait", "chaos", "--poll", "1", "--timeout", "600"],
-        cwd=project,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=environment(),
+    follower, out, err = follow_under_faults(
+        params, project, [str(BIN / "grar"), "grid", "wait", "chaos", "--poll", "1", "--timeout", "600"]
     )
-    try:
-        faults = inject_faults(params, follower)
-        out, err = follower.communicate(timeout=600)
-    finally:
-        if follower.poll() is None:
-            follower.kill()
-    print(f"faults, in {time.monotonic() - started:.0f} s:", *faults, sep="\n  ")
     assert follower.returncode == 1, err  # two runs failed, named
     node = short_hostname()
     assert "2 run(s) not done:\n  chaos/fcn seed 0: failed (CANCELLED), log " in err
@@ -313,21 +318,7 @@ def test_chaos_while_dvc_repro_trains_the_grid(slurm_cluster, data, undisturbed,
     (project / "params.yaml").write_text(yaml.safe_dump(params.model_dump(mode="json")))
     assert subprocess.run([str(BIN / "dvc"), "init", "--no-scm"], cwd=project, capture_output=True).returncode == 0
     started = time.monotonic()
-    follower = subprocess.Popen(
-        [str(BIN / "dvc"), "repro", "train"],
-        cwd=project,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=environment(),
-    )
-    try:
-        faults = inject_faults(params, follower)
-        out, err = follower.communicate(timeout=600)
-    finally:
-        if follower.poll() is None:
-            follower.kill()
-    print(f"faults, in {time.monotonic() - started:.0f} s:", *faults, sep="\n  ")
+    follower, out, err = follow_under_faults(params, project, [str(BIN / "dvc"), "repro", "train"])
     assert follower.returncode != 0, out + err  # the train stage failed, naming the two runs
     node = short_hostname()
     assert "chaos/fcn seed 0: failed (CANCELLED), log " in out + err

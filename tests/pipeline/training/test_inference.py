@@ -137,15 +137,7 @@ def test_scores_of_a_confusion_matrix():
 def test_a_real_model_scores_every_val_pixel(tiny_project, window):
     model = build_model(tiny_project, 24)
     val = SegmentationDataset(dataset_dir(tiny_project, "embedded"), "val")
-    config = EvalConfig(
-        multi_scale=True,
-        scales=(1.0,),
-        flip=False,
-        base_size=None,
-        window=window,
-        fusion="softmax_mean",
-        align_corners=False,
-    )
+    config = SINGLE.model_copy(update={"multi_scale": True, "window": window})
     evaluation = evaluate_model(model, val, config, torch.device("cpu"), "fp32")
     assert evaluation.single.sum() == VAL_IMAGES * IMAGE_SIZE**2
     assert np.array_equal(evaluation.single, evaluation.multi)  # "multi-scale" of scale 1 without flip is single
